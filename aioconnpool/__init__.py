@@ -1,0 +1,28 @@
+"""aioconnpool: a drop-in aiohttp connector whose connection pool is exact,
+observable and fast.
+
+    connector = aioconnpool.PoolConnector(limit=100, limit_per_host=5)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        ...
+        print(connector.stats())
+"""
+
+from ._compat import SUPPORTED_RANGE
+from ._connector import PoolConnector
+from ._counters import CLOSE_REASONS, RELEASE_HOWS
+from ._keys import PoolKey
+from ._stats import ConnectionInfo, HostStats, PoolStats
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "CLOSE_REASONS",
+    "RELEASE_HOWS",
+    "SUPPORTED_RANGE",
+    "ConnectionInfo",
+    "HostStats",
+    "PoolConnector",
+    "PoolKey",
+    "PoolStats",
+    "__version__",
+]

@@ -1,0 +1,74 @@
+"""Everything that depends on aiohttp's private internals, in one place.
+
+aiohttp 3.11 to 3.14 agree on the hooks used here (``_release``, ``_factory``,
+``ResponseHandler._payload``...); where they differ, the difference is
+isolated below. Importing with an unsupported aiohttp fails loudly.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import aiohttp
+from aiohttp import client_reqrep
+
+__all__ = [
+    "AIOHTTP_VERSION",
+    "SUPPORTED_RANGE",
+    "caller_stop_marker",
+    "check_aiohttp_version",
+    "payload_of",
+    "server_asked_close",
+    "update_proxy_headers",
+]
+
+SUPPORTED_RANGE = ((3, 11), (3, 14))
+
+
+def _parse(version: str) -> tuple[int, int]:
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if match is None:
+        raise ImportError(f"aioconnpool cannot read the aiohttp version {version!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def check_aiohttp_version(version: str) -> tuple[int, int]:
+    """Raise ``ImportError`` naming the supported range if ``version`` is outside it."""
+    parsed = _parse(version)
+    low, high = SUPPORTED_RANGE
+    if not low <= parsed <= high:
+        raise ImportError(
+            f"aioconnpool supports aiohttp {low[0]}.{low[1]} to {high[0]}.{high[1]}; "
+            f"aiohttp {version} is installed"
+        )
+    return parsed
+
+
+AIOHTTP_VERSION = check_aiohttp_version(aiohttp.__version__)
+
+# ``ClientResponse.release()`` and ``.close()`` mark the body stream with this
+# exception object before giving the connection back: seeing it tells "the
+# caller stopped reading" apart from a real error on the stream.
+caller_stop_marker: object = getattr(client_reqrep, "_CONNECTION_CLOSED_EXCEPTION", None)
+
+
+def payload_of(protocol: Any) -> Any:
+    """The body stream of the response currently on ``protocol`` (or None)."""
+    return getattr(protocol, "_payload", None)
+
+
+def server_asked_close(protocol: Any) -> bool:
+    """The response said ``Connection: close`` (or was HTTP/1.0 without keep-alive)."""
+    return bool(getattr(protocol, "_should_close", False))
+
+
+def update_proxy_headers(connector: Any, req: Any) -> None:
+    """Re-apply proxy credentials to a request served by a reused connection.
+
+    aiohttp 3.13+ does this in ``connect()`` on reuse; older versions set the
+    header when building the request, so there is nothing to do.
+    """
+    update = getattr(connector, "_update_proxy_auth_header_and_build_proxy_req", None)
+    if update is not None and req.proxy:
+        update(req)

@@ -1,0 +1,374 @@
+"""``PoolConnector``: aiohttp's ``TCPConnector`` with the accounting core as its pool.
+
+This module only translates. aiohttp calls ``connect()`` and ``_release()``;
+they become core events (arrive, connect succeeded / failed, abandon,
+release); the core's decisions (wake these waiters, close these connections)
+are carried out here. Connection creation -- DNS, TLS, proxies, happy
+eyeballs -- is ``TCPConnector``'s own, untouched. No pool state lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import warnings
+import weakref
+from collections.abc import Awaitable, Hashable
+from typing import TYPE_CHECKING, Any, overload
+
+from aiohttp import ClientConnectionError, TCPConnector
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.connector import Connection
+from aiohttp.helpers import ceil_timeout
+from yarl import URL
+
+from . import _compat
+from ._core import CLOSED, NOTHING, QUEUED, Decision, PoolCore, Ticket, _min_room
+from ._keys import PoolKey, pool_key_of, to_pool_key
+from ._options import check_count, validate_tcp_options
+from ._protocol import PoolProtocol
+from ._release_paths import classify_release
+from ._stats import (
+    ConnectionInfo,
+    HostStats,
+    PoolStats,
+    build_host_stats,
+    build_pool_stats,
+)
+
+if TYPE_CHECKING:
+    from aiohttp.client import ClientTimeout
+    from aiohttp.client_reqrep import ClientRequest, ConnectionKey
+    from aiohttp.tracing import Trace
+
+__all__ = ["PoolConnector"]
+
+
+class PoolConnection(Connection):
+    """aiohttp's ``Connection``, telling the pool it was released on purpose.
+
+    A connection that is garbage-collected unreleased still reaches the pool
+    through aiohttp's ``Connection.__del__``; the flag lets the pool count
+    that as a leak (``"gc"``) instead of a close.
+    """
+
+    def release(self) -> None:
+        self._notify_release()
+        if self._protocol is not None:
+            connector: PoolConnector = self._connector  # type: ignore[assignment]
+            connector._pool_release(self._protocol, closing=False, explicit=True)
+            self._protocol = None
+
+    def close(self) -> None:
+        self._notify_release()
+        if self._protocol is not None:
+            connector: PoolConnector = self._connector  # type: ignore[assignment]
+            connector._pool_release(self._protocol, closing=True, explicit=True)
+            self._protocol = None
+
+
+def _how_failed(exc: BaseException) -> str:
+    return "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+
+
+def _run_expiry(ref: weakref.ref[PoolConnector]) -> None:
+    connector = ref()
+    if connector is not None:
+        connector._expire_idle()
+
+
+class PoolConnector(TCPConnector):
+    """A ``TCPConnector`` whose pool is exact, observable and fair.
+
+    Accepts every ``TCPConnector`` keyword with the same meaning (``limit``,
+    ``limit_per_host``, ``keepalive_timeout``, ``force_close``, ``ssl``,
+    ``resolver``...), plus:
+
+    ``stats_history``
+        how many drained hosts keep their per-host counters in ``stats()``
+        (default 10,000); older ones are summed into ``PoolStats.forgotten``.
+    """
+
+    def __init__(self, *, stats_history: int = 10_000, **kwargs: Any) -> None:
+        validate_tcp_options(kwargs)
+        check_count("stats_history", stats_history)
+        super().__init__(**kwargs)
+        limit_per_host = self._limit_per_host or None
+        self._pool_limit_per_host = limit_per_host
+        self._factory = functools.partial(
+            PoolProtocol, loop=self._loop, on_lost=weakref.WeakMethod(self._on_lost)
+        )
+        self._core: PoolCore[Hashable, Hashable, PoolKey] = PoolCore(
+            limit=self._limit or None,
+            limit_for=lambda key: limit_per_host,
+            group=pool_key_of,
+            keepalive_timeout=None if self._force_close else self._keepalive_timeout,
+            is_alive=ResponseHandler.is_connected,  # type: ignore[arg-type]
+            clock=self._loop.time,
+            history=stats_history,
+        )
+        self._expiry_handle: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------ public API
+
+    @overload
+    def stats(self) -> PoolStats: ...
+
+    @overload
+    def stats(self, target: PoolKey | str | URL) -> HostStats: ...
+
+    def stats(self, target: PoolKey | str | URL | None = None) -> PoolStats | HostStats:
+        """A consistent snapshot of the pool, taken without awaiting.
+
+        With no argument, a :class:`PoolStats` for the whole connector. With a
+        ``PoolKey``, URL string or ``yarl.URL``, the :class:`HostStats` of that
+        (host, port, ssl): zeros for a host never seen. Any other target
+        raises ``TypeError``; a URL with no host or a non-HTTP scheme raises
+        ``ValueError``.
+        """
+        core = self._core
+        limit = self._pool_limit_per_host
+        if target is None:
+            return build_pool_stats(core, limit_per_host=limit, group=pool_key_of)
+        key = to_pool_key(target)
+        figures = [core.figures(k) for k in core.keys_in_group(key)]
+        return build_host_stats(
+            figures, empty_room=_min_room(limit, core.total_room()), empty_limit=limit
+        )
+
+    def connections(self) -> list[ConnectionInfo]:
+        """Every live connection, plus one entry per connection being opened."""
+        now = self._loop.time()
+        infos: list[ConnectionInfo] = []
+        for rec in self._core.records():
+            transport = getattr(rec.handle, "transport", None)
+            local = peer = None
+            if transport is not None:
+                local = transport.get_extra_info("sockname")
+                peer = transport.get_extra_info("peername")
+            idle = rec.state == "idle"
+            infos.append(
+                ConnectionInfo(
+                    key=pool_key_of(self._core.key_of(rec)),
+                    state="idle" if idle else "acquired",
+                    local=tuple(local) if local is not None else None,
+                    peer=tuple(peer) if peer is not None else None,
+                    requests=rec.served,
+                    age=now - rec.created_at,
+                    idle_for=now - rec.idle_since if idle else None,
+                )
+            )
+        for ticket in self._core.connecting_tickets():
+            infos.append(
+                ConnectionInfo(
+                    key=pool_key_of(ticket.key),
+                    state="connecting",
+                    local=None,
+                    peer=None,
+                    requests=0,
+                    age=now - ticket.since,
+                    idle_for=None,
+                )
+            )
+        return infos
+
+    def __repr__(self) -> str:
+        core = self._core
+        state = " closed" if core.closed else ""
+        return (
+            f"<{type(self).__name__}{state} [Requests: {core.acquired} active, "
+            f"{core.waiting} queued | Connections: {core.acquired} active, "
+            f"{core.idle} idle, {core.connecting} connecting] "
+            f"limit={self._limit} limit_per_host={self._limit_per_host}>"
+        )
+
+    # ------------------------------------------------------- aiohttp's hooks
+
+    async def connect(
+        self, req: ClientRequest, traces: list[Trace], timeout: ClientTimeout
+    ) -> Connection:
+        """Get a connection for ``req``: reuse, wait for a slot, or open one."""
+        ticket, decision = self._core.arrive(req.connection_key)
+        if decision is not NOTHING:
+            self._carry_out(decision)
+        if ticket.conn is not None:
+            return await self._hand_over(ticket, req, traces)
+        if ticket.state == CLOSED:
+            raise ClientConnectionError("Connector is closed.")
+        async with ceil_timeout(timeout.connect, timeout.ceil_threshold):
+            if ticket.state == QUEUED:
+                await self._wait(ticket, traces)
+                if ticket.conn is not None:
+                    return await self._hand_over(ticket, req, traces)
+            proto = await self._open(ticket, req, traces, timeout)
+        return PoolConnection(self, req.connection_key, proto, self._loop)
+
+    def _release(
+        self,
+        key: ConnectionKey,
+        protocol: ResponseHandler,
+        *,
+        should_close: bool = False,
+    ) -> None:
+        # Reached only from aiohttp's own code: a garbage-collected Connection,
+        # or the CONNECT tunnel of a proxy, whose protocol the pool never held.
+        self._pool_release(protocol, closing=should_close, explicit=False)
+
+    def _close(self, **kwargs: Any) -> Any:
+        if self._closed:
+            return super()._close(**kwargs)
+        waiters: list[Awaitable[object]] = []
+        abort_ssl = bool(kwargs.get("abort_ssl", False))
+        if self._expiry_handle is not None:
+            self._expiry_handle.cancel()
+            self._expiry_handle = None
+        decision = self._core.close()
+        if not self._loop.is_closed():
+            for proto, _reason in decision.close:
+                closed = self._close_protocol(proto, abort=abort_ssl)
+                if closed is not None:
+                    waiters.append(closed)
+            self._wake(decision)
+        result = super()._close(**kwargs)
+        if result is None:  # aiohttp 3.11: nothing to wait for
+            return None
+        return [*result, *waiters]
+
+    def __del__(self, _warnings: Any = warnings) -> None:
+        core = getattr(self, "_core", None)
+        if self._closed or core is None or not (core.acquired or core.idle):
+            return
+        summary = repr(self)
+        self._close()
+        _warnings.warn(f"Unclosed connector {summary}", ResourceWarning, source=self)
+        context: dict[str, Any] = {"connector": self, "message": "Unclosed connector"}
+        if self._source_traceback is not None:
+            context["source_traceback"] = self._source_traceback
+        self._loop.call_exception_handler(context)
+
+    # ------------------------------------------------------------ internals
+
+    async def _hand_over(
+        self, ticket: Ticket, req: ClientRequest, traces: list[Trace]
+    ) -> Connection:
+        """Give the idle connection granted to ``ticket`` to its request."""
+        proto = ticket.conn
+        try:
+            for trace in traces:
+                await trace.send_connection_reuseconn()
+        except BaseException as exc:
+            # aiohttp forgets the socket here; we put it back in the pool.
+            self._carry_out(self._core.abandon(ticket, _how_failed(exc)))
+            raise
+        self._core.handed_over(ticket)
+        _compat.update_proxy_headers(self, req)
+        return PoolConnection(self, req.connection_key, proto, self._loop)  # type: ignore[arg-type]
+
+    async def _wait(self, ticket: Ticket, traces: list[Trace]) -> None:
+        """Wait in the queue until the core grants ``ticket`` a slot."""
+        future: asyncio.Future[None] = self._loop.create_future()
+        ticket.token = future
+        try:
+            for trace in traces:
+                await trace.send_connection_queued_start()
+            await future
+            for trace in traces:
+                await trace.send_connection_queued_end()
+        except BaseException as exc:
+            self._carry_out(self._core.abandon(ticket, _how_failed(exc)))
+            raise
+        if ticket.state == CLOSED:
+            raise ClientConnectionError("Connector is closed.")
+
+    async def _open(
+        self,
+        ticket: Ticket,
+        req: ClientRequest,
+        traces: list[Trace],
+        timeout: ClientTimeout,
+    ) -> ResponseHandler:
+        """Open a new connection under ``ticket``'s permit."""
+        try:
+            for trace in traces:
+                await trace.send_connection_create_start()
+            proto = await self._create_connection(req, traces, timeout)
+        except BaseException:
+            self._carry_out(self._core.connect_failed(ticket))
+            raise
+        decision = self._core.connect_succeeded(ticket, proto)
+        if ticket.state == CLOSED:
+            self._carry_out(decision)
+            raise ClientConnectionError("Connector is closed.")
+        try:
+            for trace in traces:
+                await trace.send_connection_create_end()
+        except BaseException as exc:
+            # aiohttp leaks the new socket here; we close and count it.
+            how = _how_failed(exc)
+            self._carry_out(self._core.release(proto, how, how) or NOTHING)
+            raise
+        return proto
+
+    def _pool_release(
+        self, protocol: ResponseHandler, *, closing: bool, explicit: bool
+    ) -> None:
+        """A connection comes back from aiohttp; let the core decide its fate."""
+        how, reason = classify_release(
+            protocol, closing=closing, force_close=self._force_close, explicit=explicit
+        )
+        decision = self._core.release(protocol, how, reason)
+        if decision is None:
+            # Not ours to pool (a proxy tunnel), or closed with the connector.
+            protocol.close()
+            return
+        self._carry_out(decision)
+        if reason is None and self._expiry_handle is None:
+            self._arm_expiry()
+
+    def _on_lost(self, protocol: PoolProtocol) -> None:
+        self._carry_out(self._core.conn_lost(protocol))
+
+    def _carry_out(self, decision: Decision) -> None:
+        for proto, _reason in decision.close:
+            self._close_protocol(proto)
+        if decision.wake:
+            self._wake(decision)
+
+    def _wake(self, decision: Decision) -> None:
+        for ticket in decision.wake:
+            future = ticket.token
+            if isinstance(future, asyncio.Future) and not future.done():
+                future.set_result(None)
+            else:
+                # Its task was cancelled before the grant reached it: the
+                # grant goes straight back, maybe to the next in line.
+                self._carry_out(self._core.abandon(ticket))
+
+    def _close_protocol(
+        self, proto: Any, *, abort: bool = False
+    ) -> asyncio.Future[None] | None:
+        transport = proto.transport
+        is_tls = transport is not None and transport.get_extra_info("sslcontext") is not None
+        if abort and is_tls:
+            proto.abort()
+        else:
+            proto.close()
+        if is_tls and not self._cleanup_closed_disabled:
+            self._cleanup_closed_transports.append(transport)
+        closed: asyncio.Future[None] | None = getattr(proto, "closed", None)
+        return closed
+
+    def _arm_expiry(self) -> None:
+        when = self._core.next_expiry()
+        if when is None or self._core.closed:
+            return
+        if self._keepalive_timeout and self._keepalive_timeout >= self._timeout_ceil_threshold:
+            when = math.ceil(when)  # batch expiries, as aiohttp's timer does
+        self._expiry_handle = self._loop.call_at(when, _run_expiry, weakref.ref(self))
+
+    def _expire_idle(self) -> None:
+        self._expiry_handle = None
+        self._carry_out(self._core.expire())
+        self._arm_expiry()
+

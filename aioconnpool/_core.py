@@ -1,0 +1,672 @@
+"""The accounting core: a pure, synchronous model of a keyed connection pool.
+
+Theory of operation
+-------------------
+This module knows nothing of sockets, aiohttp or the event loop. The connector
+reports *events* to it (a request arrives, a connection was created or failed,
+a connection is released, a waiter gave up, the peer closed an idle socket,
+time passed, the pool closes) and the core answers with a :class:`Decision`:
+the waiters to wake and the connections to close. The connector carries those
+out. Every state change happens inside one method call, with no ``await``, so
+no other task can observe a half-updated pool.
+
+A *connection* is in one of two states, per key:
+
+* ``acquired`` -- handed to a request; counts against the limits;
+* ``idle``     -- kept alive in the pool; does *not* count against the limits
+  (as in aiohttp), but is reused before anything new is created.
+
+A *ticket* is one request's claim on the pool:
+
+* ``QUEUED``  -- waiting in its key's FIFO queue;
+* ``GRANTED`` -- holds a slot: ``ticket.conn`` is an idle connection handed
+  over (now acquired), or ``None``: permission to open a new connection, which
+  counts as ``connecting`` until :meth:`PoolCore.connect_succeeded` or
+  :meth:`PoolCore.connect_failed`;
+* ``DONE``    -- finished (taken by its request, resolved, or abandoned);
+* ``CLOSED``  -- refused because the pool closed while it waited.
+
+Invariants (checked by the hypothesis state machine in the tests):
+
+1. ``acquired + connecting <= limit`` in total and per key, always, including
+   when an idle connection is reused.
+2. Per-key gauges add up to the totals; per-key counters plus the counters of
+   forgotten keys add up to the total counters.
+3. No waiter waits while a slot it may take is free: for every key with
+   waiters, the key has no room or the total has no room.
+4. ``created + reused == sum(released) + acquired``: every acquisition ends
+   exactly once.
+
+Scheduling is FIFO within a key. Across keys, a freed slot goes to the
+longest-waiting request among the keys that have per-key room. To find it
+without scanning, the core keeps only the *ready* keys -- those whose first
+waiter could run if the total limit allowed it -- in a heap ordered by that
+waiter's arrival number. Every event touches one key plus, per slot it frees,
+one heap pop: O(log k) in the number of ready keys and O(1) in the number of
+waiters. Stale heap entries (a key whose head changed) are skipped lazily and
+compacted away when they outnumber the live ones.
+
+Keys that hold nothing leave no state behind: their counters move to a bounded
+history so that ``stats()`` can still report recently drained hosts, and the
+oldest history entries are folded into one ``forgotten`` aggregate.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import Generic, NamedTuple, TypeVar
+
+from ._counters import Counters
+
+__all__ = [
+    "CLOSED",
+    "DONE",
+    "GRANTED",
+    "QUEUED",
+    "ConnRecord",
+    "Decision",
+    "KeyFigures",
+    "PoolCore",
+    "Ticket",
+]
+
+K = TypeVar("K", bound=Hashable)
+C = TypeVar("C", bound=Hashable)
+G = TypeVar("G", bound=Hashable)
+
+QUEUED = "queued"
+GRANTED = "granted"
+DONE = "done"
+CLOSED = "closed"
+
+ACQUIRED = "acquired"
+IDLE = "idle"
+
+
+class Decision(NamedTuple):
+    """What the connector must do after an event."""
+
+    wake: Sequence[Ticket]
+    """Tickets to wake: each is now ``GRANTED`` or ``CLOSED``."""
+    close: Sequence[tuple[Hashable, str]]
+    """Connections to close, with the reason counted for each."""
+
+
+NOTHING: Decision = Decision((), ())
+
+
+class Ticket:
+    """One request's claim on the pool (see the module docstring)."""
+
+    __slots__ = ("conn", "key", "seq", "since", "state", "token")
+
+    def __init__(self, key: Hashable, seq: int, since: float) -> None:
+        self.key = key
+        self.seq = seq
+        self.since = since
+        self.state = QUEUED
+        self.conn: Hashable | None = None
+        self.token: object = None  # the connector's own handle (a Future)
+
+    def __repr__(self) -> str:
+        return f"<Ticket #{self.seq} {self.state} conn={self.conn!r}>"
+
+
+class ConnRecord:
+    """What the core knows of one live connection."""
+
+    __slots__ = ("acquired_at", "created_at", "handle", "idle_since", "key", "served", "state")
+
+    def __init__(self, handle: Hashable, key: _KeyState, now: float) -> None:
+        self.handle = handle
+        self.key = key
+        self.state = ACQUIRED
+        self.created_at = now
+        self.acquired_at = now
+        self.idle_since = now
+        self.served = 1
+
+
+class KeyFigures(NamedTuple):
+    """A snapshot of one full key: gauges, limit and counters."""
+
+    key: Hashable
+    acquired: int
+    idle: int
+    connecting: int
+    waiting: int
+    limit: int | None
+    room: int | None
+    counters: Counters
+
+
+class _KeyState:
+    __slots__ = (
+        "acquired",
+        "connecting",
+        "counters",
+        "idle",
+        "key",
+        "limit",
+        "ready_token",
+        "waiters",
+    )
+
+    def __init__(self, key: Hashable, limit: int | None, counters: Counters) -> None:
+        self.key = key
+        self.limit = limit
+        self.acquired = 0
+        self.connecting: dict[Ticket, None] = {}
+        self.idle: OrderedDict[Hashable, ConnRecord] = OrderedDict()
+        self.waiters: OrderedDict[Ticket, None] = OrderedDict()
+        self.counters = counters
+        self.ready_token = -1  # >= 0 while the key sits in the ready heap
+
+    def room(self) -> int | None:
+        if self.limit is None:
+            return None
+        return self.limit - self.acquired - len(self.connecting)
+
+    def is_empty(self) -> bool:
+        return not (self.acquired or self.connecting or self.idle or self.waiters)
+
+
+class PoolCore(Generic[K, C, G]):
+    """Pure bookkeeping of a keyed connection pool; see the module docstring.
+
+    ``limit`` and the values returned by ``limit_for`` are ``None`` for
+    "unlimited". ``group`` maps a full key to the coarser key stats are grouped
+    by. ``is_alive`` is asked before an idle connection is handed out.
+    """
+
+    def __init__(
+        self,
+        *,
+        limit: int | None,
+        limit_for: Callable[[K], int | None],
+        group: Callable[[K], G],
+        keepalive_timeout: float | None,
+        is_alive: Callable[[C], bool] = lambda conn: True,
+        clock: Callable[[], float] = time.monotonic,
+        history: int = 10_000,
+    ) -> None:
+        self._limit = limit
+        self._limit_for = limit_for
+        self._group = group
+        self._keepalive = keepalive_timeout
+        self._is_alive = is_alive
+        self._clock = clock
+        self._history_cap = history
+
+        self._keys: dict[Hashable, _KeyState] = {}
+        self._conns: dict[Hashable, ConnRecord] = {}
+        # All idle connections, oldest first: idle_since never decreases in
+        # insertion order, so expiry pops from the front and stops early.
+        self._idle_order: OrderedDict[Hashable, ConnRecord] = OrderedDict()
+        self._acquired = 0
+        self._connecting = 0
+        self._waiting = 0
+
+        self._ready: list[tuple[int, int, _KeyState]] = []
+        self._ready_count = 0
+        self._push_ids = itertools.count()
+        self._seqs = itertools.count()
+
+        self._totals = Counters()
+        self._history: OrderedDict[Hashable, Counters] = OrderedDict()
+        self._groups: dict[Hashable, set[Hashable]] = {}
+        self._forgotten = Counters()
+        self._forgotten_keys = 0
+        self._closed = False
+
+    # ------------------------------------------------------------------ events
+
+    def arrive(self, key: K) -> tuple[Ticket, Decision]:
+        """A request for ``key`` arrives. Granted at once, or queued."""
+        ks = self._keys.get(key)
+        if ks is None:
+            ks = self._open_key(key)
+        ks.counters.requests += 1
+        self._totals.requests += 1
+        ticket = Ticket(key, next(self._seqs), self._clock())
+        if self._closed:
+            ticket.state = CLOSED
+            self._retire_if_empty(ks)
+            return ticket, NOTHING
+        if not ks.waiters and self._has_room(ks):
+            closes: list[tuple[Hashable, str]] = []
+            self._grant(ks, ticket, closes)
+            return ticket, Decision((), closes) if closes else NOTHING
+        # Invariant 3 means a free total slot implies no ready key, so a new
+        # request cannot overtake anyone by queueing behind its key.
+        ks.waiters[ticket] = None
+        self._waiting += 1
+        if len(ks.waiters) == 1 and _positive(ks.room()):
+            self._make_ready(ks)
+        return ticket, NOTHING
+
+    def handed_over(self, ticket: Ticket) -> None:
+        """The request took what it was granted; the ticket is spent."""
+        if ticket.state == GRANTED and ticket.conn is not None:
+            ticket.state = DONE
+
+    def connect_succeeded(self, ticket: Ticket, conn: C) -> Decision:
+        """A connection opened under ``ticket``'s permit; it is now acquired.
+
+        If the pool closed meanwhile, the ticket becomes ``CLOSED`` and the
+        decision closes the new connection.
+        """
+        ks = self._settle_permit(ticket)
+        ks.counters.created += 1
+        self._totals.created += 1
+        if self._closed:
+            ticket.state = CLOSED
+            self._count_release(ks, "connector_closed")
+            self._count_close(ks, "connector_closed")
+            self._retire_if_empty(ks)
+            return Decision((), [(conn, "connector_closed")])
+        ticket.state = DONE
+        rec = ConnRecord(conn, ks, self._clock())
+        self._conns[conn] = rec
+        ks.acquired += 1
+        self._acquired += 1
+        return NOTHING
+
+    def connect_failed(self, ticket: Ticket) -> Decision:
+        """Opening a connection under ``ticket``'s permit failed or was cancelled."""
+        ks = self._settle_permit(ticket)
+        ticket.state = DONE
+        ks.counters.connect_errors += 1
+        self._totals.connect_errors += 1
+        return self._slot_freed(ks, [])
+
+    def abandon(self, ticket: Ticket, how: str = "cancelled") -> Decision:
+        """The request behind ``ticket`` gave up (cancelled, timed out, failed).
+
+        Queued: it leaves the queue without a trace. Granted: the slot, and the
+        idle connection if one was handed over, go back to the pool. Idempotent.
+        """
+        ks = self._keys.get(ticket.key)
+        state = ticket.state
+        if ks is None or state in (DONE, CLOSED):
+            ticket.state = DONE if state != CLOSED else CLOSED
+            return NOTHING
+        ticket.state = DONE
+        if state == QUEUED:
+            was_head = next(iter(ks.waiters)) is ticket
+            del ks.waiters[ticket]
+            self._waiting -= 1
+            if was_head and ks.ready_token >= 0:
+                self._unready(ks)
+                if ks.waiters:
+                    self._make_ready(ks)
+            self._retire_if_empty(ks)
+            return NOTHING
+        if ticket.conn is None:  # an unused permit to connect
+            del ks.connecting[ticket]
+            self._connecting -= 1
+            return self._slot_freed(ks, [])
+        rec = self._conns[ticket.conn]
+        self._count_release(ks, how)
+        ks.acquired -= 1
+        self._acquired -= 1
+        closes: list[tuple[Hashable, str]] = []
+        self._to_idle(ks, rec)
+        return self._slot_freed(ks, closes)
+
+    def release(self, conn: C, how: str, close_reason: str | None) -> Decision | None:
+        """An acquired connection comes back.
+
+        ``how`` names how the acquisition ended (``"eof"``, ``"release"``...).
+        ``close_reason`` is ``None`` to keep the connection alive, else why it
+        must be closed. Returns ``None`` when ``conn`` is not an acquired
+        connection of this pool (already closed with the pool, or never ours):
+        the caller should then just close it.
+        """
+        rec = self._conns.get(conn)
+        if rec is None or rec.state != ACQUIRED:
+            return None
+        ks = rec.key
+        self._count_release(ks, how)
+        ks.acquired -= 1
+        self._acquired -= 1
+        closes: list[tuple[Hashable, str]] = []
+        if close_reason is None and not self._closed:
+            self._to_idle(ks, rec)
+        else:
+            reason = close_reason or "connector_closed"
+            del self._conns[conn]
+            self._count_close(ks, reason)
+            closes.append((conn, reason))
+        return self._slot_freed(ks, closes)
+
+    def conn_lost(self, conn: C, reason: str = "server") -> Decision:
+        """The transport of ``conn`` was lost. Only an idle one leaves now;
+        an acquired one is settled when its request releases it."""
+        rec = self._conns.get(conn)
+        if rec is None or rec.state != IDLE:
+            return NOTHING
+        ks = rec.key
+        self._drop_idle(ks, rec, reason)
+        self._retire_if_empty(ks)
+        return NOTHING
+
+    def expire(self) -> Decision:
+        """Close the idle connections whose keep-alive time is over.
+
+        Costs time in proportion to what expires, not to the pool's size.
+        """
+        if self._keepalive is None or not self._idle_order:
+            return NOTHING
+        deadline = self._clock() - self._keepalive
+        closes: list[tuple[Hashable, str]] = []
+        while self._idle_order:
+            rec = next(iter(self._idle_order.values()))
+            if rec.idle_since > deadline:
+                break
+            ks = rec.key
+            self._drop_idle(ks, rec, "expired")
+            closes.append((rec.handle, "expired"))
+            self._retire_if_empty(ks)
+        return Decision((), closes) if closes else NOTHING
+
+    def close(self) -> Decision:
+        """The pool closes: close every connection, refuse every waiter.
+
+        Connections still being opened are closed when their outcome arrives.
+        """
+        if self._closed:
+            return NOTHING
+        self._closed = True
+        closes: list[tuple[Hashable, str]] = []
+        wake: list[Ticket] = []
+        for rec in list(self._conns.values()):
+            ks = rec.key
+            if rec.state == IDLE:
+                self._drop_idle(ks, rec, "connector_closed")
+            else:
+                self._count_release(ks, "connector_closed")
+                self._count_close(ks, "connector_closed")
+                ks.acquired -= 1
+                self._acquired -= 1
+                del self._conns[rec.handle]
+            closes.append((rec.handle, "connector_closed"))
+        for ks in list(self._keys.values()):
+            for ticket in ks.waiters:
+                ticket.state = CLOSED
+                wake.append(ticket)
+            self._waiting -= len(ks.waiters)
+            ks.waiters.clear()
+            ks.ready_token = -1
+            self._retire_if_empty(ks)
+        self._ready.clear()
+        self._ready_count = 0
+        return Decision(wake, closes)
+
+    def set_limit(self, key: K, limit: int | None) -> Decision:
+        """Change the per-key limit of a live key; raising it wakes waiters."""
+        ks = self._keys.get(key)
+        if ks is None:
+            return NOTHING
+        ks.limit = limit
+        if ks.ready_token >= 0 and not _positive(ks.room()):
+            self._unready(ks)
+        return self._slot_freed(ks, [])
+
+    # ------------------------------------------------------------ read API
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def limit(self) -> int | None:
+        return self._limit
+
+    @property
+    def acquired(self) -> int:
+        return self._acquired
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle_order)
+
+    @property
+    def connecting(self) -> int:
+        return self._connecting
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    @property
+    def totals(self) -> Counters:
+        """The connector-wide counters (a live object: copy to keep)."""
+        return self._totals
+
+    @property
+    def forgotten(self) -> tuple[int, Counters]:
+        """How many drained keys fell out of the history, and their counters."""
+        return self._forgotten_keys, self._forgotten
+
+    def total_room(self) -> int | None:
+        if self._limit is None:
+            return None
+        return self._limit - self._acquired - self._connecting
+
+    def next_expiry(self) -> float | None:
+        """When the oldest idle connection's keep-alive runs out, if any."""
+        if self._keepalive is None or not self._idle_order:
+            return None
+        return next(iter(self._idle_order.values())).idle_since + self._keepalive
+
+    def figures(self, key: K) -> KeyFigures:
+        """Gauges and counters of one full key (zeros if unknown)."""
+        ks = self._keys.get(key)
+        if ks is not None:
+            return self._figures_of(ks)
+        counters = self._history.get(key)
+        limit = self._limit_for(key)
+        return KeyFigures(
+            key, 0, 0, 0, 0, limit, _min_room(limit, self.total_room()),
+            counters.copy() if counters is not None else Counters(),
+        )
+
+    def all_figures(self) -> Iterator[KeyFigures]:
+        """Figures of every live key, then of every key in the history."""
+        for ks in self._keys.values():
+            yield self._figures_of(ks)
+        for key in self._history:
+            yield self.figures(key)  # type: ignore[arg-type]
+
+    def keys_in_group(self, group: G) -> frozenset[Hashable]:
+        """The full keys (live or in history) that belong to ``group``."""
+        return frozenset(self._groups.get(group, ()))
+
+    def records(self) -> Iterator[ConnRecord]:
+        """Every live connection, acquired or idle."""
+        return iter(list(self._conns.values()))
+
+    def connecting_tickets(self) -> Iterator[Ticket]:
+        """Every ticket currently opening a connection."""
+        return iter([t for ks in self._keys.values() for t in ks.connecting])
+
+    def key_of(self, rec: ConnRecord) -> Hashable:
+        return rec.key.key
+
+    # ------------------------------------------------------------ internals
+
+    def _figures_of(self, ks: _KeyState) -> KeyFigures:
+        return KeyFigures(
+            ks.key,
+            ks.acquired,
+            len(ks.idle),
+            len(ks.connecting),
+            len(ks.waiters),
+            ks.limit,
+            _min_room(ks.room(), self.total_room()),
+            ks.counters.copy(),
+        )
+
+    def _open_key(self, key: K) -> _KeyState:
+        counters = self._history.pop(key, None)
+        if counters is None:
+            counters = Counters()
+            self._groups.setdefault(self._group(key), set()).add(key)
+        ks = _KeyState(key, self._limit_for(key), counters)
+        self._keys[key] = ks
+        return ks
+
+    def _retire_if_empty(self, ks: _KeyState) -> None:
+        if not ks.is_empty() or self._keys.get(ks.key) is not ks:
+            return
+        del self._keys[ks.key]
+        self._history[ks.key] = ks.counters
+        while len(self._history) > self._history_cap:
+            key, counters = self._history.popitem(last=False)
+            self._forgotten.add(counters)
+            self._forgotten_keys += 1
+            group = self._group(key)  # type: ignore[arg-type]
+            members = self._groups[group]
+            members.discard(key)
+            if not members:
+                del self._groups[group]
+
+    def _has_room(self, ks: _KeyState) -> bool:
+        if self._limit is not None and self._acquired + self._connecting >= self._limit:
+            return False
+        return ks.limit is None or ks.acquired + len(ks.connecting) < ks.limit
+
+    def _grant(
+        self, ks: _KeyState, ticket: Ticket, closes: list[tuple[Hashable, str]]
+    ) -> None:
+        """Give ``ticket`` a slot of ``ks``: an idle connection if a live one
+        is left, else permission to connect."""
+        ticket.state = GRANTED
+        idle = ks.idle
+        if idle:
+            keepalive = self._keepalive
+            now = self._clock()
+            while idle:
+                handle, rec = idle.popitem(last=False)
+                del self._idle_order[handle]
+                if keepalive is not None and now - rec.idle_since > keepalive:
+                    self._close_popped_idle(ks, rec, "expired", closes)
+                    continue
+                if not self._is_alive(handle):  # type: ignore[arg-type]
+                    self._close_popped_idle(ks, rec, "server", closes)
+                    continue
+                rec.state = ACQUIRED
+                rec.acquired_at = now
+                rec.served += 1
+                ks.acquired += 1
+                self._acquired += 1
+                ks.counters.reused += 1
+                self._totals.reused += 1
+                ticket.conn = handle
+                return
+        ticket.conn = None
+        ks.connecting[ticket] = None
+        self._connecting += 1
+
+    def _close_popped_idle(
+        self,
+        ks: _KeyState,
+        rec: ConnRecord,
+        reason: str,
+        closes: list[tuple[Hashable, str]],
+    ) -> None:
+        del self._conns[rec.handle]
+        self._count_close(ks, reason)
+        closes.append((rec.handle, reason))
+
+    def _settle_permit(self, ticket: Ticket) -> _KeyState:
+        ks = self._keys.get(ticket.key)
+        if ks is None or ticket not in ks.connecting:
+            raise RuntimeError(f"{ticket!r} holds no permit to connect")
+        del ks.connecting[ticket]
+        self._connecting -= 1
+        return ks
+
+    def _to_idle(self, ks: _KeyState, rec: ConnRecord) -> None:
+        rec.state = IDLE
+        rec.idle_since = self._clock()
+        ks.idle[rec.handle] = rec
+        self._idle_order[rec.handle] = rec
+
+    def _drop_idle(self, ks: _KeyState, rec: ConnRecord, reason: str) -> None:
+        del ks.idle[rec.handle]
+        del self._idle_order[rec.handle]
+        del self._conns[rec.handle]
+        self._count_close(ks, reason)
+
+    def _count_release(self, ks: _KeyState, how: str) -> None:
+        ks.counters.bump_released(how)
+        self._totals.bump_released(how)
+
+    def _count_close(self, ks: _KeyState, reason: str) -> None:
+        ks.counters.bump_closed(reason)
+        self._totals.bump_closed(reason)
+
+    def _slot_freed(
+        self, ks: _KeyState, closes: list[tuple[Hashable, str]]
+    ) -> Decision:
+        """A slot of ``ks`` (and of the total) may have been freed: hand the
+        free slots to the longest-waiting ready requests."""
+        if ks.waiters and ks.ready_token < 0 and _positive(ks.room()):
+            self._make_ready(ks)
+        wake: list[Ticket] = []
+        while self._ready_count and _positive(self.total_room()):
+            ready = self._pop_ready()
+            ticket = ready.waiters.popitem(last=False)[0]
+            self._waiting -= 1
+            self._grant(ready, ticket, closes)
+            wake.append(ticket)
+            if ready.waiters and _positive(ready.room()):
+                self._make_ready(ready)
+            if ready is not ks:
+                self._retire_if_empty(ready)
+        self._retire_if_empty(ks)
+        if wake or closes:
+            return Decision(wake, closes)
+        return NOTHING
+
+    def _make_ready(self, ks: _KeyState) -> None:
+        """Put ``ks`` in the ready heap under its first waiter's number."""
+        if ks.ready_token < 0:
+            self._ready_count += 1
+        token = next(self._push_ids)
+        ks.ready_token = token
+        heapq.heappush(self._ready, (next(iter(ks.waiters)).seq, token, ks))
+        if len(self._ready) > 64 and len(self._ready) > 4 * self._ready_count:
+            self._ready = [e for e in self._ready if e[2].ready_token == e[1]]
+            heapq.heapify(self._ready)
+
+    def _unready(self, ks: _KeyState) -> None:
+        if ks.ready_token >= 0:
+            ks.ready_token = -1
+            self._ready_count -= 1
+
+    def _pop_ready(self) -> _KeyState:
+        while True:
+            _seq, token, ks = heapq.heappop(self._ready)
+            if ks.ready_token == token:
+                ks.ready_token = -1
+                self._ready_count -= 1
+                return ks
+
+
+def _positive(room: int | None) -> bool:
+    return room is None or room > 0
+
+
+def _min_room(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return None if b is None else max(b, 0)
+    if b is None:
+        return max(a, 0)
+    return max(min(a, b), 0)

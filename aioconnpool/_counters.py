@@ -1,0 +1,78 @@
+"""Monotonic counters kept per key and in total by the accounting core."""
+
+from __future__ import annotations
+
+__all__ = ["CLOSE_REASONS", "RELEASE_HOWS", "Counters"]
+
+RELEASE_HOWS: tuple[str, ...] = (
+    "eof",  # the body was received to the end (read, or arrived with the headers)
+    "release",  # released before the end: release(), async-with exit, redirect...
+    "close",  # closed by the caller before the end
+    "error",  # the request failed: reset, bad response, read timeout, raising trace
+    "cancelled",  # the task was cancelled while holding the connection
+    "gc",  # garbage-collected without being released (a leak in the caller)
+    "connector_closed",  # the connector closed under it
+)
+"""How an acquisition can end; always present in ``released`` mappings."""
+
+CLOSE_REASONS: tuple[str, ...] = (
+    "server",  # Connection: close, HTTP/1.0, or the peer closed the socket
+    "unread",  # released with body bytes still unread
+    "caller",  # closed by the caller
+    "expired",  # idle longer than keepalive_timeout
+    "error",  # a protocol or transport error
+    "cancelled",  # the task holding it was cancelled
+    "force_close",  # the connector was built with force_close=True
+    "upgraded",  # the connection was upgraded (e.g. to a WebSocket)
+    "gc",  # garbage-collected without being released
+    "connector_closed",  # the connector was closed
+)
+"""Why a connection can be closed; always present in ``closed`` mappings."""
+
+
+class Counters:
+    """Counters that only go up. ``copy()`` before handing one out."""
+
+    __slots__ = ("closed", "connect_errors", "created", "released", "requests", "reused")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.created = 0
+        self.reused = 0
+        self.connect_errors = 0
+        self.released: dict[str, int] = dict.fromkeys(RELEASE_HOWS, 0)
+        self.closed: dict[str, int] = dict.fromkeys(CLOSE_REASONS, 0)
+
+    def bump_released(self, how: str) -> None:
+        self.released[how] = self.released.get(how, 0) + 1
+
+    def bump_closed(self, reason: str) -> None:
+        self.closed[reason] = self.closed.get(reason, 0) + 1
+
+    def copy(self) -> Counters:
+        new = Counters()
+        new.add(self)
+        return new
+
+    def add(self, other: Counters) -> None:
+        self.requests += other.requests
+        self.created += other.created
+        self.reused += other.reused
+        self.connect_errors += other.connect_errors
+        for how, n in other.released.items():
+            self.released[how] = self.released.get(how, 0) + n
+        for reason, n in other.closed.items():
+            self.closed[reason] = self.closed.get(reason, 0) + n
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Counters):
+            return NotImplemented
+        return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Counters(requests={self.requests}, created={self.created}, "
+            f"reused={self.reused}, connect_errors={self.connect_errors})"
+        )

@@ -1,0 +1,75 @@
+"""The public pool key, and turning what users pass to ``stats()`` into one."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from yarl import URL
+
+__all__ = ["PoolKey", "pool_key_of", "to_pool_key"]
+
+_DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+_TLS_SCHEMES = frozenset({"https", "wss"})
+
+
+class PoolKey(NamedTuple):
+    """The (host, port, ssl) triple that stats are grouped by.
+
+    ``ssl`` is only "TLS or not": aiohttp pools per full ``ConnectionKey``
+    (ssl context, proxy, proxy credentials, server_hostname...), and so do we,
+    but stats add those pools up per ``PoolKey`` and never show credentials.
+    """
+
+    host: str
+    port: int
+    ssl: bool
+
+    def __str__(self) -> str:
+        scheme = "https" if self.ssl else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+
+def pool_key_of(connection_key: Any) -> PoolKey:
+    """The ``PoolKey`` of an aiohttp ``ConnectionKey`` (fields read by name)."""
+    return PoolKey(
+        str(connection_key.host), int(connection_key.port), bool(connection_key.is_ssl)
+    )
+
+
+def to_pool_key(target: object) -> PoolKey:
+    """Turn a ``PoolKey``, URL string or ``yarl.URL`` into a ``PoolKey``.
+
+    Raises ``TypeError`` for other types and ``ValueError`` for a URL that has
+    no host or whose scheme is not http, https, ws or wss.
+    """
+    if isinstance(target, PoolKey):
+        return target
+    if isinstance(target, str):
+        try:
+            url = URL(target)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"stats target {target!r} is not a valid URL") from exc
+    elif isinstance(target, URL):
+        url = target
+    else:
+        raise TypeError(
+            "stats target must be a PoolKey, a URL string or a yarl.URL, "
+            f"not {type(target).__name__}: {target!r}"
+        )
+    scheme = url.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError(
+            f"stats target {_safe(url)!r} must be an absolute http, https, ws or "
+            "wss URL"
+        )
+    host = url.raw_host
+    if not host:
+        raise ValueError(f"stats target {_safe(url)!r} has no host")
+    port = url.explicit_port or _DEFAULT_PORTS[scheme]
+    return PoolKey(host, port, scheme in _TLS_SCHEMES)
+
+
+def _safe(url: URL) -> str:
+    """The URL without userinfo, for error messages."""
+    return str(url.with_user(None)) if url.absolute else str(url)

@@ -1,0 +1,68 @@
+"""Name how an acquisition ended, from what aiohttp leaves on the protocol.
+
+aiohttp gives every connection back through one call, ``_release(key, proto,
+should_close=...)``, whatever happened: the body reached its end, the caller
+released or closed the response early, aiohttp cleaned up after an error or a
+cancellation. What distinguishes them is the state left behind:
+
+* the body stream (``payload``) is at EOF with no exception: ``"eof"``;
+* ``release()`` before the end leaves the caller's marker exception on the
+  stream, and the unread bytes force a close: ``"release"`` / ``"unread"``;
+* a ``close()`` made while an exception is being handled is aiohttp's own
+  cleanup (``"cancelled"`` for ``CancelledError``, else ``"error"``), as is
+  any close or release of a stream that carries a real error;
+* any other ``close()`` is the caller's: ``"close"`` / ``"caller"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+from ._compat import caller_stop_marker, payload_of, server_asked_close
+
+__all__ = ["classify_release"]
+
+
+def classify_release(
+    protocol: Any, *, closing: bool, force_close: bool, explicit: bool
+) -> tuple[str, str | None]:
+    """Return ``(how, close_reason)``; ``close_reason`` is None to keep alive.
+
+    ``closing`` is true for ``Connection.close()``; ``explicit`` is false when
+    aiohttp released the connection from a garbage-collected ``Connection``.
+    """
+    if not explicit:
+        return "gc", "gc"
+    in_flight = sys.exc_info()[1]
+    payload = payload_of(protocol)
+    stream_error = payload.exception() if payload is not None else None
+    failed = protocol.exception() is not None or (
+        stream_error is not None and stream_error is not caller_stop_marker
+    )
+    if closing:
+        if isinstance(in_flight, asyncio.CancelledError):
+            return "cancelled", "cancelled"
+        if in_flight is not None or failed:
+            return "error", "error"
+        if protocol.upgraded:
+            return "close", "upgraded"
+        return "close", "caller"
+    if failed:
+        return "error", "error"
+    if payload is not None and not payload.is_eof():
+        return "release", "unread"
+    if stream_error is caller_stop_marker:
+        # Released early by the caller, then the stream ended: bytes may still
+        # sit unread in the buffer, so the connection cannot be reused safely.
+        return "release", "unread"
+    if force_close:
+        return "eof", "force_close"
+    if not protocol.is_connected() or server_asked_close(protocol):
+        return "eof", "server"
+    if protocol.upgraded:
+        return "eof", "upgraded"
+    if protocol.should_close:
+        return "eof", "error"  # trailing bytes after the response
+    return "eof", None

@@ -1,0 +1,178 @@
+"""Immutable snapshots of the pool, built from the core's read API only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+from ._core import KeyFigures, PoolCore
+from ._counters import CLOSE_REASONS, RELEASE_HOWS, Counters
+from ._keys import PoolKey
+
+__all__ = ["ConnectionInfo", "HostStats", "PoolStats", "build_host_stats", "build_pool_stats"]
+
+
+@dataclass(frozen=True, slots=True)
+class HostStats:
+    """The pool seen from one ``PoolKey`` (all its aiohttp pools added up).
+
+    Gauges: ``acquired`` (in a request's hands), ``idle`` (kept alive in the
+    pool), ``connecting`` (being opened), ``waiting`` (requests queued),
+    ``open = acquired + idle``. ``limit`` is the effective per-key limit
+    (``None``: unlimited); ``available`` the slots a new request could take
+    right now with both limits considered (``None``: unlimited).
+    Counters: ``requests``, ``created``, ``reused``, ``connect_errors``,
+    ``released`` (how acquisitions ended) and ``closed`` (why connections were
+    closed).
+    """
+
+    acquired: int = 0
+    idle: int = 0
+    connecting: int = 0
+    waiting: int = 0
+    limit: int | None = None
+    available: int | None = None
+    requests: int = 0
+    created: int = 0
+    reused: int = 0
+    connect_errors: int = 0
+    released: Mapping[str, int] = field(
+        default_factory=lambda: MappingProxyType(dict.fromkeys(RELEASE_HOWS, 0))
+    )
+    closed: Mapping[str, int] = field(
+        default_factory=lambda: MappingProxyType(dict.fromkeys(CLOSE_REASONS, 0))
+    )
+
+    @property
+    def open(self) -> int:
+        return self.acquired + self.idle
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """One consistent snapshot of the whole connector, taken without awaiting.
+
+    Totals cover every host ever served, including those that fell out of the
+    per-host history (``forgotten_hosts`` of them, whose counters are summed in
+    ``forgotten``); so per-host figures plus ``forgotten`` add up to the totals.
+    """
+
+    acquired: int
+    idle: int
+    connecting: int
+    waiting: int
+    limit: int | None
+    limit_per_host: int | None
+    available: int | None
+    requests: int
+    created: int
+    reused: int
+    connect_errors: int
+    released: Mapping[str, int]
+    closed: Mapping[str, int]
+    hosts: Mapping[PoolKey, HostStats]
+    forgotten_hosts: int
+    forgotten: HostStats
+    is_closed: bool
+
+    @property
+    def open(self) -> int:
+        return self.acquired + self.idle
+
+
+ConnectionState = Literal["acquired", "idle", "connecting"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """One live connection (or one being opened, with no socket yet)."""
+
+    key: PoolKey
+    state: ConnectionState
+    local: tuple[object, ...] | None
+    peer: tuple[object, ...] | None
+    requests: int
+    age: float
+    idle_for: float | None
+
+
+def _counter_fields(c: Counters) -> dict[str, object]:
+    return {
+        "requests": c.requests,
+        "created": c.created,
+        "reused": c.reused,
+        "connect_errors": c.connect_errors,
+        "released": MappingProxyType(dict(c.released)),
+        "closed": MappingProxyType(dict(c.closed)),
+    }
+
+
+def build_host_stats(figures: Iterable[KeyFigures], *, empty_room: int | None,
+                     empty_limit: int | None) -> HostStats:
+    """Add up the figures of the full keys behind one ``PoolKey``.
+
+    ``available`` is the smallest room among its live pools (the figure that
+    tells you whether a request to this host would wait); with no live pool,
+    the room a new request would find (``empty_room`` if nothing is known).
+    """
+    acquired = idle = connecting = waiting = 0
+    total = Counters()
+    live_rooms: list[int | None] = []
+    all_rooms: list[int | None] = []
+    limits: list[int | None] = []
+    for f in figures:
+        acquired += f.acquired
+        idle += f.idle
+        connecting += f.connecting
+        waiting += f.waiting
+        total.add(f.counters)
+        limits.append(f.limit)
+        all_rooms.append(f.room)
+        if f.acquired or f.idle or f.connecting or f.waiting:
+            live_rooms.append(f.room)
+    limit = limits[0] if limits else empty_limit
+    rooms = live_rooms or all_rooms
+    if rooms:
+        known = [r for r in rooms if r is not None]
+        available = min(known) if known else None
+    else:
+        available = empty_room
+    return HostStats(
+        acquired=acquired, idle=idle, connecting=connecting, waiting=waiting,
+        limit=limit, available=available, **_counter_fields(total),  # type: ignore[arg-type]
+    )
+
+
+def build_pool_stats(
+    core: PoolCore[Hashable, Hashable, PoolKey],
+    *,
+    limit_per_host: int | None,
+    group: Callable[[Hashable], PoolKey],
+) -> PoolStats:
+    """Snapshot the whole core, grouping full keys by ``PoolKey``."""
+    grouped: dict[PoolKey, list[KeyFigures]] = {}
+    for figures in core.all_figures():
+        grouped.setdefault(group(figures.key), []).append(figures)
+    room = core.total_room()
+    hosts = {
+        key: build_host_stats(figs, empty_room=room, empty_limit=limit_per_host)
+        for key, figs in grouped.items()
+    }
+    totals = core.totals
+    forgotten_keys, forgotten = core.forgotten
+    return PoolStats(
+        acquired=core.acquired,
+        idle=core.idle,
+        connecting=core.connecting,
+        waiting=core.waiting,
+        limit=core.limit,
+        limit_per_host=limit_per_host,
+        available=None if room is None else max(room, 0),
+        hosts=MappingProxyType(hosts),
+        forgotten_hosts=forgotten_keys,
+        forgotten=HostStats(**_counter_fields(forgotten)),  # type: ignore[arg-type]
+        is_closed=core.closed,
+        **_counter_fields(totals),  # type: ignore[arg-type]
+    )
