@@ -310,7 +310,9 @@ class PoolCore(Generic[K, C, G]):
             del ks.connecting[ticket]
             self._connecting -= 1
             return self._slot_freed(ks, [])
-        rec = self._conns[ticket.conn]
+        rec = self._conns.get(ticket.conn)
+        if rec is None or rec.state != ACQUIRED:
+            return NOTHING  # closed (and counted) with the pool meanwhile
         self._count_release(ks, how)
         ks.acquired -= 1
         self._acquired -= 1
@@ -642,14 +644,23 @@ class PoolCore(Generic[K, C, G]):
         token = next(self._push_ids)
         ks.ready_token = token
         heapq.heappush(self._ready, (next(iter(ks.waiters)).seq, token, ks))
-        if len(self._ready) > 64 and len(self._ready) > 4 * self._ready_count:
-            self._ready = [e for e in self._ready if e[2].ready_token == e[1]]
-            heapq.heapify(self._ready)
+        self._compact_ready()
 
     def _unready(self, ks: _KeyState) -> None:
         if ks.ready_token >= 0:
             ks.ready_token = -1
             self._ready_count -= 1
+            self._compact_ready()
+
+    def _compact_ready(self) -> None:
+        """Drop stale heap entries once they outnumber live ones 3 to 1.
+
+        Each compaction removes at least three stale entries per live one
+        kept, and every stale entry came from one push: amortised O(1).
+        """
+        if len(self._ready) > 4 * self._ready_count + 64:
+            self._ready = [e for e in self._ready if e[2].ready_token == e[1]]
+            heapq.heapify(self._ready)
 
     def _pop_ready(self) -> _KeyState:
         while True:

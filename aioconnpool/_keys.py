@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple
 
 from yarl import URL
@@ -46,12 +47,14 @@ def to_pool_key(target: object) -> PoolKey:
     if isinstance(target, PoolKey):
         return target
     if isinstance(target, str):
+        shown = _mask_userinfo(target)
         try:
             url = URL(target)
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"stats target {target!r} is not a valid URL") from exc
+            raise ValueError(f"stats target {shown!r} is not a valid URL") from exc
     elif isinstance(target, URL):
         url = target
+        shown = _mask_userinfo(str(url))
     else:
         raise TypeError(
             "stats target must be a PoolKey, a URL string or a yarl.URL, "
@@ -60,16 +63,18 @@ def to_pool_key(target: object) -> PoolKey:
     scheme = url.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
         raise ValueError(
-            f"stats target {_safe(url)!r} must be an absolute http, https, ws or "
-            "wss URL"
+            f"stats target {shown!r} must be an absolute http, https, ws or wss URL"
         )
     host = url.raw_host
     if not host:
-        raise ValueError(f"stats target {_safe(url)!r} has no host")
+        raise ValueError(f"stats target {shown!r} has no host")
     port = url.explicit_port or _DEFAULT_PORTS[scheme]
     return PoolKey(host, port, scheme in _TLS_SCHEMES)
 
 
-def _safe(url: URL) -> str:
-    """The URL without userinfo, for error messages."""
-    return str(url.with_user(None)) if url.absolute else str(url)
+_USERINFO = re.compile(r"(//)[^/?#@]*@")
+
+
+def _mask_userinfo(text: str) -> str:
+    """``text`` with any ``user:password@`` replaced, for error messages."""
+    return _USERINFO.sub(r"\1***@", text)

@@ -1,0 +1,153 @@
+"""Loopback servers and a resolver that maps any test host name to 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.test_utils import TestServer
+
+from aioconnpool import PoolConnector
+
+BIG_CHUNK = b"x" * 65536
+BIG_CHUNKS = 48  # 3 MiB: never arrives together with the headers
+
+
+class LoopbackResolver(AbstractResolver):
+    """Resolves every name to 127.0.0.1, so tests can use many host names."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.calls = 0
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.calls += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return [
+            ResolveResult(
+                hostname=host, host="127.0.0.1", port=port,
+                family=socket.AF_INET, proto=0, flags=socket.AI_NUMERICHOST,
+            )
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+class Recorder:
+    """What the test server saw: request order, and hooks to observe the client."""
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+        self.on_request: Callable[[web.Request], None] | None = None
+        self.gate = asyncio.Event()
+
+
+def make_app(rec: Recorder) -> web.Application:
+    async def small(request: web.Request) -> web.Response:
+        rec.order.append(request.query.get("id", request.host))
+        if rec.on_request is not None:
+            rec.on_request(request)
+        return web.Response(text="ok")
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        status = int(request.query.get("status", "200"))
+        resp = web.StreamResponse(status=status)
+        resp.content_length = len(BIG_CHUNK) * BIG_CHUNKS
+        await resp.prepare(request)
+        for _ in range(BIG_CHUNKS):
+            await resp.write(BIG_CHUNK)
+        return resp
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        """Headers at once, then a body that never finishes in test time."""
+        resp = web.StreamResponse()
+        resp.content_length = 1_000_000
+        await resp.prepare(request)
+        await resp.write(b"x")
+        await asyncio.sleep(30)
+        return resp
+
+    async def hang(request: web.Request) -> web.Response:
+        """No answer until the gate opens (or the test ends)."""
+        await rec.gate.wait()
+        return web.Response(text="late")
+
+    async def close(request: web.Request) -> web.Response:
+        return web.Response(text="bye", headers={"Connection": "close"})
+
+    async def status(request: web.Request) -> web.Response:
+        return web.Response(status=int(request.match_info["code"]))
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/small")
+
+    app = web.Application()
+    app.router.add_get("/small", small)
+    app.router.add_get("/big", big)
+    app.router.add_get("/trickle", trickle)
+    app.router.add_get("/hang", hang)
+    app.router.add_get("/close", close)
+    app.router.add_get("/status/{code}", status)
+    app.router.add_get("/redirect", redirect)
+    return app
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+async def server(
+    aiohttp_server: Callable[..., Awaitable[TestServer]], recorder: Recorder
+) -> AsyncIterator[TestServer]:
+    srv = await aiohttp_server(make_app(recorder))
+    yield srv
+    recorder.gate.set()
+
+
+@pytest.fixture
+def resolver() -> LoopbackResolver:
+    return LoopbackResolver()
+
+
+@pytest.fixture
+async def make_session(
+    resolver: LoopbackResolver,
+) -> AsyncIterator[Callable[..., tuple[aiohttp.ClientSession, PoolConnector]]]:
+    """Build sessions over a PoolConnector; closes them all at teardown."""
+    sessions: list[aiohttp.ClientSession] = []
+
+    def build(
+        session_kwargs: dict[str, Any] | None = None, **connector_kwargs: Any
+    ) -> tuple[aiohttp.ClientSession, PoolConnector]:
+        connector_kwargs.setdefault("resolver", resolver)
+        connector = PoolConnector(**connector_kwargs)
+        session = aiohttp.ClientSession(connector=connector, **(session_kwargs or {}))
+        sessions.append(session)
+        return session, connector
+
+    yield build
+    for session in sessions:
+        await session.close()
+
+
+def url(server: TestServer, path: str, host: str = "127.0.0.1") -> str:
+    """A URL on the test server under any host name (the resolver maps it)."""
+    return f"http://{host}:{server.port}{path}"
+
+
+async def settle(rounds: int = 3) -> None:
+    """Let callbacks scheduled with call_soon (wake-ups, connection_lost) run."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)

@@ -1,0 +1,203 @@
+"""The public accounting API: stats(), connections(), repr, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from yarl import URL
+
+import aioconnpool
+from aioconnpool import HostStats, PoolConnector, PoolKey, PoolStats
+from aioconnpool._compat import check_aiohttp_version
+from tests.conftest import url
+
+Build = Callable[..., tuple[aiohttp.ClientSession, PoolConnector]]
+
+
+async def test_why_does_available_stay_at_4(
+    server: TestServer, make_session: Build
+) -> None:
+    """The README's puzzle, reproduced exactly."""
+    session, conn = make_session(limit=25, limit_per_host=5)
+    host_a = url(server, "/small", host="a.test")
+    host_b = url(server, "/big", host="b.test")
+    # Two requests to A whose small bodies arrive with the headers: not read.
+    a1 = await session.get(host_a)
+    a2 = await session.get(host_a)
+    # Three streaming requests to B whose large bodies are not read.
+    bs = [await session.get(host_b) for _ in range(3)]
+
+    a = conn.stats(host_a)
+    assert (a.acquired, a.idle, a.created, a.reused) == (0, 1, 1, 1)
+    assert a.released["eof"] == 2
+    b = conn.stats(host_b)
+    assert (b.acquired, b.available, b.limit) == (3, 2, 5)
+    total = conn.stats()
+    assert (total.acquired, total.idle, total.available, total.open) == (3, 1, 22, 4)
+    for resp in (a1, a2, *bs):
+        resp.release()
+
+
+async def test_stats_targets(server: TestServer, make_session: Build) -> None:
+    session, conn = make_session(limit_per_host=3)
+    await (await session.get(url(server, "/small", host="x.test"))).read()
+    key = PoolKey("x.test", server.port, False)  # type: ignore[arg-type]
+    by_key = conn.stats(key)
+    assert by_key == conn.stats(f"http://x.test:{server.port}/any/path?q=1")
+    assert by_key == conn.stats(URL(f"http://x.test:{server.port}"))
+    assert (by_key.idle, by_key.requests) == (1, 1)
+    assert conn.stats().hosts[key] == by_key
+    unknown = conn.stats("https://never.test/")
+    assert unknown == HostStats(limit=3, available=3)
+    assert unknown.released["eof"] == 0
+
+
+@pytest.mark.parametrize(
+    ("target", "error", "match"),
+    [
+        (42, TypeError, "42"),
+        (("x.test", 80, False), TypeError, "tuple"),
+        ("not a url", ValueError, "not a url"),
+        ("/relative/path", ValueError, "/relative/path"),
+        ("ftp://files.test/", ValueError, "ftp://files.test/"),
+        ("http://user:secret@:80/", ValueError, r"'http://\*\*\*@:80/' is not a valid"),
+        ("http://user:secret@/path", ValueError, r"'http://\*\*\*@/path' is not a valid"),
+        ("http:///path", ValueError, "'http:///path' has no host"),
+    ],
+)
+async def test_stats_rejects_bad_targets(
+    make_session: Build, target: Any, error: type[Exception], match: str
+) -> None:
+    _, conn = make_session()
+    with pytest.raises(error, match=match) as info:
+        conn.stats(target)
+    assert "secret" not in str(info.value)
+
+
+async def test_pool_key_str_and_defaults() -> None:
+    assert str(PoolKey("a.test", 443, True)) == "https://a.test:443"
+    assert aioconnpool._keys.to_pool_key("https://a.test") == PoolKey("a.test", 443, True)
+    assert aioconnpool._keys.to_pool_key("ws://a.test") == PoolKey("a.test", 80, False)
+    assert aioconnpool._keys.to_pool_key("http://[::1]:8080/") == PoolKey("::1", 8080, False)
+
+
+async def test_repr_summarises_counts(server: TestServer, make_session: Build) -> None:
+    session, conn = make_session(limit=1)
+    held = await session.get(url(server, "/big"))
+    waiter = asyncio.create_task(session.get(url(server, "/small")))
+    await asyncio.sleep(0.05)
+    assert repr(conn) == (
+        "<PoolConnector [Requests: 1 active, 1 queued | Connections: 1 active, "
+        "0 idle, 0 connecting] limit=1 limit_per_host=0>"
+    )
+    held.release()
+    await (await waiter).read()
+    assert "Connections: 0 active, 1 idle" in repr(conn)
+
+
+async def test_stats_are_immutable_snapshots(
+    server: TestServer, make_session: Build
+) -> None:
+    session, conn = make_session()
+    before = conn.stats()
+    await (await session.get(url(server, "/small"))).read()
+    after = conn.stats()
+    assert isinstance(before, PoolStats)
+    assert (before.requests, after.requests) == (0, 1)
+    with pytest.raises(AttributeError):
+        after.acquired = 5  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        after.released["eof"] = 0  # type: ignore[index]
+
+
+async def test_credentials_never_reach_stats_or_repr(
+    server: TestServer, make_session: Build
+) -> None:
+    session, conn = make_session()
+    target = f"http://user:secret@cred.test:{server.port}/small"
+    await (await session.get(target)).read()
+    await (
+        await session.get(
+            url(server, "/small", host="cred.test"),
+            headers={"Authorization": "Bearer secret"},
+        )
+    ).read()
+    text = " ".join(
+        [repr(conn), repr(conn.stats()), repr(conn.connections()), repr(conn.stats(target))]
+    )
+    assert "cred.test" in text
+    assert "secret" not in text
+    assert "user" not in text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"limit": -1}, ValueError, "limit must be >= 0, got -1"),
+        ({"limit": "10"}, TypeError, "limit must be an int, not str: '10'"),
+        ({"limit": True}, TypeError, "limit must be an int"),
+        ({"limit_per_host": -2}, ValueError, "limit_per_host must be >= 0, got -2"),
+        ({"limit_per_host": 1.5}, TypeError, "limit_per_host must be an int"),
+        ({"keepalive_timeout": -1}, ValueError, "keepalive_timeout"),
+        ({"keepalive_timeout": "15"}, TypeError, "keepalive_timeout"),
+        ({"keepalive_timeout": float("nan")}, ValueError, "keepalive_timeout"),
+        ({"stats_history": -1}, ValueError, "stats_history"),
+    ],
+)
+async def test_bad_options_are_named(
+    kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        PoolConnector(**kwargs)
+
+
+async def test_tcpconnector_keywords_pass_through() -> None:
+    conn = PoolConnector(
+        limit=7, limit_per_host=3, keepalive_timeout=30, use_dns_cache=False,
+        ttl_dns_cache=5, enable_cleanup_closed=False, happy_eyeballs_delay=None,
+    )
+    try:
+        assert (conn.limit, conn.limit_per_host) == (7, 3)
+        assert conn.use_dns_cache is False
+        assert isinstance(conn, aiohttp.TCPConnector)
+        assert conn.stats().limit == 7
+    finally:
+        await conn.close()
+
+
+async def test_unlimited_connector_reports_none() -> None:
+    conn = PoolConnector(limit=0)
+    try:
+        stats = conn.stats()
+        assert (stats.limit, stats.limit_per_host, stats.available) == (None, None, None)
+        assert conn.stats("http://a.test/").available is None
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("version", ["3.10.11", "3.15.0", "4.0.0a1", "2.3.10"])
+def test_unsupported_aiohttp_is_refused(version: str) -> None:
+    with pytest.raises(ImportError, match=r"supports aiohttp 3\.11 to 3\.14"):
+        check_aiohttp_version(version)
+
+
+@pytest.mark.parametrize("version", ["3.11.0", "3.12.15", "3.14.5", "3.14.0rc1"])
+def test_supported_aiohttp_is_accepted(version: str) -> None:
+    assert check_aiohttp_version(version)[0] == 3
+
+
+async def test_stats_after_close_are_a_final_report(
+    server: TestServer, make_session: Build
+) -> None:
+    session, conn = make_session()
+    await (await session.get(url(server, "/small"))).read()
+    await session.close()
+    stats = conn.stats()
+    assert stats.is_closed
+    assert (stats.requests, stats.created, stats.open) == (1, 1, 0)
+    assert stats.closed["connector_closed"] == 1
