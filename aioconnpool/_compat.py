@@ -50,7 +50,9 @@ AIOHTTP_VERSION = check_aiohttp_version(aiohttp.__version__)
 # ``ClientResponse.release()`` and ``.close()`` mark the body stream with this
 # exception object before giving the connection back: seeing it tells "the
 # caller stopped reading" apart from a real error on the stream.
-caller_stop_marker: object = getattr(client_reqrep, "_CONNECTION_CLOSED_EXCEPTION", None)
+caller_stop_marker: object = getattr(
+    client_reqrep, "_CONNECTION_CLOSED_EXCEPTION", None
+)
 
 
 def payload_of(protocol: Any) -> Any:

@@ -15,7 +15,7 @@ import math
 import warnings
 import weakref
 from collections.abc import Awaitable, Hashable
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, cast, overload
 
 from aiohttp import ClientConnectionError, TCPConnector
 from aiohttp.client_proto import ResponseHandler
@@ -68,6 +68,11 @@ class PoolConnection(Connection):
             self._protocol = None
 
 
+def _granted_conn(ticket: Ticket) -> Hashable | None:
+    """The idle connection granted to ``ticket``, read afresh after an await."""
+    return ticket.conn
+
+
 def _how_failed(exc: BaseException) -> str:
     return "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
 
@@ -96,9 +101,10 @@ class PoolConnector(TCPConnector):
         super().__init__(**kwargs)
         limit_per_host = self._limit_per_host or None
         self._pool_limit_per_host = limit_per_host
-        self._factory = functools.partial(
+        factory = functools.partial(
             PoolProtocol, loop=self._loop, on_lost=weakref.WeakMethod(self._on_lost)
         )
+        self._factory = cast("functools.partial[ResponseHandler]", factory)
         self._core: PoolCore[Hashable, Hashable, PoolKey] = PoolCore(
             limit=self._limit or None,
             limit_for=lambda key: limit_per_host,
@@ -192,14 +198,14 @@ class PoolConnector(TCPConnector):
         ticket, decision = self._core.arrive(req.connection_key)
         if decision is not NOTHING:
             self._carry_out(decision)
-        if ticket.conn is not None:
+        if _granted_conn(ticket) is not None:
             return await self._hand_over(ticket, req, traces)
         if ticket.state == CLOSED:
             raise ClientConnectionError("Connector is closed.")
         async with ceil_timeout(timeout.connect, timeout.ceil_threshold):
             if ticket.state == QUEUED:
                 await self._wait(ticket, traces)
-                if ticket.conn is not None:
+                if _granted_conn(ticket) is not None:
                     return await self._hand_over(ticket, req, traces)
             proto = await self._open(ticket, req, traces, timeout)
         return PoolConnection(self, req.connection_key, proto, self._loop)
@@ -230,7 +236,7 @@ class PoolConnector(TCPConnector):
                 if closed is not None:
                     waiters.append(closed)
             self._wake(decision)
-        result = super()._close(**kwargs)
+        result: list[Awaitable[object]] | None = cast(Any, super()._close(**kwargs))
         if result is None:  # aiohttp 3.11: nothing to wait for
             return None
         return [*result, *waiters]
@@ -349,7 +355,9 @@ class PoolConnector(TCPConnector):
         self, proto: Any, *, abort: bool = False
     ) -> asyncio.Future[None] | None:
         transport = proto.transport
-        is_tls = transport is not None and transport.get_extra_info("sslcontext") is not None
+        is_tls = (
+            transport is not None and transport.get_extra_info("sslcontext") is not None
+        )
         if abort and is_tls:
             proto.abort()
         else:
@@ -363,7 +371,10 @@ class PoolConnector(TCPConnector):
         when = self._core.next_expiry()
         if when is None or self._core.closed:
             return
-        if self._keepalive_timeout and self._keepalive_timeout >= self._timeout_ceil_threshold:
+        if (
+            self._keepalive_timeout
+            and self._keepalive_timeout >= self._timeout_ceil_threshold
+        ):
             when = math.ceil(when)  # batch expiries, as aiohttp's timer does
         self._expiry_handle = self._loop.call_at(when, _run_expiry, weakref.ref(self))
 
@@ -371,4 +382,3 @@ class PoolConnector(TCPConnector):
         self._expiry_handle = None
         self._carry_out(self._core.expire())
         self._arm_expiry()
-

@@ -119,7 +119,15 @@ class Ticket:
 class ConnRecord:
     """What the core knows of one live connection."""
 
-    __slots__ = ("acquired_at", "created_at", "handle", "idle_since", "key", "served", "state")
+    __slots__ = (
+        "acquired_at",
+        "created_at",
+        "handle",
+        "idle_since",
+        "key",
+        "served",
+        "state",
+    )
 
     def __init__(self, handle: Hashable, key: _KeyState, now: float) -> None:
         self.handle = handle
@@ -474,7 +482,13 @@ class PoolCore(Generic[K, C, G]):
         counters = self._history.get(key)
         limit = self._limit_for(key)
         return KeyFigures(
-            key, 0, 0, 0, 0, limit, _min_room(limit, self.total_room()),
+            key,
+            0,
+            0,
+            0,
+            0,
+            limit,
+            _min_room(limit, self.total_room()),
             counters.copy() if counters is not None else Counters(),
         )
 

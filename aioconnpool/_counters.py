@@ -33,7 +33,14 @@ CLOSE_REASONS: tuple[str, ...] = (
 class Counters:
     """Counters that only go up. ``copy()`` before handing one out."""
 
-    __slots__ = ("closed", "connect_errors", "created", "released", "requests", "reused")
+    __slots__ = (
+        "closed",
+        "connect_errors",
+        "created",
+        "released",
+        "requests",
+        "reused",
+    )
 
     def __init__(self) -> None:
         self.requests = 0

@@ -10,7 +10,7 @@ __all__ = ["check_count", "check_seconds", "validate_tcp_options"]
 
 
 def check_count(name: str, value: object, *, minimum: int = 0) -> int:
-    """``value`` as a whole number >= ``minimum``, or a TypeError/ValueError naming it."""
+    """``value`` as an int >= ``minimum``; else a TypeError/ValueError naming it."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}: {value!r}")
     if value < minimum:
@@ -28,7 +28,9 @@ def check_seconds(name: str, value: object, *, allow_none: bool = True) -> float
             f"{' or None' if allow_none else ''}, not {type(value).__name__}: {value!r}"
         )
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+        raise ValueError(
+            f"{name} must be a finite number of seconds >= 0, got {value!r}"
+        )
     return float(value)
 
 

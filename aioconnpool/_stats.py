@@ -11,7 +11,13 @@ from ._core import KeyFigures, PoolCore
 from ._counters import CLOSE_REASONS, RELEASE_HOWS, Counters
 from ._keys import PoolKey
 
-__all__ = ["ConnectionInfo", "HostStats", "PoolStats", "build_host_stats", "build_pool_stats"]
+__all__ = [
+    "ConnectionInfo",
+    "HostStats",
+    "PoolStats",
+    "build_host_stats",
+    "build_pool_stats",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +115,9 @@ def _counter_fields(c: Counters) -> dict[str, object]:
     }
 
 
-def build_host_stats(figures: Iterable[KeyFigures], *, empty_room: int | None,
-                     empty_limit: int | None) -> HostStats:
+def build_host_stats(
+    figures: Iterable[KeyFigures], *, empty_room: int | None, empty_limit: int | None
+) -> HostStats:
     """Add up the figures of the full keys behind one ``PoolKey``.
 
     ``available`` is the smallest room among its live pools (the figure that
@@ -140,8 +147,13 @@ def build_host_stats(figures: Iterable[KeyFigures], *, empty_room: int | None,
     else:
         available = empty_room
     return HostStats(
-        acquired=acquired, idle=idle, connecting=connecting, waiting=waiting,
-        limit=limit, available=available, **_counter_fields(total),  # type: ignore[arg-type]
+        acquired=acquired,
+        idle=idle,
+        connecting=connecting,
+        waiting=waiting,
+        limit=limit,
+        available=available,
+        **_counter_fields(total),  # type: ignore[arg-type]
     )
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +36,10 @@ def check(
     closed: dict[str, int] | None = None,
 ) -> None:
     assert (stats.acquired, stats.idle, stats.connecting, stats.waiting) == (
-        acquired, idle, connecting, waiting,
+        acquired,
+        idle,
+        connecting,
+        waiting,
     )
     assert (stats.created, stats.reused) == (created, reused)
     assert nonzero(stats.released) == released
@@ -67,8 +72,10 @@ async def test_release_before_the_end(server: TestServer, make_session: Build) -
     resp = await session.get(url(server, "/big"))
     resp.release()
     check(
-        conn.stats(url(server, "/")), created=1,
-        released={"release": 1}, closed={"unread": 1},
+        conn.stats(url(server, "/")),
+        created=1,
+        released={"release": 1},
+        closed={"unread": 1},
     )
 
 
@@ -77,8 +84,10 @@ async def test_close_by_caller(server: TestServer, make_session: Build) -> None:
     resp = await session.get(url(server, "/big"))
     resp.close()
     check(
-        conn.stats(url(server, "/")), created=1,
-        released={"close": 1}, closed={"caller": 1},
+        conn.stats(url(server, "/")),
+        created=1,
+        released={"close": 1},
+        closed={"caller": 1},
     )
 
 
@@ -89,8 +98,11 @@ async def test_async_with_exit(server: TestServer, make_session: Build) -> None:
     async with session.get(url(server, "/big")) as resp:
         await resp.read()
     check(
-        conn.stats(url(server, "/")), idle=1, created=2,
-        released={"release": 1, "eof": 1}, closed={"unread": 1},
+        conn.stats(url(server, "/")),
+        idle=1,
+        created=2,
+        released={"release": 1, "eof": 1},
+        closed={"unread": 1},
     )
 
 
@@ -102,8 +114,11 @@ async def test_raise_for_status(server: TestServer, make_session: Build) -> None
     with pytest.raises(aiohttp.ClientResponseError):
         await session.get(url(server, "/status/404"))
     check(
-        conn.stats(url(server, "/")), idle=1, created=2,
-        released={"release": 1, "eof": 1}, closed={"unread": 1},
+        conn.stats(url(server, "/")),
+        idle=1,
+        created=2,
+        released={"release": 1, "eof": 1},
+        closed={"unread": 1},
     )
 
 
@@ -115,7 +130,10 @@ async def test_redirect_reuses_the_connection(
     assert resp.status == 200
     assert len(resp.history) == 1
     check(
-        conn.stats(url(server, "/")), idle=1, created=1, reused=1,
+        conn.stats(url(server, "/")),
+        idle=1,
+        created=1,
+        reused=1,
         released={"eof": 2},
     )
     [info] = conn.connections()
@@ -129,13 +147,17 @@ async def test_connection_close_from_server(
     resp = await session.get(url(server, "/close"))
     assert await resp.text() == "bye"
     check(
-        conn.stats(url(server, "/")), created=1,
-        released={"eof": 1}, closed={"server": 1},
+        conn.stats(url(server, "/")),
+        created=1,
+        released={"eof": 1},
+        closed={"server": 1},
     )
 
 
-@pytest.mark.parametrize(("method", "path"), [("HEAD", "/small"), ("GET", "/status/204"),
-                                               ("GET", "/status/304")])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("HEAD", "/small"), ("GET", "/status/204"), ("GET", "/status/304")],
+)
 async def test_bodiless_responses(
     server: TestServer, make_session: Build, method: str, path: str
 ) -> None:
@@ -192,8 +214,10 @@ async def test_cancel_while_reading(server: TestServer, make_session: Build) -> 
     with pytest.raises(asyncio.CancelledError):
         await reader
     check(
-        conn.stats(url(server, "/")), created=1,
-        released={"cancelled": 1}, closed={"cancelled": 1},
+        conn.stats(url(server, "/")),
+        created=1,
+        released={"cancelled": 1},
+        closed={"cancelled": 1},
     )
 
 
@@ -206,8 +230,10 @@ async def test_read_timeout(server: TestServer, make_session: Build) -> None:
     with pytest.raises(asyncio.TimeoutError):
         await resp.read()
     check(
-        conn.stats(url(server, "/")), created=2,
-        released={"error": 2}, closed={"error": 2},
+        conn.stats(url(server, "/")),
+        created=2,
+        released={"error": 2},
+        closed={"error": 2},
     )
 
 
@@ -266,8 +292,10 @@ async def test_keepalive_expiry(server: TestServer, make_session: Build) -> None
     await asyncio.sleep(0.2)
     await settle()
     check(
-        conn.stats(url(server, "/")), created=1,
-        released={"eof": 1}, closed={"expired": 1},
+        conn.stats(url(server, "/")),
+        created=1,
+        released={"eof": 1},
+        closed={"expired": 1},
     )
 
 
@@ -276,16 +304,16 @@ async def test_force_close(server: TestServer, make_session: Build) -> None:
     for _ in range(2):
         await (await session.get(url(server, "/small"))).read()
     check(
-        conn.stats(url(server, "/")), created=2,
-        released={"eof": 2}, closed={"force_close": 2},
+        conn.stats(url(server, "/")),
+        created=2,
+        released={"eof": 2},
+        closed={"force_close": 2},
     )
 
 
 async def test_dropped_response_counts_as_gc(
     server: TestServer, make_session: Build
 ) -> None:
-    import gc
-
     session, conn = make_session()
     resp = await session.get(url(server, "/big"))
     connection = resp.connection
@@ -294,7 +322,11 @@ async def test_dropped_response_counts_as_gc(
     # without releasing them: aiohttp warns and hands the socket back.
     resp._connection = None
     del resp
-    with pytest.warns(ResourceWarning, match="Unclosed connection"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         del connection
         gc.collect()
+    assert [str(w.message).split(" ")[:2] for w in caught] == [
+        ["Unclosed", "connection"]
+    ]
     check(conn.stats(url(server, "/")), created=1, released={"gc": 1}, closed={"gc": 1})

@@ -1,0 +1,41 @@
+# Quick start: `make demo` runs the main job on an embedded loopback server,
+# `make test` runs the whole suite. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint typecheck demo bench tox clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m ruff check aioconnpool tests bench
+	$(PY) -m ruff format --check aioconnpool tests bench
+	$(PY) -m mypy
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check aioconnpool tests bench
+	$(PY) -m ruff format --check aioconnpool tests bench
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+demo: $(STAMP)
+	$(PY) -m aioconnpool demo
+
+bench: $(STAMP)
+	$(PY) bench/core_scaling.py
+
+tox: $(STAMP)
+	$(PY) -m tox
+
+clean:
+	rm -rf $(VENV) .tox .mypy_cache .ruff_cache .pytest_cache .hypothesis
