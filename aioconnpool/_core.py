@@ -258,9 +258,13 @@ class PoolCore(Generic[K, C, G]):
         return ticket, NOTHING
 
     def handed_over(self, ticket: Ticket) -> None:
-        """The request took what it was granted; the ticket is spent."""
+        """The request took the idle connection it was granted; the ticket is
+        spent and the connection has served one more request."""
         if ticket.state == GRANTED and ticket.conn is not None:
             ticket.state = DONE
+            rec = self._conns.get(ticket.conn)
+            if rec is not None:
+                rec.served += 1
 
     def connect_succeeded(self, ticket: Ticket, conn: C) -> Decision:
         """A connection opened under ``ticket``'s permit; it is now acquired.
@@ -578,7 +582,6 @@ class PoolCore(Generic[K, C, G]):
                     continue
                 rec.state = ACQUIRED
                 rec.acquired_at = now
-                rec.served += 1
                 ks.acquired += 1
                 self._acquired += 1
                 ks.counters.reused += 1
