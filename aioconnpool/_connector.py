@@ -267,6 +267,10 @@ class PoolConnector(TCPConnector):
             # aiohttp forgets the socket here; we put it back in the pool.
             self._carry_out(self._core.abandon(ticket, _how_failed(exc)))
             raise
+        if self._core.closed:
+            # Closed while this task was on its way here: the socket is gone.
+            self._carry_out(self._core.abandon(ticket))
+            raise ClientConnectionError("Connector is closed.")
         self._core.handed_over(ticket)
         _compat.update_proxy_headers(self, req)
         return PoolConnection(self, req.connection_key, proto, self._loop)  # type: ignore[arg-type]

@@ -34,8 +34,12 @@ class LoopbackResolver(AbstractResolver):
             await asyncio.sleep(self.delay)
         return [
             ResolveResult(
-                hostname=host, host="127.0.0.1", port=port,
-                family=socket.AF_INET, proto=0, flags=socket.AI_NUMERICHOST,
+                hostname=host,
+                host="127.0.0.1",
+                port=port,
+                family=socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
             )
         ]
 

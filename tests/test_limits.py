@@ -141,14 +141,17 @@ async def test_waiters_see_stats_that_add_up(
     held = [await session.get(url(server, "/big", host=h)) for h in hosts[:3]]
     tasks = [
         asyncio.create_task(session.get(url(server, "/small", host=h)))
-        for h in hosts for _ in range(2)
+        for h in hosts
+        for _ in range(2)
     ]
     await asyncio.sleep(0.05)
     stats = conn.stats()
     assert stats.acquired == 3
     assert stats.waiting == 10
     for field in ("acquired", "idle", "connecting", "waiting", "requests", "created"):
-        assert sum(getattr(h, field) for h in stats.hosts.values()) == getattr(stats, field)
+        assert sum(getattr(h, field) for h in stats.hosts.values()) == getattr(
+            stats, field
+        )
     assert all(h.available == 0 for h in stats.hosts.values() if h.waiting)
     for resp in held:
         resp.release()

@@ -330,3 +330,21 @@ async def test_dropped_response_counts_as_gc(
         ["Unclosed", "connection"]
     ]
     check(conn.stats(url(server, "/")), created=1, released={"gc": 1}, closed={"gc": 1})
+
+
+async def test_connector_closed_between_grant_and_hand_over(
+    server: TestServer, make_session: Build
+) -> None:
+    session, conn = make_session(limit=1)
+    held = await session.get(url(server, "/big"))
+    await held.read()  # idle now; take it again and queue one more behind it
+    held = await session.get(url(server, "/big"))
+    waiter = asyncio.create_task(session.get(url(server, "/small")))
+    await asyncio.sleep(0.05)
+    await held.read()  # grants the idle connection to the waiter...
+    await conn.close()  # ...which closes before the waiter's task resumes
+    with pytest.raises(aiohttp.ClientConnectionError, match="Connector is closed"):
+        await waiter
+    stats = conn.stats()
+    assert (stats.acquired, stats.idle, stats.connecting, stats.waiting) == (0, 0, 0, 0)
+    assert stats.created + stats.reused == sum(stats.released.values())

@@ -66,7 +66,11 @@ async def test_stats_targets(server: TestServer, make_session: Build) -> None:
         ("/relative/path", ValueError, "/relative/path"),
         ("ftp://files.test/", ValueError, "ftp://files.test/"),
         ("http://user:secret@:80/", ValueError, r"'http://\*\*\*@:80/' is not a valid"),
-        ("http://user:secret@/path", ValueError, r"'http://\*\*\*@/path' is not a valid"),
+        (
+            "http://user:secret@/path",
+            ValueError,
+            r"'http://\*\*\*@/path' is not a valid",
+        ),
         ("http:///path", ValueError, "'http:///path' has no host"),
     ],
 )
@@ -81,9 +85,13 @@ async def test_stats_rejects_bad_targets(
 
 async def test_pool_key_str_and_defaults() -> None:
     assert str(PoolKey("a.test", 443, True)) == "https://a.test:443"
-    assert aioconnpool._keys.to_pool_key("https://a.test") == PoolKey("a.test", 443, True)
+    assert aioconnpool._keys.to_pool_key("https://a.test") == PoolKey(
+        "a.test", 443, True
+    )
     assert aioconnpool._keys.to_pool_key("ws://a.test") == PoolKey("a.test", 80, False)
-    assert aioconnpool._keys.to_pool_key("http://[::1]:8080/") == PoolKey("::1", 8080, False)
+    assert aioconnpool._keys.to_pool_key("http://[::1]:8080/") == PoolKey(
+        "::1", 8080, False
+    )
 
 
 async def test_repr_summarises_counts(server: TestServer, make_session: Build) -> None:
@@ -128,7 +136,12 @@ async def test_credentials_never_reach_stats_or_repr(
         )
     ).read()
     text = " ".join(
-        [repr(conn), repr(conn.stats()), repr(conn.connections()), repr(conn.stats(target))]
+        [
+            repr(conn),
+            repr(conn.stats()),
+            repr(conn.connections()),
+            repr(conn.stats(target)),
+        ]
     )
     assert "cred.test" in text
     assert "secret" not in text
@@ -158,8 +171,13 @@ async def test_bad_options_are_named(
 
 async def test_tcpconnector_keywords_pass_through() -> None:
     conn = PoolConnector(
-        limit=7, limit_per_host=3, keepalive_timeout=30, use_dns_cache=False,
-        ttl_dns_cache=5, enable_cleanup_closed=False, happy_eyeballs_delay=None,
+        limit=7,
+        limit_per_host=3,
+        keepalive_timeout=30,
+        use_dns_cache=False,
+        ttl_dns_cache=5,
+        enable_cleanup_closed=False,
+        happy_eyeballs_delay=None,
     )
     try:
         assert (conn.limit, conn.limit_per_host) == (7, 3)
@@ -174,7 +192,11 @@ async def test_unlimited_connector_reports_none() -> None:
     conn = PoolConnector(limit=0)
     try:
         stats = conn.stats()
-        assert (stats.limit, stats.limit_per_host, stats.available) == (None, None, None)
+        assert (stats.limit, stats.limit_per_host, stats.available) == (
+            None,
+            None,
+            None,
+        )
         assert conn.stats("http://a.test/").available is None
     finally:
         await conn.close()
