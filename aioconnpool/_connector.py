@@ -24,10 +24,11 @@ from aiohttp.helpers import ceil_timeout
 from yarl import URL
 
 from . import _compat
-from ._core import CLOSED, NOTHING, QUEUED, Decision, PoolCore, Ticket, _min_room
+from ._core import CLOSED, NOTHING, QUEUED, Decision, PoolCore, Ticket
 from ._keys import PoolKey, pool_key_of, to_pool_key
 from ._options import check_count, validate_tcp_options
 from ._protocol import PoolProtocol
+from ._records import min_room
 from ._release_paths import classify_release
 from ._stats import (
     ConnectionInfo,
@@ -140,7 +141,7 @@ class PoolConnector(TCPConnector):
         key = to_pool_key(target)
         figures = [core.figures(k) for k in core.keys_in_group(key)]
         return build_host_stats(
-            figures, empty_room=_min_room(limit, core.total_room()), empty_limit=limit
+            figures, empty_room=min_room(limit, core.total_room()), empty_limit=limit
         )
 
     def connections(self) -> list[ConnectionInfo]:

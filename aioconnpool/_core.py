@@ -53,19 +53,37 @@ oldest history entries are folded into one ``forgotten`` aggregate.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator, Sequence
-from typing import Generic, NamedTuple, TypeVar
+from collections.abc import Callable, Hashable, Iterator
+from typing import Generic, TypeVar
 
 from ._counters import Counters
+from ._history import KeyHistory
+from ._ready import ReadyQueue
+from ._records import (
+    ACQUIRED,
+    CLOSED,
+    DONE,
+    GRANTED,
+    IDLE,
+    NOTHING,
+    QUEUED,
+    ConnRecord,
+    Decision,
+    KeyFigures,
+    KeyState,
+    Ticket,
+    min_room,
+    positive,
+)
 
 __all__ = [
     "CLOSED",
     "DONE",
     "GRANTED",
+    "NOTHING",
     "QUEUED",
     "ConnRecord",
     "Decision",
@@ -77,110 +95,6 @@ __all__ = [
 K = TypeVar("K", bound=Hashable)
 C = TypeVar("C", bound=Hashable)
 G = TypeVar("G", bound=Hashable)
-
-QUEUED = "queued"
-GRANTED = "granted"
-DONE = "done"
-CLOSED = "closed"
-
-ACQUIRED = "acquired"
-IDLE = "idle"
-
-
-class Decision(NamedTuple):
-    """What the connector must do after an event."""
-
-    wake: Sequence[Ticket]
-    """Tickets to wake: each is now ``GRANTED`` or ``CLOSED``."""
-    close: Sequence[tuple[Hashable, str]]
-    """Connections to close, with the reason counted for each."""
-
-
-NOTHING: Decision = Decision((), ())
-
-
-class Ticket:
-    """One request's claim on the pool (see the module docstring)."""
-
-    __slots__ = ("conn", "key", "seq", "since", "state", "token")
-
-    def __init__(self, key: Hashable, seq: int, since: float) -> None:
-        self.key = key
-        self.seq = seq
-        self.since = since
-        self.state = QUEUED
-        self.conn: Hashable | None = None
-        self.token: object = None  # the connector's own handle (a Future)
-
-    def __repr__(self) -> str:
-        return f"<Ticket #{self.seq} {self.state} conn={self.conn!r}>"
-
-
-class ConnRecord:
-    """What the core knows of one live connection."""
-
-    __slots__ = (
-        "acquired_at",
-        "created_at",
-        "handle",
-        "idle_since",
-        "key",
-        "served",
-        "state",
-    )
-
-    def __init__(self, handle: Hashable, key: _KeyState, now: float) -> None:
-        self.handle = handle
-        self.key = key
-        self.state = ACQUIRED
-        self.created_at = now
-        self.acquired_at = now
-        self.idle_since = now
-        self.served = 1
-
-
-class KeyFigures(NamedTuple):
-    """A snapshot of one full key: gauges, limit and counters."""
-
-    key: Hashable
-    acquired: int
-    idle: int
-    connecting: int
-    waiting: int
-    limit: int | None
-    room: int | None
-    counters: Counters
-
-
-class _KeyState:
-    __slots__ = (
-        "acquired",
-        "connecting",
-        "counters",
-        "idle",
-        "key",
-        "limit",
-        "ready_token",
-        "waiters",
-    )
-
-    def __init__(self, key: Hashable, limit: int | None, counters: Counters) -> None:
-        self.key = key
-        self.limit = limit
-        self.acquired = 0
-        self.connecting: dict[Ticket, None] = {}
-        self.idle: OrderedDict[Hashable, ConnRecord] = OrderedDict()
-        self.waiters: OrderedDict[Ticket, None] = OrderedDict()
-        self.counters = counters
-        self.ready_token = -1  # >= 0 while the key sits in the ready heap
-
-    def room(self) -> int | None:
-        if self.limit is None:
-            return None
-        return self.limit - self.acquired - len(self.connecting)
-
-    def is_empty(self) -> bool:
-        return not (self.acquired or self.connecting or self.idle or self.waiters)
 
 
 class PoolCore(Generic[K, C, G]):
@@ -208,9 +122,8 @@ class PoolCore(Generic[K, C, G]):
         self._keepalive = keepalive_timeout
         self._is_alive = is_alive
         self._clock = clock
-        self._history_cap = history
 
-        self._keys: dict[Hashable, _KeyState] = {}
+        self._keys: dict[Hashable, KeyState] = {}
         self._conns: dict[Hashable, ConnRecord] = {}
         # All idle connections, oldest first: idle_since never decreases in
         # insertion order, so expiry pops from the front and stops early.
@@ -219,16 +132,11 @@ class PoolCore(Generic[K, C, G]):
         self._connecting = 0
         self._waiting = 0
 
-        self._ready: list[tuple[int, int, _KeyState]] = []
-        self._ready_count = 0
-        self._push_ids = itertools.count()
+        self._ready = ReadyQueue()
         self._seqs = itertools.count()
 
         self._totals = Counters()
-        self._history: OrderedDict[Hashable, Counters] = OrderedDict()
-        self._groups: dict[Hashable, set[Hashable]] = {}
-        self._forgotten = Counters()
-        self._forgotten_keys = 0
+        self._history = KeyHistory(history, group)  # type: ignore[arg-type]
         self._closed = False
 
     # ------------------------------------------------------------------ events
@@ -253,8 +161,8 @@ class PoolCore(Generic[K, C, G]):
         # request cannot overtake anyone by queueing behind its key.
         ks.waiters[ticket] = None
         self._waiting += 1
-        if len(ks.waiters) == 1 and _positive(ks.room()):
-            self._make_ready(ks)
+        if len(ks.waiters) == 1 and positive(ks.room()):
+            self._ready.push(ks)
         return ticket, NOTHING
 
     def handed_over(self, ticket: Ticket) -> None:
@@ -312,10 +220,10 @@ class PoolCore(Generic[K, C, G]):
             was_head = next(iter(ks.waiters)) is ticket
             del ks.waiters[ticket]
             self._waiting -= 1
-            if was_head and ks.ready_token >= 0:
-                self._unready(ks)
+            if was_head and ks in self._ready:
+                self._ready.discard(ks)
                 if ks.waiters:
-                    self._make_ready(ks)
+                    self._ready.push(ks)
             self._retire_if_empty(ks)
             return NOTHING
         if ticket.conn is None:  # an unused permit to connect
@@ -415,10 +323,8 @@ class PoolCore(Generic[K, C, G]):
                 wake.append(ticket)
             self._waiting -= len(ks.waiters)
             ks.waiters.clear()
-            ks.ready_token = -1
             self._retire_if_empty(ks)
         self._ready.clear()
-        self._ready_count = 0
         return Decision(wake, closes)
 
     def set_limit(self, key: K, limit: int | None) -> Decision:
@@ -427,8 +333,8 @@ class PoolCore(Generic[K, C, G]):
         if ks is None:
             return NOTHING
         ks.limit = limit
-        if ks.ready_token >= 0 and not _positive(ks.room()):
-            self._unready(ks)
+        if ks in self._ready and not positive(ks.room()):
+            self._ready.discard(ks)
         return self._slot_freed(ks, [])
 
     # ------------------------------------------------------------ read API
@@ -465,7 +371,7 @@ class PoolCore(Generic[K, C, G]):
     @property
     def forgotten(self) -> tuple[int, Counters]:
         """How many drained keys fell out of the history, and their counters."""
-        return self._forgotten_keys, self._forgotten
+        return self._history.forgotten
 
     def total_room(self) -> int | None:
         if self._limit is None:
@@ -492,7 +398,7 @@ class PoolCore(Generic[K, C, G]):
             0,
             0,
             limit,
-            _min_room(limit, self.total_room()),
+            min_room(limit, self.total_room()),
             counters.copy() if counters is not None else Counters(),
         )
 
@@ -505,7 +411,7 @@ class PoolCore(Generic[K, C, G]):
 
     def keys_in_group(self, group: G) -> frozenset[Hashable]:
         """The full keys (live or in history) that belong to ``group``."""
-        return frozenset(self._groups.get(group, ()))
+        return self._history.members(group)
 
     def records(self) -> Iterator[ConnRecord]:
         """Every live connection, acquired or idle."""
@@ -520,7 +426,7 @@ class PoolCore(Generic[K, C, G]):
 
     # ------------------------------------------------------------ internals
 
-    def _figures_of(self, ks: _KeyState) -> KeyFigures:
+    def _figures_of(self, ks: KeyState) -> KeyFigures:
         return KeyFigures(
             ks.key,
             ks.acquired,
@@ -528,41 +434,29 @@ class PoolCore(Generic[K, C, G]):
             len(ks.connecting),
             len(ks.waiters),
             ks.limit,
-            _min_room(ks.room(), self.total_room()),
+            min_room(ks.room(), self.total_room()),
             ks.counters.copy(),
         )
 
-    def _open_key(self, key: K) -> _KeyState:
-        counters = self._history.pop(key, None)
-        if counters is None:
-            counters = Counters()
-            self._groups.setdefault(self._group(key), set()).add(key)
-        ks = _KeyState(key, self._limit_for(key), counters)
+    def _open_key(self, key: K) -> KeyState:
+        counters = self._history.revive(key)
+        ks = KeyState(key, self._limit_for(key), counters)
         self._keys[key] = ks
         return ks
 
-    def _retire_if_empty(self, ks: _KeyState) -> None:
+    def _retire_if_empty(self, ks: KeyState) -> None:
         if not ks.is_empty() or self._keys.get(ks.key) is not ks:
             return
         del self._keys[ks.key]
-        self._history[ks.key] = ks.counters
-        while len(self._history) > self._history_cap:
-            key, counters = self._history.popitem(last=False)
-            self._forgotten.add(counters)
-            self._forgotten_keys += 1
-            group = self._group(key)  # type: ignore[arg-type]
-            members = self._groups[group]
-            members.discard(key)
-            if not members:
-                del self._groups[group]
+        self._history.retire(ks.key, ks.counters)
 
-    def _has_room(self, ks: _KeyState) -> bool:
+    def _has_room(self, ks: KeyState) -> bool:
         if self._limit is not None and self._acquired + self._connecting >= self._limit:
             return False
         return ks.limit is None or ks.acquired + len(ks.connecting) < ks.limit
 
     def _grant(
-        self, ks: _KeyState, ticket: Ticket, closes: list[tuple[Hashable, str]]
+        self, ks: KeyState, ticket: Ticket, closes: list[tuple[Hashable, str]]
     ) -> None:
         """Give ``ticket`` a slot of ``ks``: an idle connection if a live one
         is left, else permission to connect."""
@@ -594,7 +488,7 @@ class PoolCore(Generic[K, C, G]):
 
     def _close_popped_idle(
         self,
-        ks: _KeyState,
+        ks: KeyState,
         rec: ConnRecord,
         reason: str,
         closes: list[tuple[Hashable, str]],
@@ -603,7 +497,7 @@ class PoolCore(Generic[K, C, G]):
         self._count_close(ks, reason)
         closes.append((rec.handle, reason))
 
-    def _settle_permit(self, ticket: Ticket) -> _KeyState:
+    def _settle_permit(self, ticket: Ticket) -> KeyState:
         ks = self._keys.get(ticket.key)
         if ks is None or ticket not in ks.connecting:
             raise RuntimeError(f"{ticket!r} holds no permit to connect")
@@ -611,90 +505,43 @@ class PoolCore(Generic[K, C, G]):
         self._connecting -= 1
         return ks
 
-    def _to_idle(self, ks: _KeyState, rec: ConnRecord) -> None:
+    def _to_idle(self, ks: KeyState, rec: ConnRecord) -> None:
         rec.state = IDLE
         rec.idle_since = self._clock()
         ks.idle[rec.handle] = rec
         self._idle_order[rec.handle] = rec
 
-    def _drop_idle(self, ks: _KeyState, rec: ConnRecord, reason: str) -> None:
+    def _drop_idle(self, ks: KeyState, rec: ConnRecord, reason: str) -> None:
         del ks.idle[rec.handle]
         del self._idle_order[rec.handle]
         del self._conns[rec.handle]
         self._count_close(ks, reason)
 
-    def _count_release(self, ks: _KeyState, how: str) -> None:
+    def _count_release(self, ks: KeyState, how: str) -> None:
         ks.counters.bump_released(how)
         self._totals.bump_released(how)
 
-    def _count_close(self, ks: _KeyState, reason: str) -> None:
+    def _count_close(self, ks: KeyState, reason: str) -> None:
         ks.counters.bump_closed(reason)
         self._totals.bump_closed(reason)
 
-    def _slot_freed(
-        self, ks: _KeyState, closes: list[tuple[Hashable, str]]
-    ) -> Decision:
+    def _slot_freed(self, ks: KeyState, closes: list[tuple[Hashable, str]]) -> Decision:
         """A slot of ``ks`` (and of the total) may have been freed: hand the
         free slots to the longest-waiting ready requests."""
-        if ks.waiters and ks.ready_token < 0 and _positive(ks.room()):
-            self._make_ready(ks)
+        if ks.waiters and ks not in self._ready and positive(ks.room()):
+            self._ready.push(ks)
         wake: list[Ticket] = []
-        while self._ready_count and _positive(self.total_room()):
-            ready = self._pop_ready()
+        while self._ready and positive(self.total_room()):
+            ready = self._ready.pop()
             ticket = ready.waiters.popitem(last=False)[0]
             self._waiting -= 1
             self._grant(ready, ticket, closes)
             wake.append(ticket)
-            if ready.waiters and _positive(ready.room()):
-                self._make_ready(ready)
+            if ready.waiters and positive(ready.room()):
+                self._ready.push(ready)
             if ready is not ks:
                 self._retire_if_empty(ready)
         self._retire_if_empty(ks)
         if wake or closes:
             return Decision(wake, closes)
         return NOTHING
-
-    def _make_ready(self, ks: _KeyState) -> None:
-        """Put ``ks`` in the ready heap under its first waiter's number."""
-        if ks.ready_token < 0:
-            self._ready_count += 1
-        token = next(self._push_ids)
-        ks.ready_token = token
-        heapq.heappush(self._ready, (next(iter(ks.waiters)).seq, token, ks))
-        self._compact_ready()
-
-    def _unready(self, ks: _KeyState) -> None:
-        if ks.ready_token >= 0:
-            ks.ready_token = -1
-            self._ready_count -= 1
-            self._compact_ready()
-
-    def _compact_ready(self) -> None:
-        """Drop stale heap entries once they outnumber live ones 3 to 1.
-
-        Each compaction removes at least three stale entries per live one
-        kept, and every stale entry came from one push: amortised O(1).
-        """
-        if len(self._ready) > 4 * self._ready_count + 64:
-            self._ready = [e for e in self._ready if e[2].ready_token == e[1]]
-            heapq.heapify(self._ready)
-
-    def _pop_ready(self) -> _KeyState:
-        while True:
-            _seq, token, ks = heapq.heappop(self._ready)
-            if ks.ready_token == token:
-                ks.ready_token = -1
-                self._ready_count -= 1
-                return ks
-
-
-def _positive(room: int | None) -> bool:
-    return room is None or room > 0
-
-
-def _min_room(a: int | None, b: int | None) -> int | None:
-    if a is None:
-        return None if b is None else max(b, 0)
-    if b is None:
-        return max(a, 0)
-    return max(min(a, b), 0)

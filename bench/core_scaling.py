@@ -445,8 +445,13 @@ def memory(keys: int) -> dict[str, Any]:
         # CPython dicts keep their largest table after entries are deleted:
         # what the core's four per-key / per-connection maps still hold.
         tables = sum(
-            sys.getsizeof(getattr(core, name)) - sys.getsizeof({})
-            for name in ("_keys", "_conns", "_idle_order", "_groups")
+            sys.getsizeof(table) - sys.getsizeof({})
+            for table in (
+                core._keys,
+                core._conns,
+                core._idle_order,
+                core._history._groups,
+            )
         )
         forgotten_keys, _ = core.forgotten
         history = sum(1 for _ in core.all_figures())

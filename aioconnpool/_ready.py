@@ -1,0 +1,80 @@
+"""The ready queue: keys whose first waiter could run if the total limit allowed it.
+
+When a total slot frees, the longest-waiting request among keys that still
+have per-key room must get it. Scanning every waiting key for that (as
+aiohttp's ``_release_waiter`` does, shuffling them all on each release) costs
+time in the number of keys. Instead the ready keys sit in a heap ordered by
+their first waiter's arrival number: the winner is the top, in O(log k).
+
+A key's place goes stale when its first waiter changes or it stops being
+ready; rather than search the heap, each key carries the token of its one
+valid entry, and entries with another token are skipped when popped. Stale
+entries are compacted away once they outnumber live ones three to one: every
+stale entry comes from one push, so this is amortised O(1) per push.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+
+from ._records import KeyState
+
+__all__ = ["ReadyQueue"]
+
+
+class ReadyQueue:
+    __slots__ = ("_count", "_heap", "_tokens")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, KeyState]] = []
+        self._count = 0
+        self._tokens = itertools.count()
+
+    def __len__(self) -> int:
+        """How many keys are ready (stale heap entries not counted)."""
+        return self._count
+
+    def __contains__(self, ks: object) -> bool:
+        return isinstance(ks, KeyState) and ks.ready_token >= 0
+
+    @property
+    def heap_size(self) -> int:
+        """Entries in the heap, stale ones included (for tests and benchmarks)."""
+        return len(self._heap)
+
+    def push(self, ks: KeyState) -> None:
+        """Mark ``ks`` ready under its current first waiter (which must exist)."""
+        if ks.ready_token < 0:
+            self._count += 1
+        token = next(self._tokens)
+        ks.ready_token = token
+        heapq.heappush(self._heap, (next(iter(ks.waiters)).seq, token, ks))
+        self._compact()
+
+    def discard(self, ks: KeyState) -> None:
+        """``ks`` is no longer ready (no waiter, or no per-key room)."""
+        if ks.ready_token >= 0:
+            ks.ready_token = -1
+            self._count -= 1
+            self._compact()
+
+    def pop(self) -> KeyState:
+        """Remove and return the ready key whose first waiter arrived first."""
+        while True:
+            _seq, token, ks = heapq.heappop(self._heap)
+            if ks.ready_token == token:
+                ks.ready_token = -1
+                self._count -= 1
+                return ks
+
+    def clear(self) -> None:
+        for _seq, _token, ks in self._heap:
+            ks.ready_token = -1
+        self._heap.clear()
+        self._count = 0
+
+    def _compact(self) -> None:
+        if len(self._heap) > 4 * self._count + 64:
+            self._heap = [e for e in self._heap if e[2].ready_token == e[1]]
+            heapq.heapify(self._heap)

@@ -1,0 +1,512 @@
+"""A hypothesis state machine driving the accounting core with random events.
+
+The machine keeps its own model of every ticket and connection, checks each
+decision against that model, and checks the core's invariants after every
+step. Each run draws its own total limit, per-key limits (``None`` is
+unlimited), keep-alive timeout and history size.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable
+from typing import NamedTuple
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from aioconnpool._core import (
+    DONE,
+    GRANTED,
+    QUEUED,
+    Decision,
+    KeyFigures,
+    PoolCore,
+    Ticket,
+)
+from aioconnpool._counters import CLOSE_REASONS, RELEASE_HOWS, Counters
+
+KEYS = ("a:1", "a:2", "b:1", "c:1")
+KEY_LIMITS = st.sampled_from([1, 2, None, 3])
+INDEX = st.integers(min_value=0, max_value=63)
+HOWS = st.sampled_from(RELEASE_HOWS)
+
+
+def group_of(key: str) -> str:
+    return key.split(":", 1)[0]
+
+
+def nothing(decision: Decision | None) -> bool:
+    return decision is not None and not decision.wake and not decision.close
+
+
+class IdleConn(NamedTuple):
+    key: str
+    since: float
+
+
+@settings(max_examples=200, stateful_step_count=50, deadline=None)
+class PoolMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 1000.0
+        self.total_limit: int | None = None
+        self.key_limits: dict[str, int | None] = {}
+        self.keepalive: float | None = None
+        self.dead: set[str] = set()
+        self.core = self._new_core(history=10)
+        self.started = False
+        # The machine's own model of the pool.
+        self.queued: dict[Ticket, None] = {}  # in arrival order
+        self.permits: list[Ticket] = []  # granted, conn is None
+        self.grants: list[Ticket] = []  # granted an idle conn, not taken yet
+        self.done: list[Ticket] = []
+        self.acquired: dict[str, str] = {}  # conn -> key, taken by a request
+        self.idle: dict[str, IdleConn] = {}
+        self.expected = Counters()
+        self.last_usage: dict[str, int] = {}
+        self.conn_ids = 0
+
+    def _new_core(self, history: int) -> PoolCore[str, str, str]:
+        return PoolCore(
+            limit=self.total_limit,
+            limit_for=self.key_limits.get,
+            group=group_of,
+            keepalive_timeout=self.keepalive,
+            is_alive=lambda conn: conn not in self.dead,
+            clock=lambda: self.now,
+            history=history,
+        )
+
+    @initialize(
+        total=st.sampled_from([1, 2, None, 3, 6]),
+        per_key=st.lists(KEY_LIMITS, min_size=len(KEYS), max_size=len(KEYS)),
+        keepalive=st.sampled_from([5.0, None, 30.0]),
+        history=st.integers(min_value=0, max_value=3),
+    )
+    def configure(
+        self,
+        total: int | None,
+        per_key: list[int | None],
+        keepalive: float | None,
+        history: int,
+    ) -> None:
+        self.total_limit = total
+        self.key_limits = dict(zip(KEYS, per_key, strict=True))
+        self.keepalive = keepalive
+        self.core = self._new_core(history)
+        self.started = True
+
+    # ------------------------------------------------------------ helpers
+
+    def new_conn(self) -> str:
+        self.conn_ids += 1
+        return f"conn{self.conn_ids}"
+
+    def per_key_full(self, key: str) -> bool:
+        fig = self.core.figures(key)
+        return fig.limit is not None and fig.acquired + fig.connecting >= fig.limit
+
+    def live_figures(self) -> list[KeyFigures]:
+        return [f for f in self.core.all_figures() if f.key in self.core._keys]
+
+    def make_idle(self, conn: str, key: str) -> None:
+        self.idle[conn] = IdleConn(key, self.now)
+
+    def granted(self, ticket: Ticket) -> None:
+        """``ticket`` was just granted (at arrival or woken): check and record."""
+        assert ticket.state == GRANTED, ticket
+        assert isinstance(ticket.key, str)
+        if ticket.conn is None:
+            # Idle connections are reused before anything new is created.
+            stale = [c for c, i in self.idle.items() if i.key == ticket.key]
+            assert not stale, (ticket, stale)
+            self.permits.append(ticket)
+            return
+        assert isinstance(ticket.conn, str)
+        conn = self.idle.pop(ticket.conn)
+        assert conn.key == ticket.key
+        assert ticket.conn not in self.dead
+        if self.keepalive is not None:
+            assert self.now - conn.since <= self.keepalive
+        self.expected.reused += 1
+        self.grants.append(ticket)
+
+    def apply(self, decision: Decision, released: str | None = None) -> None:
+        """Check a decision against the model and carry it out."""
+        for conn, reason in decision.close:
+            assert isinstance(conn, str)
+            assert reason in CLOSE_REASONS
+            self.expected.bump_closed(reason)
+            if conn == released:
+                continue
+            # The core closes idle connections on its own only when they
+            # expired, or are found dead or expired when about to be reused.
+            idle = self.idle.pop(conn)
+            if reason == "expired":
+                assert self.keepalive is not None
+                assert self.now - idle.since >= self.keepalive
+            else:
+                assert reason == "server", (conn, reason)
+                assert conn in self.dead
+            self.dead.discard(conn)
+        for ticket in decision.wake:
+            assert ticket in self.queued, ticket
+            first = next(t for t in self.queued if t.key == ticket.key)
+            assert first is ticket, "FIFO within a key"
+            del self.queued[ticket]
+            self.granted(ticket)
+        # FIFO across keys: an older waiter left behind a woken one is
+        # blocked by its own key's limit.
+        for ticket in decision.wake:
+            for older in self.queued:
+                if older.seq < ticket.seq and older.key != ticket.key:
+                    assert isinstance(older.key, str)
+                    assert self.per_key_full(older.key), (older, ticket)
+
+    # -------------------------------------------------------------- rules
+
+    def arrive_one(self, key: str) -> Ticket:
+        ticket, decision = self.core.arrive(key)
+        self.expected.requests += 1
+        assert not decision.wake
+        self.apply(decision)
+        if ticket.state == QUEUED:
+            self.queued[ticket] = None
+            return ticket
+        # A newcomer never overtakes: nobody waits on its key, and every
+        # other waiter is blocked by its own key's limit.
+        assert all(t.key != key for t in self.queued)
+        for waiter in self.queued:
+            assert isinstance(waiter.key, str)
+            assert self.per_key_full(waiter.key), (waiter, ticket)
+        self.granted(ticket)
+        return ticket
+
+    def connect_ok(self, ticket: Ticket) -> str:
+        self.permits.remove(ticket)
+        conn = self.new_conn()
+        assert nothing(self.core.connect_succeeded(ticket, conn))
+        self.expected.created += 1
+        assert ticket.state == DONE
+        assert isinstance(ticket.key, str)
+        self.acquired[conn] = ticket.key
+        self.done.append(ticket)
+        return conn
+
+    def take(self, ticket: Ticket) -> str:
+        self.grants.remove(ticket)
+        self.core.handed_over(ticket)
+        assert ticket.state == DONE
+        assert isinstance(ticket.conn, str)
+        assert isinstance(ticket.key, str)
+        self.acquired[ticket.conn] = ticket.key
+        self.done.append(ticket)
+        return ticket.conn
+
+    def give_back(self, conn: str, how: str, reason: str | None) -> None:
+        key = self.acquired.pop(conn)
+        decision = self.core.release(conn, how, reason)
+        assert decision is not None
+        self.expected.bump_released(how)
+        if reason is None:
+            self.make_idle(conn, key)  # before the decision: a waiter may take it
+            self.apply(decision)
+        else:
+            assert (conn, reason) in list(decision.close)
+            self.apply(decision, released=conn)
+            assert self.core.release(conn, how, None) is None
+
+    @rule(key=st.sampled_from(KEYS), count=st.integers(min_value=1, max_value=3))
+    def arrive(self, key: str, count: int) -> None:
+        for _ in range(count):
+            self.arrive_one(key)
+
+    @rule(key=st.sampled_from(KEYS), how=HOWS)
+    def quick_request(self, key: str, how: str) -> None:
+        """A request that, if served at once, runs to the end and puts its
+        connection back in the pool (if not, it waits like any other)."""
+        ticket = self.arrive_one(key)
+        if ticket.state == QUEUED:
+            return
+        conn = self.connect_ok(ticket) if ticket.conn is None else self.take(ticket)
+        self.give_back(conn, how, None)
+
+    @precondition(lambda self: self.permits)
+    @rule(i=INDEX, ok=st.booleans())
+    def connect(self, i: int, ok: bool) -> None:
+        ticket = self.permits[i % len(self.permits)]
+        if ok:
+            self.connect_ok(ticket)
+            return
+        self.permits.remove(ticket)
+        decision = self.core.connect_failed(ticket)
+        self.expected.connect_errors += 1
+        assert ticket.state == DONE
+        self.done.append(ticket)
+        self.apply(decision)
+
+    @precondition(lambda self: self.grants)
+    @rule(i=INDEX)
+    def hand_over(self, i: int) -> None:
+        self.take(self.grants[i % len(self.grants)])
+
+    @precondition(lambda self: self.acquired)
+    @rule(
+        i=INDEX,
+        how=HOWS,
+        reason=st.one_of(st.none(), st.sampled_from(CLOSE_REASONS)),
+    )
+    def release(self, i: int, how: str, reason: str | None) -> None:
+        self.give_back(list(self.acquired)[i % len(self.acquired)], how, reason)
+
+    @precondition(lambda self: self.queued or self.permits or self.grants)
+    @rule(i=INDEX, how=HOWS)
+    def cancel(self, i: int, how: str) -> None:
+        """A request gives up: queued, holding a permit or an idle grant."""
+        tickets = [*self.queued, *self.permits, *self.grants]
+        ticket = tickets[i % len(tickets)]
+        decision = self.core.abandon(ticket, how)
+        assert ticket.state == DONE
+        self.done.append(ticket)
+        if ticket in self.queued:
+            del self.queued[ticket]
+            assert nothing(decision)
+            return
+        if ticket in self.grants:
+            self.grants.remove(ticket)
+            self.expected.bump_released(how)
+            assert isinstance(ticket.conn, str)
+            assert isinstance(ticket.key, str)
+            self.make_idle(ticket.conn, ticket.key)
+        else:
+            self.permits.remove(ticket)
+        self.apply(decision)
+
+    @precondition(lambda self: self.done)
+    @rule(i=INDEX, how=HOWS)
+    def cancel_again(self, i: int, how: str) -> None:
+        ticket = self.done[-1 - i % len(self.done)]
+        before = self.core.totals.copy()
+        assert nothing(self.core.abandon(ticket, how))
+        assert ticket.state == DONE
+        assert self.core.totals == before
+
+    @precondition(lambda self: self.idle)
+    @rule(i=INDEX, noticed=st.booleans())
+    def idle_lost(self, i: int, noticed: bool) -> None:
+        """The peer closes an idle connection; noticed now, or only when the
+        pool is about to reuse it."""
+        conn = list(self.idle)[i % len(self.idle)]
+        if not noticed:
+            self.dead.add(conn)
+            return
+        del self.idle[conn]
+        self.dead.discard(conn)
+        assert nothing(self.core.conn_lost(conn))
+        self.expected.bump_closed("server")
+        assert nothing(self.core.conn_lost(conn))
+
+    @rule(i=INDEX)
+    def stray_events(self, i: int) -> None:
+        """Events about connections the core must leave alone."""
+        before = self.core.totals.copy()
+        assert self.core.release("stranger", "eof", None) is None
+        assert nothing(self.core.conn_lost("stranger"))
+        if self.acquired:
+            conn = list(self.acquired)[i % len(self.acquired)]
+            assert nothing(self.core.conn_lost(conn))
+        if self.idle:
+            conn = list(self.idle)[i % len(self.idle)]
+            assert self.core.release(conn, "eof", None) is None
+        assert self.core.totals == before
+
+    @rule(
+        seconds=st.sampled_from([1.0, 5.0, 0.0, 4.0, 6.0, 31.0]),
+        fire=st.booleans(),
+    )
+    def tick(self, seconds: float, fire: bool) -> None:
+        """Time passes; the expiry timer fires, or has not fired yet."""
+        self.now += seconds
+        if not fire:
+            return
+        decision = self.core.expire()
+        assert not decision.wake
+        assert all(reason == "expired" for _, reason in decision.close)
+        self.apply(decision)
+        deadline = self.core.next_expiry()
+        if self.keepalive is None or not self.idle:
+            assert deadline is None
+        else:
+            oldest = min(i.since for i in self.idle.values())
+            assert deadline == oldest + self.keepalive
+            assert deadline > self.now  # everything due has been closed
+
+    @rule(key=st.sampled_from(KEYS), limit=KEY_LIMITS)
+    def set_limit(self, key: str, limit: int | None) -> None:
+        live = key in self.core._keys
+        decision = self.core.set_limit(key, limit)
+        if live:
+            assert self.core.figures(key).limit == limit
+        else:
+            assert nothing(decision)
+        self.apply(decision)
+
+    # --------------------------------------------------------- invariants
+
+    @invariant()
+    def gauges_add_up(self) -> None:
+        core = self.core
+        figs = list(core.all_figures())
+        assert sum(f.acquired for f in figs) == core.acquired
+        assert sum(f.idle for f in figs) == core.idle
+        assert sum(f.connecting for f in figs) == core.connecting
+        assert sum(f.waiting for f in figs) == core.waiting
+        for f in figs:
+            if f.key not in core._keys:  # retired: holds nothing
+                assert (f.acquired, f.idle, f.connecting, f.waiting) == (0, 0, 0, 0)
+            else:  # live: holds something
+                assert f.acquired or f.idle or f.connecting or f.waiting, f
+
+    @invariant()
+    def gauges_match_model(self) -> None:
+        core = self.core
+        assert core.waiting == len(self.queued)
+        assert core.connecting == len(self.permits)
+        assert core.acquired == len(self.acquired) + len(self.grants)
+        assert core.idle == len(self.idle)
+        assert set(core.connecting_tickets()) == set(self.permits)
+        held: dict[Hashable, Hashable] = {}
+        held.update(self.acquired)
+        held.update({t.conn: t.key for t in self.grants if t.conn is not None})
+        expected = {conn: ("acquired", key) for conn, key in held.items()}
+        expected.update({c: ("idle", i.key) for c, i in self.idle.items()})
+        records = {r.handle: (r.state, core.key_of(r)) for r in core.records()}
+        assert records == expected
+        per_key = Counter(key for _, key in expected.values())
+        live = {f.key: f.acquired + f.idle for f in self.live_figures()}
+        assert {k: n for k, n in live.items() if n} == dict(per_key)
+
+    @invariant()
+    def tickets_match_model(self) -> None:
+        assert all(t.state == QUEUED for t in self.queued)
+        assert all(t.state == GRANTED and t.conn is None for t in self.permits)
+        assert all(t.state == GRANTED and t.conn is not None for t in self.grants)
+        assert all(t.state == DONE for t in self.done)
+        waiting = Counter(t.key for t in self.queued)
+        live = {f.key: f.waiting for f in self.live_figures() if f.waiting}
+        assert live == dict(waiting)
+        connecting = Counter(t.key for t in self.permits)
+        live = {f.key: f.connecting for f in self.live_figures() if f.connecting}
+        assert live == dict(connecting)
+
+    @invariant()
+    def limits_hold(self) -> None:
+        core = self.core
+        if self.total_limit is not None:
+            assert core.acquired + core.connecting <= self.total_limit
+            room = self.total_limit - core.acquired - core.connecting
+            assert core.total_room() == room
+        else:
+            assert core.total_room() is None
+        usage: dict[str, int] = {}
+        for f in self.live_figures():
+            assert isinstance(f.key, str)
+            used = f.acquired + f.connecting
+            usage[f.key] = used
+            # set_limit may lower a limit below what is in use; then the
+            # key must not grow until it is back under.
+            if f.limit is not None and used > f.limit:
+                assert used <= self.last_usage.get(f.key, 0), f
+        self.last_usage = usage
+
+    @invariant()
+    def no_waiter_while_room(self) -> None:
+        for f in self.core.all_figures():
+            if f.waiting:
+                assert f.room == 0, f
+
+    @invariant()
+    def every_acquisition_ends_once(self) -> None:
+        t = self.core.totals
+        assert t.created + t.reused == sum(t.released.values()) + self.core.acquired
+
+    @invariant()
+    def counters_add_up(self) -> None:
+        core = self.core
+        total = Counters()
+        for f in core.all_figures():
+            total.add(f.counters)
+        n_forgotten, forgotten = core.forgotten
+        total.add(forgotten)
+        assert total == core.totals
+        assert core.totals == self.expected
+        if n_forgotten == 0:
+            assert forgotten == Counters()
+        keys = [f.key for f in core.all_figures()]
+        assert len(keys) == len(set(keys))
+        for key in keys:
+            assert isinstance(key, str)
+            assert key in core.keys_in_group(group_of(key))
+
+    # ------------------------------------------------------------ drain
+
+    def teardown(self) -> None:
+        """Cancel every waiter, settle every permit and release everything:
+        the pool is left with nothing acquired, connecting or waiting."""
+        if not self.started:
+            return
+        core = self.core
+        for ticket in list(self.queued):
+            del self.queued[ticket]
+            assert nothing(core.abandon(ticket))
+        assert core.waiting == 0
+        for ticket in self.grants:
+            core.handed_over(ticket)
+            assert isinstance(ticket.conn, str)
+            assert isinstance(ticket.key, str)
+            self.acquired[ticket.conn] = ticket.key
+        self.grants.clear()
+        for n, ticket in enumerate(self.permits):
+            if n % 2:
+                assert nothing(core.connect_failed(ticket))
+                self.expected.connect_errors += 1
+            else:
+                conn = self.new_conn()
+                assert nothing(core.connect_succeeded(ticket, conn))
+                self.expected.created += 1
+                assert isinstance(ticket.key, str)
+                self.acquired[conn] = ticket.key
+        self.permits.clear()
+        for conn, key in self.acquired.items():
+            assert nothing(core.release(conn, "eof", None))  # nobody waits
+            self.expected.bump_released("eof")
+            self.make_idle(conn, key)
+        self.acquired.clear()
+        assert (core.acquired, core.connecting, core.waiting) == (0, 0, 0)
+        assert core.idle == len(self.idle)
+        self.gauges_add_up()
+        self.gauges_match_model()
+        self.counters_add_up()
+        self.every_acquisition_ends_once()
+        # Let the idle connections go: keys that hold nothing are retired.
+        for conn in self.idle:
+            assert nothing(core.conn_lost(conn))
+            self.expected.bump_closed("server")
+        self.idle.clear()
+        assert core.idle == 0
+        assert core._keys == {}
+        assert len(core._ready) == 0
+        self.gauges_add_up()
+        self.counters_add_up()
+        self.every_acquisition_ends_once()
+
+
+TestPoolCore = PoolMachine.TestCase
