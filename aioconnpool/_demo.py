@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -29,10 +28,10 @@ from typing import TextIO
 
 import aiohttp
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from ._connector import PoolConnector
 from ._stats import ConnectionInfo, HostStats, PoolStats
+from .testing import LoopbackResolver
 
 __all__ = ["HOSTS", "DemoOptions", "LoopbackResolver", "make_app", "run_demo"]
 
@@ -52,29 +51,6 @@ SLOW_DELAY = 0.05  # seconds slow.test waits before answering
 BIG_CHUNK = b"x" * 65536
 BIG_CHUNKS = 16  # 1 MiB
 UNREAD_SHARE = 1 / 3  # of big.test responses, released without reading
-
-
-class LoopbackResolver(AbstractResolver):
-    """Resolves every ``*.test`` name to 127.0.0.1, and nothing else."""
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if not host.endswith(DOMAIN):
-            raise OSError(f"the demo resolver only knows *{DOMAIN} names, not {host!r}")
-        return [
-            ResolveResult(
-                hostname=host,
-                host=LOOPBACK,
-                port=port,
-                family=socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 def make_app() -> web.Application:
@@ -169,7 +145,7 @@ async def crawl(options: DemoOptions) -> CrawlResult:
         site = web.TCPSite(runner, LOOPBACK, 0)
         await site.start()
         port = _bound_port(runner)
-        resolver = LoopbackResolver()
+        resolver = LoopbackResolver(suffix=DOMAIN)
         try:
             connector = PoolConnector(
                 limit=LIMIT, limit_per_host=LIMIT_PER_HOST, resolver=resolver

@@ -3,48 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
 
 from aioconnpool import PoolConnector
+from aioconnpool.testing import LoopbackResolver
 
 BIG_CHUNK = b"x" * 65536
 BIG_CHUNKS = 48  # 3 MiB: never arrives together with the headers
-
-
-class LoopbackResolver(AbstractResolver):
-    """Resolves every name to 127.0.0.1, so tests can use many host names."""
-
-    def __init__(self, delay: float = 0.0) -> None:
-        self.delay = delay
-        self.calls = 0
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        self.calls += 1
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        return [
-            ResolveResult(
-                hostname=host,
-                host="127.0.0.1",
-                port=port,
-                family=socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 class Recorder:

@@ -14,7 +14,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from aioconnpool import HostStats, PoolConnector
-from tests.conftest import LoopbackResolver, Recorder, settle, url
+from aioconnpool.testing import LoopbackResolver
+from tests.conftest import Recorder, settle, url
 
 Build = Callable[..., tuple[aiohttp.ClientSession, PoolConnector]]
 
