@@ -468,7 +468,7 @@ class PoolCore(Generic[K, C, G]):
             while idle:
                 handle, rec = idle.popitem(last=False)
                 del self._idle_order[handle]
-                if keepalive is not None and now - rec.idle_since > keepalive:
+                if keepalive is not None and now - rec.idle_since >= keepalive:
                     self._close_popped_idle(ks, rec, "expired", closes)
                     continue
                 if not self._is_alive(handle):  # type: ignore[arg-type]

@@ -553,6 +553,22 @@ def test_expire_closes_only_expired_idle_oldest_first() -> None:
     check_consistent(core)
 
 
+def test_expire_at_exactly_next_expiry_closes_the_oldest() -> None:
+    """A timer set for ``next_expiry()`` must find that connection due."""
+    clock = FakeClock()
+    core = make_core(keepalive=5.0, clock=clock)
+    make_idle(core, "a", "a1")
+    clock.advance(1)
+    make_idle(core, "b", "b1")
+    deadline = core.next_expiry()
+    assert deadline is not None
+    clock.now = deadline
+    decision = core.expire()
+    assert list(decision.close) == [("a1", "expired")]
+    assert core.next_expiry() == deadline + 1
+    check_consistent(core)
+
+
 def test_expire_without_keepalive_does_nothing() -> None:
     clock = FakeClock()
     core = make_core(keepalive=None, clock=clock)
@@ -1043,19 +1059,28 @@ def test_ready_heap_compacted_when_heads_with_followers_cancel() -> None:
     assert list(decision.wake) == [per_key[0][-1]]
 
 
-def test_ready_heap_compacted_when_sole_waiters_cancel() -> None:
+def test_ready_heap_compacted_when_sole_waiters_cancel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Stale entries must not pile up when whole keys stop waiting.
 
-    Each cancel of a key's only waiter unreadies the key without pushing,
-    and compaction only runs on a push: the heap keeps one dead entry (and
-    a reference to the retired key state) per cancelled key.
+    Cancelling a key's only waiter takes the key out of the ready queue
+    without pushing anything: the dead entries (each holding a retired key
+    state) must still be compacted away, and the next release must not wade
+    through one stale entry per cancelled key.
     """
     core, tickets = crowd()
     for ticket in tickets[: N_KEYS - 100]:
         core.abandon(ticket)
+        assert heap_is_compact(core)
     assert len(core._ready) == 100
     assert core.waiting == 100
-    assert heap_is_compact(core), (core._ready.heap_size, len(core._ready))
+    heap = CountingHeap(monkeypatch)
+    decision = core.release("held", "eof", None)
+    assert decision is not None
+    assert list(decision.wake) == [tickets[N_KEYS - 100]]
+    assert heap.pops <= 4 * 100 + 64 + 1  # bounded by live keys, not by N_KEYS
+    check_consistent(core)
 
 
 def test_many_waiters_one_key_release_is_flat(
@@ -1096,3 +1121,17 @@ def test_records_track_idle_and_acquired() -> None:
     assert hashable_conns(core) == {"i1", "b1"}
     assert core.acquired == 2
     assert core.idle == 0
+
+
+def test_reuse_and_expiry_agree_at_the_deadline() -> None:
+    """At exactly idle_since + keepalive the connection is expired for both
+    the expiry timer and a request that would reuse it."""
+    clock = FakeClock()
+    core = make_core(clock=clock, keepalive=10.0)
+    make_idle(core, "a", "c1")
+    deadline = core.next_expiry()
+    assert deadline is not None
+    clock.now = deadline
+    ticket, decision = core.arrive("a")
+    assert ticket.conn is None  # a permit to connect, not the expired socket
+    assert list(decision.close) == [("c1", "expired")]

@@ -349,6 +349,21 @@ class PoolMachine(RuleBasedStateMachine):
             assert deadline == oldest + self.keepalive
             assert deadline > self.now  # everything due has been closed
 
+    @precondition(lambda self: self.keepalive is not None and self.idle)
+    @rule()
+    def expiry_timer(self) -> None:
+        """The connector's timer fires at ``next_expiry()`` (or late, if time
+        already passed it): the oldest idle connection is due and must go."""
+        deadline = self.core.next_expiry()
+        assert deadline is not None
+        self.now = max(self.now, deadline)
+        oldest = min(self.idle, key=lambda c: self.idle[c].since)
+        decision = self.core.expire()
+        assert (oldest, "expired") in list(decision.close)
+        self.apply(decision)
+        after = self.core.next_expiry()
+        assert after is None or after > self.now
+
     @rule(key=st.sampled_from(KEYS), limit=KEY_LIMITS)
     def set_limit(self, key: str, limit: int | None) -> None:
         live = key in self.core._keys
@@ -452,9 +467,10 @@ class PoolMachine(RuleBasedStateMachine):
             assert forgotten == Counters()
         keys = [f.key for f in core.all_figures()]
         assert len(keys) == len(set(keys))
-        for key in keys:
-            assert isinstance(key, str)
-            assert key in core.keys_in_group(group_of(key))
+        # Groups index exactly the live and remembered keys.
+        for group in {group_of(k) for k in KEYS}:
+            members = {k for k in keys if isinstance(k, str) and group_of(k) == group}
+            assert core.keys_in_group(group) == members
 
     # ------------------------------------------------------------ drain
 
