@@ -71,6 +71,8 @@ def update_proxy_headers(connector: Any, req: Any) -> None:
     aiohttp 3.13+ does this in ``connect()`` on reuse; older versions set the
     header when building the request, so there is nothing to do.
     """
+    if not req.proxy:
+        return
     update = getattr(connector, "_update_proxy_auth_header_and_build_proxy_req", None)
-    if update is not None and req.proxy:
+    if update is not None:
         update(req)

@@ -55,17 +55,16 @@ class PoolConnection(Connection):
     """
 
     def release(self) -> None:
-        self._notify_release()
-        if self._protocol is not None:
-            connector: PoolConnector = self._connector  # type: ignore[assignment]
-            connector._pool_release(self._protocol, closing=False, explicit=True)
-            self._protocol = None
+        self._give_back(closing=False)
 
     def close(self) -> None:
+        self._give_back(closing=True)
+
+    def _give_back(self, *, closing: bool) -> None:
         self._notify_release()
         if self._protocol is not None:
             connector: PoolConnector = self._connector  # type: ignore[assignment]
-            connector._pool_release(self._protocol, closing=True, explicit=True)
+            connector._pool_release(self._protocol, closing=closing, explicit=True)
             self._protocol = None
 
 
@@ -268,11 +267,9 @@ class PoolConnector(TCPConnector):
             # aiohttp forgets the socket here; we put it back in the pool.
             self._carry_out(self._core.abandon(ticket, _how_failed(exc)))
             raise
-        if self._core.closed:
-            # Closed while this task was on its way here: the socket is gone.
-            self._carry_out(self._core.abandon(ticket))
+        if not self._core.handed_over(ticket):
+            # The pool closed while this task was on its way here.
             raise ClientConnectionError("Connector is closed.")
-        self._core.handed_over(ticket)
         _compat.update_proxy_headers(self, req)
         return PoolConnection(self, req.connection_key, proto, self._loop)  # type: ignore[arg-type]
 

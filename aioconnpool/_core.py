@@ -148,14 +148,15 @@ class PoolCore(Generic[K, C, G]):
             ks = self._open_key(key)
         ks.counters.requests += 1
         self._totals.requests += 1
-        ticket = Ticket(key, next(self._seqs), self._clock())
+        now = self._clock()
+        ticket = Ticket(key, next(self._seqs), now)
         if self._closed:
             ticket.state = CLOSED
             self._retire_if_empty(ks)
             return ticket, NOTHING
         if not ks.waiters and self._has_room(ks):
             closes: list[tuple[Hashable, str]] = []
-            self._grant(ks, ticket, closes)
+            self._grant(ks, ticket, closes, now)
             return ticket, Decision((), closes) if closes else NOTHING
         # Invariant 3 means a free total slot implies no ready key, so a new
         # request cannot overtake anyone by queueing behind its key.
@@ -165,14 +166,21 @@ class PoolCore(Generic[K, C, G]):
             self._ready.push(ks)
         return ticket, NOTHING
 
-    def handed_over(self, ticket: Ticket) -> None:
-        """The request took the idle connection it was granted; the ticket is
-        spent and the connection has served one more request."""
-        if ticket.state == GRANTED and ticket.conn is not None:
-            ticket.state = DONE
-            rec = self._conns.get(ticket.conn)
-            if rec is not None:
-                rec.served += 1
+    def handed_over(self, ticket: Ticket) -> bool:
+        """The request takes the idle connection it was granted.
+
+        Returns False, spending the ticket, if that connection was closed with
+        the pool meanwhile: the request must then fail. On True the connection
+        has served one more request.
+        """
+        if ticket.state != GRANTED or ticket.conn is None:
+            return False
+        ticket.state = DONE
+        rec = self._conns.get(ticket.conn)
+        if rec is None:
+            return False
+        rec.served += 1
+        return True
 
     def connect_succeeded(self, ticket: Ticket, conn: C) -> Decision:
         """A connection opened under ``ticket``'s permit; it is now acquired.
@@ -213,7 +221,6 @@ class PoolCore(Generic[K, C, G]):
         ks = self._keys.get(ticket.key)
         state = ticket.state
         if ks is None or state in (DONE, CLOSED):
-            ticket.state = DONE if state != CLOSED else CLOSED
             return NOTHING
         ticket.state = DONE
         if state == QUEUED:
@@ -236,9 +243,8 @@ class PoolCore(Generic[K, C, G]):
         self._count_release(ks, how)
         ks.acquired -= 1
         self._acquired -= 1
-        closes: list[tuple[Hashable, str]] = []
         self._to_idle(ks, rec)
-        return self._slot_freed(ks, closes)
+        return self._slot_freed(ks, [])
 
     def release(self, conn: C, how: str, close_reason: str | None) -> Decision | None:
         """An acquired connection comes back.
@@ -257,13 +263,12 @@ class PoolCore(Generic[K, C, G]):
         ks.acquired -= 1
         self._acquired -= 1
         closes: list[tuple[Hashable, str]] = []
-        if close_reason is None and not self._closed:
+        if close_reason is None:
             self._to_idle(ks, rec)
         else:
-            reason = close_reason or "connector_closed"
             del self._conns[conn]
-            self._count_close(ks, reason)
-            closes.append((conn, reason))
+            self._count_close(ks, close_reason)
+            closes.append((conn, close_reason))
         return self._slot_freed(ks, closes)
 
     def conn_lost(self, conn: C, reason: str = "server") -> Decision:
@@ -456,7 +461,11 @@ class PoolCore(Generic[K, C, G]):
         return ks.limit is None or ks.acquired + len(ks.connecting) < ks.limit
 
     def _grant(
-        self, ks: KeyState, ticket: Ticket, closes: list[tuple[Hashable, str]]
+        self,
+        ks: KeyState,
+        ticket: Ticket,
+        closes: list[tuple[Hashable, str]],
+        now: float,
     ) -> None:
         """Give ``ticket`` a slot of ``ks``: an idle connection if a live one
         is left, else permission to connect."""
@@ -464,7 +473,6 @@ class PoolCore(Generic[K, C, G]):
         idle = ks.idle
         if idle:
             keepalive = self._keepalive
-            now = self._clock()
             while idle:
                 handle, rec = idle.popitem(last=False)
                 del self._idle_order[handle]
@@ -475,7 +483,6 @@ class PoolCore(Generic[K, C, G]):
                     self._close_popped_idle(ks, rec, "server", closes)
                     continue
                 rec.state = ACQUIRED
-                rec.acquired_at = now
                 ks.acquired += 1
                 self._acquired += 1
                 ks.counters.reused += 1
@@ -531,16 +538,16 @@ class PoolCore(Generic[K, C, G]):
         if ks.waiters and ks not in self._ready and positive(ks.room()):
             self._ready.push(ks)
         wake: list[Ticket] = []
+        now = self._clock() if self._ready else 0.0
         while self._ready and positive(self.total_room()):
             ready = self._ready.pop()
             ticket = ready.waiters.popitem(last=False)[0]
             self._waiting -= 1
-            self._grant(ready, ticket, closes)
+            # A granted key holds the slot: it cannot retire here.
+            self._grant(ready, ticket, closes, now)
             wake.append(ticket)
             if ready.waiters and positive(ready.room()):
                 self._ready.push(ready)
-            if ready is not ks:
-                self._retire_if_empty(ready)
         self._retire_if_empty(ks)
         if wake or closes:
             return Decision(wake, closes)

@@ -6,6 +6,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from aiohttp.helpers import sentinel
+
 __all__ = ["check_count", "check_seconds", "validate_tcp_options"]
 
 
@@ -40,8 +42,6 @@ def validate_tcp_options(options: Mapping[str, Any]) -> None:
         check_count("limit", options["limit"])
     if "limit_per_host" in options:
         check_count("limit_per_host", options["limit_per_host"])
-    if "keepalive_timeout" in options and options["keepalive_timeout"] is not None:
-        from aiohttp.helpers import sentinel
-
-        if options["keepalive_timeout"] is not sentinel:
-            check_seconds("keepalive_timeout", options["keepalive_timeout"])
+    keepalive = options.get("keepalive_timeout")
+    if keepalive is not None and keepalive is not sentinel:
+        check_seconds("keepalive_timeout", keepalive)

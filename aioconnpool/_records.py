@@ -68,7 +68,6 @@ class ConnRecord:
     """What the core knows of one live connection."""
 
     __slots__ = (
-        "acquired_at",
         "created_at",
         "handle",
         "idle_since",
@@ -82,7 +81,6 @@ class ConnRecord:
         self.key = key
         self.state = ACQUIRED
         self.created_at = now
-        self.acquired_at = now
         self.idle_since = now
         self.served = 1
 

@@ -104,14 +104,18 @@ class ConnectionInfo:
     idle_for: float | None
 
 
-def _counter_fields(c: Counters) -> dict[str, object]:
+def _counter_fields(c: Counters, *, private: bool) -> dict[str, object]:
+    """Counter fields for a snapshot. ``private``: ``c`` is already a copy
+    nobody else holds, so its dicts are wrapped instead of copied again."""
+    released = c.released if private else dict(c.released)
+    closed = c.closed if private else dict(c.closed)
     return {
         "requests": c.requests,
         "created": c.created,
         "reused": c.reused,
         "connect_errors": c.connect_errors,
-        "released": MappingProxyType(dict(c.released)),
-        "closed": MappingProxyType(dict(c.closed)),
+        "released": MappingProxyType(released),
+        "closed": MappingProxyType(closed),
     }
 
 
@@ -124,8 +128,11 @@ def build_host_stats(
     tells you whether a request to this host would wait); with no live pool,
     the room a new request would find (``empty_room`` if nothing is known).
     """
+    figures = list(figures)
     acquired = idle = connecting = waiting = 0
-    total = Counters()
+    # Figures carry their own copies: one pool (the usual case) is used as
+    # is, several are summed into a new object.
+    total = figures[0].counters if len(figures) == 1 else Counters()
     live_rooms: list[int | None] = []
     all_rooms: list[int | None] = []
     limits: list[int | None] = []
@@ -134,7 +141,8 @@ def build_host_stats(
         idle += f.idle
         connecting += f.connecting
         waiting += f.waiting
-        total.add(f.counters)
+        if total is not f.counters:
+            total.add(f.counters)
         limits.append(f.limit)
         all_rooms.append(f.room)
         if f.acquired or f.idle or f.connecting or f.waiting:
@@ -153,7 +161,7 @@ def build_host_stats(
         waiting=waiting,
         limit=limit,
         available=available,
-        **_counter_fields(total),  # type: ignore[arg-type]
+        **_counter_fields(total, private=True),  # type: ignore[arg-type]
     )
 
 
@@ -184,7 +192,7 @@ def build_pool_stats(
         available=None if room is None else max(room, 0),
         hosts=MappingProxyType(hosts),
         forgotten_hosts=forgotten_keys,
-        forgotten=HostStats(**_counter_fields(forgotten)),  # type: ignore[arg-type]
+        forgotten=HostStats(**_counter_fields(forgotten, private=False)),  # type: ignore[arg-type]
         is_closed=core.closed,
-        **_counter_fields(totals),  # type: ignore[arg-type]
+        **_counter_fields(totals, private=False),  # type: ignore[arg-type]
     )

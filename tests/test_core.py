@@ -458,7 +458,8 @@ def test_abandon_after_handed_over_does_nothing() -> None:
     core = make_core()
     make_idle(core, "a", "c")
     ticket = reuse(core, "a", "c")
-    core.handed_over(ticket)
+    assert core.handed_over(ticket) is True
+    assert core.handed_over(ticket) is False  # spent
     assert nothing(core.abandon(ticket))
     assert core.acquired == 1
     assert core.totals.released["cancelled"] == 0
@@ -1135,3 +1136,16 @@ def test_reuse_and_expiry_agree_at_the_deadline() -> None:
     ticket, decision = core.arrive("a")
     assert ticket.conn is None  # a permit to connect, not the expired socket
     assert list(decision.close) == [("c1", "expired")]
+
+
+def test_hand_over_refused_when_the_pool_closed_first() -> None:
+    """A reuse grant whose connection the pool closed cannot be handed over."""
+    core = make_core()
+    make_idle(core, "a", "c1")
+    granted = reuse(core, "a", "c1")
+    core.close()
+    assert core.handed_over(granted) is False
+    assert granted.state == DONE
+    assert nothing(core.abandon(granted))
+    assert core.totals.released["connector_closed"] == 1
+    check_consistent(core)

@@ -121,6 +121,12 @@ async def test_stats_are_immutable_snapshots(
         after.acquired = 5  # type: ignore[misc]
     with pytest.raises(TypeError):
         after.released["eof"] = 0  # type: ignore[index]
+    host_before = conn.stats(url(server, "/"))
+    pool_host_before = after.hosts[next(iter(after.hosts))]
+    await (await session.get(url(server, "/small"))).read()
+    for snapshot in (host_before, pool_host_before):
+        assert (snapshot.requests, snapshot.released["eof"]) == (1, 1)
+    assert conn.stats(url(server, "/")).released["eof"] == 2
 
 
 async def test_credentials_never_reach_stats_or_repr(
