@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck demo bench tox clean
+.PHONY: install test lint typecheck demo bench soak tox clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,10 @@ demo: $(STAMP)
 	$(PY) -m aioconnpool demo
 
 bench: $(STAMP)
-	$(PY) bench/core_scaling.py
+	$(PY) bench/run_all.py
+
+soak: $(STAMP)
+	$(PY) bench/soak.py
 
 tox: $(STAMP)
 	$(PY) -m tox
