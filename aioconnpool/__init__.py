@@ -7,11 +7,17 @@ observable and fast.
         print(connector.stats())
 """
 
+import logging
+
 from ._compat import SUPPORTED_RANGE
 from ._connector import PoolConnector
 from ._counters import CLOSE_REASONS, RELEASE_HOWS
+from ._errors import AioConnPoolError, PoolClosedError, PoolFullError, PoolTimeoutError
 from ._keys import PoolKey
 from ._stats import ConnectionInfo, HostStats, PoolStats
+
+# A library logs, the application decides where it goes (as urllib3 does).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __version__ = "0.1.0.dev0"
 
@@ -19,10 +25,14 @@ __all__ = [
     "CLOSE_REASONS",
     "RELEASE_HOWS",
     "SUPPORTED_RANGE",
+    "AioConnPoolError",
     "ConnectionInfo",
     "HostStats",
+    "PoolClosedError",
     "PoolConnector",
+    "PoolFullError",
     "PoolKey",
     "PoolStats",
+    "PoolTimeoutError",
     "__version__",
 ]

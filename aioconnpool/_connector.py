@@ -11,22 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import math
 import warnings
 import weakref
-from collections.abc import Awaitable, Hashable
+from collections.abc import Awaitable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any, cast, overload
 
-from aiohttp import ClientConnectionError, TCPConnector
+from aiohttp import TCPConnector
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.connector import Connection
 from aiohttp.helpers import ceil_timeout
 from yarl import URL
 
 from . import _compat
-from ._core import CLOSED, NOTHING, QUEUED, Decision, PoolCore, Ticket
+from ._core import CLOSED, NOTHING, QUEUED, REJECTED, Decision, PoolCore, Ticket
+from ._errors import PoolClosedError, PoolFullError, PoolTimeoutError
 from ._keys import PoolKey, pool_key_of, to_pool_key
-from ._options import check_count, validate_tcp_options
+from ._options import validate_pool_options, validate_tcp_options
 from ._protocol import PoolProtocol
 from ._records import min_room
 from ._release_paths import classify_release
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
     from aiohttp.tracing import Trace
 
 __all__ = ["PoolConnector"]
+
+log = logging.getLogger("aioconnpool")
 
 
 class PoolConnection(Connection):
@@ -88,31 +92,87 @@ class PoolConnector(TCPConnector):
 
     Accepts every ``TCPConnector`` keyword with the same meaning (``limit``,
     ``limit_per_host``, ``keepalive_timeout``, ``force_close``, ``ssl``,
-    ``resolver``...), plus:
+    ``resolver``...), plus these keyword-only pool policies (all validated
+    here, with errors naming the option and the value):
 
+    ``host_limits``
+        per-host limits overriding ``limit_per_host``: a mapping of
+        ``"host"``, ``"host:port"`` or ``"scheme://host[:port]"`` to an int
+        (or ``None``: no per-host limit); the most specific match wins. Change
+        it at runtime with :meth:`set_host_limit` / :meth:`remove_host_limit`.
+    ``max_idle_per_host``
+        idle connections a host may keep (urllib3's ``pool_maxsize``); one
+        released beyond that is closed (``closed["pool_full"]``) and logged.
+    ``max_idle``
+        idle connections kept in all; beyond, the longest idle is closed.
+    ``max_hosts``
+        hosts that may keep idle connections (urllib3's ``pool_connections``);
+        the least recently used one's are closed (``closed["evicted"]``).
+    ``block``
+        ``False``: a request that would wait raises :class:`PoolFullError`.
+    ``acquire_timeout``
+        seconds a request may wait in the queue before :class:`PoolTimeoutError`.
+    ``max_connection_age`` / ``max_requests_per_connection``
+        close a connection once that old / after that many requests.
+    ``reuse``
+        ``"fifo"`` (aiohttp's order) or ``"lifo"``: which idle connection is
+        reused first.
     ``stats_history``
         how many drained hosts keep their per-host counters in ``stats()``
         (default 10,000); older ones are summed into ``PoolStats.forgotten``.
     """
 
-    def __init__(self, *, stats_history: int = 10_000, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        host_limits: Mapping[str, int | None] | None = None,
+        max_idle_per_host: int | None = None,
+        max_idle: int | None = None,
+        max_hosts: int | None = None,
+        block: bool = True,
+        acquire_timeout: float | None = None,
+        max_connection_age: float | None = None,
+        max_requests_per_connection: int | None = None,
+        reuse: str = "fifo",
+        stats_history: int = 10_000,
+        **kwargs: Any,
+    ) -> None:
         validate_tcp_options(kwargs)
-        check_count("stats_history", stats_history)
+        options = validate_pool_options(
+            kwargs,
+            stats_history=stats_history,
+            host_limits=host_limits,
+            max_idle_per_host=max_idle_per_host,
+            max_idle=max_idle,
+            max_hosts=max_hosts,
+            block=block,
+            acquire_timeout=acquire_timeout,
+            max_connection_age=max_connection_age,
+            max_requests_per_connection=max_requests_per_connection,
+            reuse=reuse,
+        )
         super().__init__(**kwargs)
-        limit_per_host = self._limit_per_host or None
-        self._pool_limit_per_host = limit_per_host
+        self._options = options
+        self._host_limits = options.host_limits
+        self._pool_limit_per_host = self._limit_per_host or None
         factory = functools.partial(
             PoolProtocol, loop=self._loop, on_lost=weakref.WeakMethod(self._on_lost)
         )
         self._factory = cast("functools.partial[ResponseHandler]", factory)
         self._core: PoolCore[Hashable, Hashable, PoolKey] = PoolCore(
             limit=self._limit or None,
-            limit_for=lambda key: limit_per_host,
+            limit_for=self._limit_for,
             group=pool_key_of,
             keepalive_timeout=None if self._force_close else self._keepalive_timeout,
             is_alive=ResponseHandler.is_connected,  # type: ignore[arg-type]
             clock=self._loop.time,
-            history=stats_history,
+            history=options.stats_history,
+            max_age=options.max_connection_age,
+            max_requests=options.max_requests_per_connection,
+            max_idle_per_key=options.max_idle_per_host,
+            max_idle=options.max_idle,
+            max_idle_keys=options.max_hosts,
+            reuse=options.reuse,
         )
         self._expiry_handle: asyncio.TimerHandle | None = None
 
@@ -134,14 +194,36 @@ class PoolConnector(TCPConnector):
         ``ValueError``.
         """
         core = self._core
-        limit = self._pool_limit_per_host
         if target is None:
-            return build_pool_stats(core, limit_per_host=limit, group=pool_key_of)
+            return build_pool_stats(
+                core,
+                limit_per_host=self._pool_limit_per_host,
+                host_limits=self._host_limits.as_dict(),
+                group=pool_key_of,
+            )
         key = to_pool_key(target)
         figures = [core.figures(k) for k in core.keys_in_group(key)]
+        limit = self._host_limit(key)
         return build_host_stats(
             figures, empty_room=min_room(limit, core.total_room()), empty_limit=limit
         )
+
+    @property
+    def host_limits(self) -> dict[str, int | None]:
+        """The per-host limit overrides, keyed by normalised pattern."""
+        return self._host_limits.as_dict()
+
+    def set_host_limit(self, pattern: str, limit: int | None) -> None:
+        """Set the limit of the hosts ``pattern`` selects (a ``host_limits``
+        key), now. Raising a limit wakes the requests it lets through."""
+        parsed = self._host_limits.set(pattern, limit)
+        self._apply_host_limits(parsed.host)
+
+    def remove_host_limit(self, pattern: str) -> None:
+        """Drop an override; its hosts fall back to the next match or to
+        ``limit_per_host``. ``KeyError`` if ``pattern`` has none."""
+        parsed = self._host_limits.remove(pattern)
+        self._apply_host_limits(parsed.host)
 
     def connections(self) -> list[ConnectionInfo]:
         """Every live connection, plus one entry per connection being opened."""
@@ -195,13 +277,21 @@ class PoolConnector(TCPConnector):
         self, req: ClientRequest, traces: list[Trace], timeout: ClientTimeout
     ) -> Connection:
         """Get a connection for ``req``: reuse, wait for a slot, or open one."""
-        ticket, decision = self._core.arrive(req.connection_key)
+        key = req.connection_key
+        ticket, decision = self._core.arrive(key, block=self._options.block)
         if decision is not NOTHING:
             self._carry_out(decision)
         if _granted_conn(ticket) is not None:
             return await self._hand_over(ticket, req, traces)
         if ticket.state == CLOSED:
-            raise ClientConnectionError("Connector is closed.")
+            raise PoolClosedError("Connector is closed.")
+        if ticket.state == REJECTED:
+            pool_key = pool_key_of(key)
+            raise PoolFullError(
+                f"No connection free for {pool_key} and block=False: "
+                f"{self._situation(key)}",
+                pool_key,
+            )
         async with ceil_timeout(timeout.connect, timeout.ceil_threshold):
             if ticket.state == QUEUED:
                 await self._wait(ticket, traces)
@@ -230,9 +320,11 @@ class PoolConnector(TCPConnector):
             self._expiry_handle.cancel()
             self._expiry_handle = None
         decision = self._core.close()
+        if decision.close:
+            log.info("Closing connector: %d connections", len(decision.close))
         if not self._loop.is_closed():
-            for proto, _reason in decision.close:
-                closed = self._close_protocol(proto, abort=abort_ssl)
+            for closing in decision.close:
+                closed = self._close_protocol(closing.conn, abort=abort_ssl)
                 if closed is not None:
                     waiters.append(closed)
             self._wake(decision)
@@ -269,7 +361,9 @@ class PoolConnector(TCPConnector):
             raise
         if not self._core.handed_over(ticket):
             # The pool closed while this task was on its way here.
-            raise ClientConnectionError("Connector is closed.")
+            raise PoolClosedError("Connector is closed.")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("Reusing connection to %s", pool_key_of(ticket.key))
         _compat.update_proxy_headers(self, req)
         return PoolConnection(self, req.connection_key, proto, self._loop)  # type: ignore[arg-type]
 
@@ -277,6 +371,12 @@ class PoolConnector(TCPConnector):
         """Wait in the queue until the core grants ``ticket`` a slot."""
         future: asyncio.Future[None] = self._loop.create_future()
         ticket.token = future
+        timeout = self._options.acquire_timeout
+        timer = None
+        if timeout is not None:
+            timer = self._loop.call_at(
+                ticket.since + timeout, self._wait_timed_out, ticket, timeout
+            )
         try:
             for trace in traces:
                 await trace.send_connection_queued_start()
@@ -286,8 +386,25 @@ class PoolConnector(TCPConnector):
         except BaseException as exc:
             self._carry_out(self._core.abandon(ticket, _how_failed(exc)))
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
         if ticket.state == CLOSED:
-            raise ClientConnectionError("Connector is closed.")
+            raise PoolClosedError("Connector is closed.")
+
+    def _wait_timed_out(self, ticket: Ticket, timeout: float) -> None:
+        future = ticket.token
+        if not self._core.time_out(ticket):
+            return  # granted or refused in the meantime: nothing to do
+        key = pool_key_of(ticket.key)
+        error = PoolTimeoutError(
+            f"Timed out after {timeout:g} s (acquire_timeout) waiting for a "
+            f"connection to {key}: {self._situation(ticket.key)}",
+            key,
+            timeout,
+        )
+        if isinstance(future, asyncio.Future) and not future.done():
+            future.set_exception(error)
 
     async def _open(
         self,
@@ -297,6 +414,15 @@ class PoolConnector(TCPConnector):
         timeout: ClientTimeout,
     ) -> ResponseHandler:
         """Open a new connection under ``ticket``'s permit."""
+        if log.isEnabledFor(logging.DEBUG):
+            key = pool_key_of(ticket.key)
+            log.debug(
+                "Starting new %s connection (%d): %s:%d",
+                "HTTPS" if key.ssl else "HTTP",
+                self._core.connection_count(ticket.key),
+                key.host,
+                key.port,
+            )
         try:
             for trace in traces:
                 await trace.send_connection_create_start()
@@ -307,7 +433,7 @@ class PoolConnector(TCPConnector):
         decision = self._core.connect_succeeded(ticket, proto)
         if ticket.state == CLOSED:
             self._carry_out(decision)
-            raise ClientConnectionError("Connector is closed.")
+            raise PoolClosedError("Connector is closed.")
         try:
             for trace in traces:
                 await trace.send_connection_create_end()
@@ -338,10 +464,59 @@ class PoolConnector(TCPConnector):
         self._carry_out(self._core.conn_lost(protocol))
 
     def _carry_out(self, decision: Decision) -> None:
-        for proto, _reason in decision.close:
-            self._close_protocol(proto)
+        for closing in decision.close:
+            self._log_closing(closing.key, closing.reason)
+            self._close_protocol(closing.conn)
         if decision.wake:
             self._wake(decision)
+
+    def _log_closing(self, key: Hashable, reason: str) -> None:
+        if reason == "pool_full":
+            per_host = self._options.max_idle_per_host
+            at_host_cap = per_host is not None and (
+                self._options.max_idle is None or self._core.idle_count(key) >= per_host
+            )
+            # urllib3's words, so that existing log filters keep matching.
+            log.warning(
+                "Connection pool is full, discarding connection: %s. "
+                "Connection pool size: %s",
+                pool_key_of(key).host,
+                per_host if at_host_cap else f"{self._options.max_idle} (max_idle)",
+            )
+        elif log.isEnabledFor(logging.INFO):
+            log.info("Closing connection to %s (reason: %s)", pool_key_of(key), reason)
+
+    def _limit_for(self, key: Hashable) -> int | None:
+        """The per-host limit of a ``ConnectionKey``."""
+        return self._host_limit(pool_key_of(key))
+
+    def _host_limit(self, key: PoolKey) -> int | None:
+        """A host's limit: its most specific override, else ``limit_per_host``."""
+        found = self._host_limits.lookup(*key)
+        return self._pool_limit_per_host if found is None else found[1]
+
+    def _apply_host_limits(self, host: str) -> None:
+        self._carry_out(
+            self._core.refresh_limits(lambda key: getattr(key, "host", None) == host)
+        )
+
+    def _situation(self, key: Hashable) -> str:
+        """The limits and gauges that made a request wait, for error messages."""
+        core = self._core
+        f = core.figures(key)
+        found = self._host_limits.lookup(*pool_key_of(key))
+        if found is not None:
+            source = f"host_limits[{str(found[0])!r}]={found[1]}"
+        elif self._pool_limit_per_host is not None:
+            source = f"limit_per_host={self._pool_limit_per_host}"
+        else:
+            source = "no per-host limit"
+        total = f"limit={core.limit}" if core.limit is not None else "no total limit"
+        return (
+            f"{f.acquired} acquired + {f.connecting} connecting for this host "
+            f"({source}), {core.acquired + core.connecting} in all ({total}), "
+            f"{f.waiting} waiting for this host"
+        )
 
     def _wake(self, decision: Decision) -> None:
         for ticket in decision.wake:

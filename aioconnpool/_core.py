@@ -23,8 +23,14 @@ A *ticket* is one request's claim on the pool:
   over (now acquired), or ``None``: permission to open a new connection, which
   counts as ``connecting`` until :meth:`PoolCore.connect_succeeded` or
   :meth:`PoolCore.connect_failed`;
-* ``DONE``    -- finished (taken by its request, resolved, or abandoned);
+* ``DONE``    -- finished (taken by its request, resolved, abandoned or
+  timed out);
+* ``REJECTED`` -- refused at once: it would have had to wait, and the request
+  asked not to (``block=False``);
 * ``CLOSED``  -- refused because the pool closed while it waited.
+
+Which idle connections are kept, reused first, or closed (keep-alive, age,
+use count, idle caps, host LRU) is the idle store's policy: see ``_idle``.
 
 Invariants (checked by the hypothesis state machine in the tests):
 
@@ -55,12 +61,12 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from typing import Generic, TypeVar
 
 from ._counters import Counters
 from ._history import KeyHistory
+from ._idle import IdleStore
 from ._ready import ReadyQueue
 from ._records import (
     ACQUIRED,
@@ -70,6 +76,8 @@ from ._records import (
     IDLE,
     NOTHING,
     QUEUED,
+    REJECTED,
+    Closing,
     ConnRecord,
     Decision,
     KeyFigures,
@@ -85,6 +93,8 @@ __all__ = [
     "GRANTED",
     "NOTHING",
     "QUEUED",
+    "REJECTED",
+    "Closing",
     "ConnRecord",
     "Decision",
     "KeyFigures",
@@ -102,7 +112,9 @@ class PoolCore(Generic[K, C, G]):
 
     ``limit`` and the values returned by ``limit_for`` are ``None`` for
     "unlimited". ``group`` maps a full key to the coarser key stats are grouped
-    by. ``is_alive`` is asked before an idle connection is handed out.
+    by. ``is_alive`` is asked before an idle connection is handed out. The
+    idle policy options are those of :class:`~aioconnpool._idle.IdleStore`;
+    ``reuse`` is ``"fifo"`` or ``"lifo"``.
     """
 
     def __init__(
@@ -115,19 +127,32 @@ class PoolCore(Generic[K, C, G]):
         is_alive: Callable[[C], bool] = lambda conn: True,
         clock: Callable[[], float] = time.monotonic,
         history: int = 10_000,
+        max_age: float | None = None,
+        max_requests: int | None = None,
+        max_idle_per_key: int | None = None,
+        max_idle: int | None = None,
+        max_idle_keys: int | None = None,
+        reuse: str = "fifo",
     ) -> None:
+        if reuse not in ("fifo", "lifo"):
+            raise ValueError(f"reuse must be 'fifo' or 'lifo', got {reuse!r}")
         self._limit = limit
         self._limit_for = limit_for
         self._group = group
-        self._keepalive = keepalive_timeout
-        self._is_alive = is_alive
         self._clock = clock
 
         self._keys: dict[Hashable, KeyState] = {}
         self._conns: dict[Hashable, ConnRecord] = {}
-        # All idle connections, oldest first: idle_since never decreases in
-        # insertion order, so expiry pops from the front and stops early.
-        self._idle_order: OrderedDict[Hashable, ConnRecord] = OrderedDict()
+        self._idle = IdleStore(
+            keepalive=keepalive_timeout,
+            is_alive=is_alive,  # type: ignore[arg-type]
+            max_age=max_age,
+            max_requests=max_requests,
+            max_per_key=max_idle_per_key,
+            max_total=max_idle,
+            max_keys=max_idle_keys,
+            lifo=reuse == "lifo",
+        )
         self._acquired = 0
         self._connecting = 0
         self._waiting = 0
@@ -141,8 +166,9 @@ class PoolCore(Generic[K, C, G]):
 
     # ------------------------------------------------------------------ events
 
-    def arrive(self, key: K) -> tuple[Ticket, Decision]:
-        """A request for ``key`` arrives. Granted at once, or queued."""
+    def arrive(self, key: K, *, block: bool = True) -> tuple[Ticket, Decision]:
+        """A request for ``key`` arrives. Granted at once, or queued; with
+        ``block=False`` a request that would have to wait is ``REJECTED``."""
         ks = self._keys.get(key)
         if ks is None:
             ks = self._open_key(key)
@@ -155,9 +181,15 @@ class PoolCore(Generic[K, C, G]):
             self._retire_if_empty(ks)
             return ticket, NOTHING
         if not ks.waiters and self._has_room(ks):
-            closes: list[tuple[Hashable, str]] = []
+            closes: list[Closing] = []
             self._grant(ks, ticket, closes, now)
             return ticket, Decision((), closes) if closes else NOTHING
+        if not block:
+            ticket.state = REJECTED
+            ks.counters.rejected += 1
+            self._totals.rejected += 1
+            self._retire_if_empty(ks)
+            return ticket, NOTHING
         # Invariant 3 means a free total slot implies no ready key, so a new
         # request cannot overtake anyone by queueing behind its key.
         ks.waiters[ticket] = None
@@ -196,7 +228,7 @@ class PoolCore(Generic[K, C, G]):
             self._count_release(ks, "connector_closed")
             self._count_close(ks, "connector_closed")
             self._retire_if_empty(ks)
-            return Decision((), [(conn, "connector_closed")])
+            return Decision((), [Closing(conn, "connector_closed", ks.key)])
         ticket.state = DONE
         rec = ConnRecord(conn, ks, self._clock())
         self._conns[conn] = rec
@@ -220,18 +252,11 @@ class PoolCore(Generic[K, C, G]):
         """
         ks = self._keys.get(ticket.key)
         state = ticket.state
-        if ks is None or state in (DONE, CLOSED):
+        if ks is None or state not in (QUEUED, GRANTED):
             return NOTHING
         ticket.state = DONE
         if state == QUEUED:
-            was_head = next(iter(ks.waiters)) is ticket
-            del ks.waiters[ticket]
-            self._waiting -= 1
-            if was_head and ks in self._ready:
-                self._ready.discard(ks)
-                if ks.waiters:
-                    self._ready.push(ks)
-            self._retire_if_empty(ks)
+            self._unqueue(ks, ticket)
             return NOTHING
         if ticket.conn is None:  # an unused permit to connect
             del ks.connecting[ticket]
@@ -243,8 +268,22 @@ class PoolCore(Generic[K, C, G]):
         self._count_release(ks, how)
         ks.acquired -= 1
         self._acquired -= 1
-        self._to_idle(ks, rec)
-        return self._slot_freed(ks, [])
+        closes: list[Closing] = []
+        self._keep(ks, rec, closes)
+        return self._slot_freed(ks, closes)
+
+    def time_out(self, ticket: Ticket) -> bool:
+        """``ticket`` waited as long as it may. Returns True, counting a wait
+        timeout, if it was still queued (it leaves the queue); False if it was
+        granted or refused meanwhile, in which case nothing changes."""
+        ks = self._keys.get(ticket.key)
+        if ks is None or ticket.state != QUEUED:
+            return False
+        ticket.state = DONE
+        ks.counters.wait_timeouts += 1
+        self._totals.wait_timeouts += 1
+        self._unqueue(ks, ticket)
+        return True
 
     def release(self, conn: C, how: str, close_reason: str | None) -> Decision | None:
         """An acquired connection comes back.
@@ -262,44 +301,41 @@ class PoolCore(Generic[K, C, G]):
         self._count_release(ks, how)
         ks.acquired -= 1
         self._acquired -= 1
-        closes: list[tuple[Hashable, str]] = []
+        closes: list[Closing] = []
         if close_reason is None:
-            self._to_idle(ks, rec)
+            self._keep(ks, rec, closes)
         else:
             del self._conns[conn]
             self._count_close(ks, close_reason)
-            closes.append((conn, close_reason))
+            closes.append(Closing(conn, close_reason, ks.key))
         return self._slot_freed(ks, closes)
 
     def conn_lost(self, conn: C, reason: str = "server") -> Decision:
-        """The transport of ``conn`` was lost. Only an idle one leaves now;
-        an acquired one is settled when its request releases it."""
+        """The transport of ``conn`` was lost. Only an idle one leaves now
+        (the decision lists it, closing it again is harmless); an acquired one
+        is settled when its request releases it."""
         rec = self._conns.get(conn)
         if rec is None or rec.state != IDLE:
             return NOTHING
-        ks = rec.key
-        self._drop_idle(ks, rec, reason)
-        self._retire_if_empty(ks)
-        return NOTHING
+        self._idle.remove(rec)
+        closes: list[Closing] = []
+        self._settle_closings([(rec, reason)], closes)
+        return Decision((), closes)
 
     def expire(self) -> Decision:
         """Close the idle connections whose keep-alive time is over.
 
         Costs time in proportion to what expires, not to the pool's size.
         """
-        if self._keepalive is None or not self._idle_order:
+        if not self._idle:
             return NOTHING
-        deadline = self._clock() - self._keepalive
-        closes: list[tuple[Hashable, str]] = []
-        while self._idle_order:
-            rec = next(iter(self._idle_order.values()))
-            if rec.idle_since > deadline:
-                break
-            ks = rec.key
-            self._drop_idle(ks, rec, "expired")
-            closes.append((rec.handle, "expired"))
-            self._retire_if_empty(ks)
-        return Decision((), closes) if closes else NOTHING
+        expired: list[tuple[ConnRecord, str]] = []
+        self._idle.expire(self._clock(), expired)
+        if not expired:
+            return NOTHING
+        closes: list[Closing] = []
+        self._settle_closings(expired, closes)
+        return Decision((), closes)
 
     def close(self) -> Decision:
         """The pool closes: close every connection, refuse every waiter.
@@ -309,19 +345,18 @@ class PoolCore(Generic[K, C, G]):
         if self._closed:
             return NOTHING
         self._closed = True
-        closes: list[tuple[Hashable, str]] = []
+        closes: list[Closing] = []
         wake: list[Ticket] = []
+        self._idle.clear()
         for rec in list(self._conns.values()):
             ks = rec.key
-            if rec.state == IDLE:
-                self._drop_idle(ks, rec, "connector_closed")
-            else:
+            if rec.state == ACQUIRED:
                 self._count_release(ks, "connector_closed")
-                self._count_close(ks, "connector_closed")
                 ks.acquired -= 1
                 self._acquired -= 1
-                del self._conns[rec.handle]
-            closes.append((rec.handle, "connector_closed"))
+            self._count_close(ks, "connector_closed")
+            del self._conns[rec.handle]
+            closes.append(Closing(rec.handle, "connector_closed", ks.key))
         for ks in list(self._keys.values()):
             for ticket in ks.waiters:
                 ticket.state = CLOSED
@@ -342,6 +377,39 @@ class PoolCore(Generic[K, C, G]):
             self._ready.discard(ks)
         return self._slot_freed(ks, [])
 
+    def refresh_limits(self, where: Callable[[K], bool]) -> Decision:
+        """Ask ``limit_for`` again for the live keys ``where`` selects (after
+        the rules behind it changed); raised limits wake waiters.
+
+        Costs time in the number of live keys: an administrative call, not a
+        per-request one.
+        """
+        wake: list[Ticket] = []
+        closes: list[Closing] = []
+        for key in [k for k in self._keys if where(k)]:  # type: ignore[arg-type]
+            limit = self._limit_for(key)  # type: ignore[arg-type]
+            ks = self._keys.get(key)
+            if ks is not None and ks.limit != limit:
+                decision = self.set_limit(key, limit)  # type: ignore[arg-type]
+                wake.extend(decision.wake)
+                closes.extend(decision.close)
+        return Decision(wake, closes) if wake or closes else NOTHING
+
+    def limit_of(self, key: K) -> int | None:
+        """The per-key limit in force for ``key`` (live or not)."""
+        ks = self._keys.get(key)
+        return ks.limit if ks is not None else self._limit_for(key)
+
+    def connection_count(self, key: K) -> int:
+        """Connections ``key`` opened or is opening (0 for a drained key)."""
+        ks = self._keys.get(key)
+        return ks.counters.created + len(ks.connecting) if ks is not None else 0
+
+    def idle_count(self, key: K) -> int:
+        """Idle connections ``key`` keeps."""
+        ks = self._keys.get(key)
+        return len(ks.idle) if ks is not None else 0
+
     # ------------------------------------------------------------ read API
 
     @property
@@ -358,7 +426,7 @@ class PoolCore(Generic[K, C, G]):
 
     @property
     def idle(self) -> int:
-        return len(self._idle_order)
+        return len(self._idle)
 
     @property
     def connecting(self) -> int:
@@ -385,9 +453,7 @@ class PoolCore(Generic[K, C, G]):
 
     def next_expiry(self) -> float | None:
         """When the oldest idle connection's keep-alive runs out, if any."""
-        if self._keepalive is None or not self._idle_order:
-            return None
-        return next(iter(self._idle_order.values())).idle_since + self._keepalive
+        return self._idle.next_expiry()
 
     def figures(self, key: K) -> KeyFigures:
         """Gauges and counters of one full key (zeros if unknown)."""
@@ -464,45 +530,58 @@ class PoolCore(Generic[K, C, G]):
         self,
         ks: KeyState,
         ticket: Ticket,
-        closes: list[tuple[Hashable, str]],
+        closes: list[Closing],
         now: float,
     ) -> None:
         """Give ``ticket`` a slot of ``ks``: an idle connection if a live one
         is left, else permission to connect."""
         ticket.state = GRANTED
-        idle = ks.idle
-        if idle:
-            keepalive = self._keepalive
-            while idle:
-                handle, rec = idle.popitem(last=False)
-                del self._idle_order[handle]
-                if keepalive is not None and now - rec.idle_since >= keepalive:
-                    self._close_popped_idle(ks, rec, "expired", closes)
-                    continue
-                if not self._is_alive(handle):  # type: ignore[arg-type]
-                    self._close_popped_idle(ks, rec, "server", closes)
-                    continue
-                rec.state = ACQUIRED
-                ks.acquired += 1
-                self._acquired += 1
-                ks.counters.reused += 1
-                self._totals.reused += 1
-                ticket.conn = handle
-                return
-        ticket.conn = None
-        ks.connecting[ticket] = None
-        self._connecting += 1
+        rec = None
+        dropped: list[tuple[ConnRecord, str]] = []
+        if ks.idle:
+            rec = self._idle.take(ks, now, dropped)
+        if rec is not None:
+            ks.acquired += 1
+            self._acquired += 1
+            ks.counters.reused += 1
+            self._totals.reused += 1
+            ticket.conn = rec.handle
+        else:
+            ticket.conn = None
+            ks.connecting[ticket] = None
+            self._connecting += 1
+        if dropped:  # settled once the key holds its slot, so it stays live
+            self._settle_closings(dropped, closes)
 
-    def _close_popped_idle(
-        self,
-        ks: KeyState,
-        rec: ConnRecord,
-        reason: str,
-        closes: list[tuple[Hashable, str]],
+    def _keep(self, ks: KeyState, rec: ConnRecord, closes: list[Closing]) -> None:
+        """``rec`` comes back keep-alive: idle it, unless the idle policy
+        closes it (or others) instead."""
+        dropped: list[tuple[ConnRecord, str]] = []
+        self._idle.put(ks, rec, self._clock(), dropped)
+        if dropped:
+            self._settle_closings(dropped, closes)
+
+    def _settle_closings(
+        self, dropped: list[tuple[ConnRecord, str]], closes: list[Closing]
     ) -> None:
-        del self._conns[rec.handle]
-        self._count_close(ks, reason)
-        closes.append((rec.handle, reason))
+        """Forget and count connections the idle store closed; keys left
+        with nothing retire."""
+        for rec, reason in dropped:
+            ks = rec.key
+            del self._conns[rec.handle]
+            self._count_close(ks, reason)
+            closes.append(Closing(rec.handle, reason, ks.key))
+            self._retire_if_empty(ks)
+
+    def _unqueue(self, ks: KeyState, ticket: Ticket) -> None:
+        was_head = next(iter(ks.waiters)) is ticket
+        del ks.waiters[ticket]
+        self._waiting -= 1
+        if was_head and ks in self._ready:
+            self._ready.discard(ks)
+            if ks.waiters:
+                self._ready.push(ks)
+        self._retire_if_empty(ks)
 
     def _settle_permit(self, ticket: Ticket) -> KeyState:
         ks = self._keys.get(ticket.key)
@@ -512,18 +591,6 @@ class PoolCore(Generic[K, C, G]):
         self._connecting -= 1
         return ks
 
-    def _to_idle(self, ks: KeyState, rec: ConnRecord) -> None:
-        rec.state = IDLE
-        rec.idle_since = self._clock()
-        ks.idle[rec.handle] = rec
-        self._idle_order[rec.handle] = rec
-
-    def _drop_idle(self, ks: KeyState, rec: ConnRecord, reason: str) -> None:
-        del ks.idle[rec.handle]
-        del self._idle_order[rec.handle]
-        del self._conns[rec.handle]
-        self._count_close(ks, reason)
-
     def _count_release(self, ks: KeyState, how: str) -> None:
         ks.counters.bump_released(how)
         self._totals.bump_released(how)
@@ -532,7 +599,7 @@ class PoolCore(Generic[K, C, G]):
         ks.counters.bump_closed(reason)
         self._totals.bump_closed(reason)
 
-    def _slot_freed(self, ks: KeyState, closes: list[tuple[Hashable, str]]) -> Decision:
+    def _slot_freed(self, ks: KeyState, closes: list[Closing]) -> Decision:
         """A slot of ``ks`` (and of the total) may have been freed: hand the
         free slots to the longest-waiting ready requests."""
         if ks.waiters and ks not in self._ready and positive(ks.room()):

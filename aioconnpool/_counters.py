@@ -20,6 +20,10 @@ CLOSE_REASONS: tuple[str, ...] = (
     "unread",  # released with body bytes still unread
     "caller",  # closed by the caller
     "expired",  # idle longer than keepalive_timeout
+    "max_age",  # older than max_connection_age
+    "max_requests",  # served max_requests_per_connection requests
+    "pool_full",  # released while max_idle_per_host / max_idle were reached
+    "evicted",  # its host was the least recently used beyond max_hosts
     "error",  # a protocol or transport error
     "cancelled",  # the task holding it was cancelled
     "force_close",  # the connector was built with force_close=True
@@ -37,9 +41,11 @@ class Counters:
         "closed",
         "connect_errors",
         "created",
+        "rejected",
         "released",
         "requests",
         "reused",
+        "wait_timeouts",
     )
 
     def __init__(self) -> None:
@@ -47,6 +53,8 @@ class Counters:
         self.created = 0
         self.reused = 0
         self.connect_errors = 0
+        self.rejected = 0
+        self.wait_timeouts = 0
         self.released: dict[str, int] = dict.fromkeys(RELEASE_HOWS, 0)
         self.closed: dict[str, int] = dict.fromkeys(CLOSE_REASONS, 0)
 
@@ -66,6 +74,8 @@ class Counters:
         self.created += other.created
         self.reused += other.reused
         self.connect_errors += other.connect_errors
+        self.rejected += other.rejected
+        self.wait_timeouts += other.wait_timeouts
         for how, n in other.released.items():
             self.released[how] = self.released.get(how, 0) + n
         for reason, n in other.closed.items():

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp.helpers import sentinel
 
-__all__ = ["check_count", "check_seconds", "validate_tcp_options"]
+from ._host_limits import HostLimits
+
+__all__ = [
+    "PoolOptions",
+    "check_count",
+    "check_seconds",
+    "validate_pool_options",
+    "validate_tcp_options",
+]
 
 
 def check_count(name: str, value: object, *, minimum: int = 0) -> int:
@@ -45,3 +54,116 @@ def validate_tcp_options(options: Mapping[str, Any]) -> None:
     keepalive = options.get("keepalive_timeout")
     if keepalive is not None and keepalive is not sentinel:
         check_seconds("keepalive_timeout", keepalive)
+
+
+def check_optional_count(name: str, value: object, *, minimum: int) -> int | None:
+    """``None`` or an int >= ``minimum``."""
+    return None if value is None else check_count(name, value, minimum=minimum)
+
+
+def check_positive_seconds(name: str, value: object) -> float | None:
+    """``None`` or a finite number of seconds > 0."""
+    seconds = check_seconds(name, value)
+    if seconds == 0:
+        raise ValueError(f"{name} must be > 0 (or None for no limit), got {value!r}")
+    return seconds
+
+
+@dataclass(frozen=True, slots=True)
+class PoolOptions:
+    """``PoolConnector``'s own options, validated."""
+
+    stats_history: int
+    host_limits: HostLimits
+    max_idle_per_host: int | None
+    max_idle: int | None
+    max_hosts: int | None
+    block: bool
+    acquire_timeout: float | None
+    max_connection_age: float | None
+    max_requests_per_connection: int | None
+    reuse: str
+
+
+def validate_pool_options(
+    tcp_options: Mapping[str, Any],
+    *,
+    stats_history: object,
+    host_limits: object,
+    max_idle_per_host: object,
+    max_idle: object,
+    max_hosts: object,
+    block: object,
+    acquire_timeout: object,
+    max_connection_age: object,
+    max_requests_per_connection: object,
+    reuse: object,
+) -> PoolOptions:
+    """Check every option, then the ones that only make sense together.
+
+    Raises ``TypeError``/``ValueError`` naming the option and the value,
+    before anything is built.
+    """
+    if not isinstance(block, bool):
+        raise TypeError(f"block must be True or False, not {type(block).__name__}")
+    if not isinstance(reuse, str):
+        raise TypeError(f"reuse must be 'fifo' or 'lifo', not {type(reuse).__name__}")
+    if reuse not in ("fifo", "lifo"):
+        raise ValueError(f"reuse must be 'fifo' or 'lifo', got {reuse!r}")
+    options = PoolOptions(
+        stats_history=check_count("stats_history", stats_history),
+        host_limits=HostLimits(host_limits),  # type: ignore[arg-type]
+        max_idle_per_host=check_optional_count(
+            "max_idle_per_host", max_idle_per_host, minimum=0
+        ),
+        max_idle=check_optional_count("max_idle", max_idle, minimum=0),
+        max_hosts=check_optional_count("max_hosts", max_hosts, minimum=1),
+        block=block,
+        acquire_timeout=check_positive_seconds("acquire_timeout", acquire_timeout),
+        max_connection_age=check_positive_seconds(
+            "max_connection_age", max_connection_age
+        ),
+        max_requests_per_connection=check_optional_count(
+            "max_requests_per_connection", max_requests_per_connection, minimum=1
+        ),
+        reuse=reuse,
+    )
+    if not block and options.acquire_timeout is not None:
+        raise ValueError(
+            "acquire_timeout has no effect with block=False (requests never "
+            f"wait); got acquire_timeout={acquire_timeout!r}"
+        )
+    _check_idle_caps(options, tcp_options)
+    return options
+
+
+def _check_idle_caps(options: PoolOptions, tcp_options: Mapping[str, Any]) -> None:
+    """An idle cap above every limit it could meet can never act: say so."""
+    limit = tcp_options.get("limit", 100)  # TCPConnector's default
+    limit_per_host = tcp_options.get("limit_per_host", 0)
+    per_host, total = options.max_idle_per_host, options.max_idle
+    if per_host is not None and total is not None and per_host > total:
+        raise ValueError(
+            f"max_idle_per_host={per_host} is more than max_idle={total}: "
+            "no host could ever keep that many idle connections"
+        )
+    if total is not None and limit and total > limit:
+        raise ValueError(
+            f"max_idle={total} is more than limit={limit}: the pool never "
+            "holds that many connections"
+        )
+    if per_host is not None and limit and per_host > limit:
+        raise ValueError(
+            f"max_idle_per_host={per_host} is more than limit={limit}: the pool "
+            "never holds that many connections"
+        )
+    overrides = [value for _pattern, value in options.host_limits]
+    if per_host is None or not limit_per_host or None in overrides:
+        return
+    highest = max([limit_per_host, *overrides])
+    if per_host > highest:
+        raise ValueError(
+            f"max_idle_per_host={per_host} is more than limit_per_host="
+            f"{limit_per_host}{' and every host_limits value' if overrides else ''}"
+            ": no host ever holds that many connections"
+        )

@@ -17,6 +17,8 @@ __all__ = [
     "IDLE",
     "NOTHING",
     "QUEUED",
+    "REJECTED",
+    "Closing",
     "ConnRecord",
     "Decision",
     "KeyFigures",
@@ -30,9 +32,18 @@ QUEUED = "queued"
 GRANTED = "granted"
 DONE = "done"
 CLOSED = "closed"
+REJECTED = "rejected"
 
 ACQUIRED = "acquired"
 IDLE = "idle"
+
+
+class Closing(NamedTuple):
+    """A connection the connector must close, why, and the key it served."""
+
+    conn: Hashable
+    reason: str
+    key: Hashable
 
 
 class Decision(NamedTuple):
@@ -40,7 +51,7 @@ class Decision(NamedTuple):
 
     wake: Sequence[Ticket]
     """Tickets to wake: each is now ``GRANTED`` or ``CLOSED``."""
-    close: Sequence[tuple[Hashable, str]]
+    close: Sequence[Closing]
     """Connections to close, with the reason counted for each."""
 
 

@@ -30,8 +30,9 @@ class HostStats:
     (``None``: unlimited); ``available`` the slots a new request could take
     right now with both limits considered (``None``: unlimited).
     Counters: ``requests``, ``created``, ``reused``, ``connect_errors``,
-    ``released`` (how acquisitions ended) and ``closed`` (why connections were
-    closed).
+    ``rejected`` (refused at once with ``block=False``), ``wait_timeouts``
+    (gave up after ``acquire_timeout``), ``released`` (how acquisitions
+    ended) and ``closed`` (why connections were closed).
     """
 
     acquired: int = 0
@@ -44,6 +45,8 @@ class HostStats:
     created: int = 0
     reused: int = 0
     connect_errors: int = 0
+    rejected: int = 0
+    wait_timeouts: int = 0
     released: Mapping[str, int] = field(
         default_factory=lambda: MappingProxyType(dict.fromkeys(RELEASE_HOWS, 0))
     )
@@ -63,6 +66,8 @@ class PoolStats:
     Totals cover every host ever served, including those that fell out of the
     per-host history (``forgotten_hosts`` of them, whose counters are summed in
     ``forgotten``); so per-host figures plus ``forgotten`` add up to the totals.
+    ``limit_per_host`` is the default per-host limit and ``host_limits`` the
+    overrides (normalised pattern -> limit).
     """
 
     acquired: int
@@ -71,11 +76,14 @@ class PoolStats:
     waiting: int
     limit: int | None
     limit_per_host: int | None
+    host_limits: Mapping[str, int | None]
     available: int | None
     requests: int
     created: int
     reused: int
     connect_errors: int
+    rejected: int
+    wait_timeouts: int
     released: Mapping[str, int]
     closed: Mapping[str, int]
     hosts: Mapping[PoolKey, HostStats]
@@ -114,6 +122,8 @@ def _counter_fields(c: Counters, *, private: bool) -> dict[str, object]:
         "created": c.created,
         "reused": c.reused,
         "connect_errors": c.connect_errors,
+        "rejected": c.rejected,
+        "wait_timeouts": c.wait_timeouts,
         "released": MappingProxyType(released),
         "closed": MappingProxyType(closed),
     }
@@ -169,6 +179,7 @@ def build_pool_stats(
     core: PoolCore[Hashable, Hashable, PoolKey],
     *,
     limit_per_host: int | None,
+    host_limits: Mapping[str, int | None],
     group: Callable[[Hashable], PoolKey],
 ) -> PoolStats:
     """Snapshot the whole core, grouping full keys by ``PoolKey``."""
@@ -189,6 +200,7 @@ def build_pool_stats(
         waiting=core.waiting,
         limit=core.limit,
         limit_per_host=limit_per_host,
+        host_limits=MappingProxyType(dict(host_limits)),
         available=None if room is None else max(room, 0),
         hosts=MappingProxyType(hosts),
         forgotten_hosts=forgotten_keys,

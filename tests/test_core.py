@@ -108,6 +108,12 @@ def reuse(core: Core, key: str, conn: str) -> Ticket:
     return ticket
 
 
+def closings(decision: Decision | None) -> list[tuple[object, str]]:
+    """The (connection, reason) pairs a decision closes, in order."""
+    assert decision is not None
+    return [(c.conn, c.reason) for c in decision.close]
+
+
 def nothing(decision: Decision | None) -> bool:
     """The decision asks for nothing to be done."""
     return decision is not None and not decision.wake and not decision.close
@@ -181,7 +187,7 @@ def test_limit_per_host_holds() -> None:
     decision = core.release("a1", "eof", "server")
     assert decision is not None
     assert list(decision.wake) == [waiter]
-    assert decision.close == [("a1", "server")]
+    assert closings(decision) == [("a1", "server")]
     assert core.figures("a").acquired + core.figures("a").connecting == 2
 
 
@@ -537,7 +543,7 @@ def test_expire_closes_only_expired_idle_oldest_first() -> None:
 
     clock.now = start + 11.5
     decision = core.expire()
-    assert list(decision.close) == [("b1", "expired"), ("a1", "expired")]
+    assert closings(decision) == [("b1", "expired"), ("a1", "expired")]
     assert not decision.wake
     assert core.idle == 2
     assert core.next_expiry() == start + 12.0
@@ -546,7 +552,7 @@ def test_expire_closes_only_expired_idle_oldest_first() -> None:
 
     clock.now = start + 100
     decision = core.expire()
-    assert list(decision.close) == [("b2", "expired"), ("a2", "expired")]
+    assert closings(decision) == [("b2", "expired"), ("a2", "expired")]
     assert core.next_expiry() is None
     assert core.idle == 0
     assert core.acquired == 1
@@ -565,7 +571,7 @@ def test_expire_at_exactly_next_expiry_closes_the_oldest() -> None:
     assert deadline is not None
     clock.now = deadline
     decision = core.expire()
-    assert list(decision.close) == [("a1", "expired")]
+    assert closings(decision) == [("a1", "expired")]
     assert core.next_expiry() == deadline + 1
     check_consistent(core)
 
@@ -601,7 +607,7 @@ def test_expired_idle_is_closed_on_reuse_and_a_permit_granted() -> None:
     ticket, decision = core.arrive("a")
     assert ticket.state == GRANTED
     assert ticket.conn is None
-    assert list(decision.close) == [("old", "expired")]
+    assert closings(decision) == [("old", "expired")]
     assert core.connecting == 1
     assert core.idle == 0
     assert core.totals.closed["expired"] == 1
@@ -620,7 +626,7 @@ def test_expired_idle_skipped_for_fresh_one() -> None:
     clock.advance(6)
     ticket, decision = core.arrive("a")
     assert ticket.conn == "new"
-    assert list(decision.close) == [("old", "expired")]
+    assert closings(decision) == [("old", "expired")]
     assert core.totals.reused == 1
     check_consistent(core)
 
@@ -631,7 +637,7 @@ def test_dead_idle_connection_is_closed_as_server_instead_of_reused() -> None:
     make_idle(core, "a", "c1")
     ticket, decision = core.arrive("a")
     assert ticket.conn is None
-    assert list(decision.close) == [("c1", "server")]
+    assert closings(decision) == [("c1", "server")]
     assert core.totals.closed["server"] == 1
     assert core.totals.reused == 0
     check_consistent(core)
@@ -646,7 +652,7 @@ def test_dead_idle_connection_closed_when_waking_waiter() -> None:
     decision = core.release("c1", "eof", None)
     assert decision is not None
     assert list(decision.wake) == [waiter]
-    assert list(decision.close) == [("c1", "server")]
+    assert closings(decision) == [("c1", "server")]
     assert waiter.conn is None
     assert core.connecting == 1
     check_consistent(core)
@@ -658,7 +664,7 @@ def test_dead_idle_connection_closed_when_waking_waiter() -> None:
 def test_conn_lost_on_idle_removes_it() -> None:
     core = make_core()
     make_idle(core, "a", "c")
-    assert nothing(core.conn_lost("c"))
+    assert closings(core.conn_lost("c")) == [("c", "server")]
     assert core.idle == 0
     assert core.totals.closed["server"] == 1
     assert core.figures("a").counters.closed["server"] == 1
@@ -676,7 +682,7 @@ def test_conn_lost_on_acquired_does_nothing() -> None:
     assert core.totals.closed["server"] == 0
     decision = core.release("c", "error", "error")
     assert decision is not None
-    assert list(decision.close) == [("c", "error")]
+    assert closings(decision) == [("c", "error")]
     assert core.totals.closed["error"] == 1
     assert core.totals.released["error"] == 1
     check_consistent(core)
@@ -693,7 +699,7 @@ def test_release_with_close_reason_closes_and_counts() -> None:
     connect(core, "a", "c")
     decision = core.release("c", "release", "unread")
     assert decision is not None
-    assert list(decision.close) == [("c", "unread")]
+    assert closings(decision) == [("c", "unread")]
     assert core.totals.closed["unread"] == 1
     assert core.totals.released["release"] == 1
     assert core.figures("a").counters.closed["unread"] == 1
@@ -734,7 +740,7 @@ def test_close_closes_everything_and_refuses_waiters() -> None:
     assert set(decision.wake) == {w1, w2}
     assert w1.state == CLOSED
     assert w2.state == CLOSED
-    assert sorted(decision.close) == sorted(
+    assert sorted(closings(decision)) == sorted(
         [
             ("idle1", "connector_closed"),
             ("busy1", "connector_closed"),
@@ -750,7 +756,7 @@ def test_close_closes_everything_and_refuses_waiters() -> None:
     # The connection still being opened is closed when it arrives.
     decision = core.connect_succeeded(pending, "late")
     assert pending.state == CLOSED
-    assert list(decision.close) == [("late", "connector_closed")]
+    assert closings(decision) == [("late", "connector_closed")]
     assert core.connecting == 0
     assert core.totals.created == 4
     assert core.totals.closed["connector_closed"] == 4
@@ -859,7 +865,7 @@ def test_set_limit_lowering_stops_new_grants() -> None:
     decision = core.release("c1", "eof", "server")
     assert decision is not None
     assert not decision.wake
-    assert list(decision.close) == [("c1", "server")]
+    assert closings(decision) == [("c1", "server")]
     assert w.state == QUEUED  # one still acquired: the limit is reached
     decision = core.release("c2", "eof", None)
     assert decision is not None
@@ -1135,7 +1141,7 @@ def test_reuse_and_expiry_agree_at_the_deadline() -> None:
     clock.now = deadline
     ticket, decision = core.arrive("a")
     assert ticket.conn is None  # a permit to connect, not the expired socket
-    assert list(decision.close) == [("c1", "expired")]
+    assert closings(decision) == [("c1", "expired")]
 
 
 def test_hand_over_refused_when_the_pool_closed_first() -> None:

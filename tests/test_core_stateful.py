@@ -141,7 +141,7 @@ class PoolMachine(RuleBasedStateMachine):
 
     def apply(self, decision: Decision, released: str | None = None) -> None:
         """Check a decision against the model and carry it out."""
-        for conn, reason in decision.close:
+        for conn, reason, _key in decision.close:
             assert isinstance(conn, str)
             assert reason in CLOSE_REASONS
             self.expected.bump_closed(reason)
@@ -220,7 +220,7 @@ class PoolMachine(RuleBasedStateMachine):
             self.make_idle(conn, key)  # before the decision: a waiter may take it
             self.apply(decision)
         else:
-            assert (conn, reason) in list(decision.close)
+            assert (conn, reason) in [(c.conn, c.reason) for c in decision.close]
             self.apply(decision, released=conn)
             assert self.core.release(conn, how, None) is None
 
@@ -310,7 +310,9 @@ class PoolMachine(RuleBasedStateMachine):
             return
         del self.idle[conn]
         self.dead.discard(conn)
-        assert nothing(self.core.conn_lost(conn))
+        decision = self.core.conn_lost(conn)
+        assert [(c.conn, c.reason) for c in decision.close] == [(conn, "server")]
+        assert not decision.wake
         self.expected.bump_closed("server")
         assert nothing(self.core.conn_lost(conn))
 
@@ -339,7 +341,7 @@ class PoolMachine(RuleBasedStateMachine):
             return
         decision = self.core.expire()
         assert not decision.wake
-        assert all(reason == "expired" for _, reason in decision.close)
+        assert all(c.reason == "expired" for c in decision.close)
         self.apply(decision)
         deadline = self.core.next_expiry()
         if self.keepalive is None or not self.idle:
@@ -359,7 +361,7 @@ class PoolMachine(RuleBasedStateMachine):
         self.now = max(self.now, deadline)
         oldest = min(self.idle, key=lambda c: self.idle[c].since)
         decision = self.core.expire()
-        assert (oldest, "expired") in list(decision.close)
+        assert (oldest, "expired") in [(c.conn, c.reason) for c in decision.close]
         self.apply(decision)
         after = self.core.next_expiry()
         assert after is None or after > self.now
@@ -514,7 +516,7 @@ class PoolMachine(RuleBasedStateMachine):
         self.every_acquisition_ends_once()
         # Let the idle connections go: keys that hold nothing are retired.
         for conn in self.idle:
-            assert nothing(core.conn_lost(conn))
+            assert [c.conn for c in core.conn_lost(conn).close] == [conn]
             self.expected.bump_closed("server")
         self.idle.clear()
         assert core.idle == 0

@@ -1,0 +1,176 @@
+"""Per-host limit overrides, mounted on host names or URL prefixes.
+
+requests mounts adapters on URL prefixes and picks the longest one that
+matches. A connection, though, serves every path of one (scheme, host, port),
+so here a pattern selects connections, not paths, and comes in three forms,
+from least to most specific:
+
+* ``"a.test"``              -- that host, any port, any scheme;
+* ``"a.test:8080"``         -- that host and port, any scheme;
+* ``"https://a.test"``      -- that scheme, host and port (the scheme's default
+  port when none is written, as in any URL); a trailing ``/`` is allowed.
+
+For a connection the most specific matching pattern wins, which is what "the
+longest prefix" means once paths are out of the picture. A lookup is three
+dict probes, whatever the number of patterns.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import NamedTuple
+
+from yarl import URL
+
+__all__ = ["HostLimits", "HostPattern", "parse_host_pattern"]
+
+_DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+_TLS_SCHEMES = frozenset({"https", "wss"})
+_USERINFO = re.compile(r"(//)[^/?#@]*@")
+
+
+class HostPattern(NamedTuple):
+    """A parsed ``host_limits`` key. ``ssl``/``port`` are ``None`` for "any"."""
+
+    host: str
+    port: int | None
+    ssl: bool | None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.ssl is None:
+            return host if self.port is None else f"{host}:{self.port}"
+        return f"{'https' if self.ssl else 'http'}://{host}:{self.port}"
+
+
+def _shown(text: str) -> str:
+    return _USERINFO.sub(r"\1***@", text)
+
+
+def parse_host_pattern(pattern: object) -> HostPattern:
+    """Parse one ``host_limits`` key; ``TypeError``/``ValueError`` quote it."""
+    if not isinstance(pattern, str):
+        raise TypeError(
+            "host_limits keys must be host names or URL strings, "
+            f"not {type(pattern).__name__}: {pattern!r}"
+        )
+    shown = _shown(pattern)
+    text = pattern.strip()
+    has_scheme = "://" in text
+    if not has_scheme and text.count(":") > 1 and not text.startswith("["):
+        text = f"[{text}]"  # a bare IPv6 address
+    try:
+        url = URL(text if has_scheme else f"//{text}")
+        port = url.explicit_port
+    except (ValueError, TypeError) as exc:
+        raise ValueError(
+            f"host_limits key {shown!r} is not a host, host:port or URL"
+        ) from exc
+    if url.user is not None or url.password is not None:
+        raise ValueError(f"host_limits key {shown!r} must not contain credentials")
+    if url.raw_query_string or url.raw_fragment:
+        raise ValueError(f"host_limits key {shown!r} must not have a query or fragment")
+    if url.raw_path not in ("", "/"):
+        raise ValueError(
+            f"host_limits key {shown!r} has the path {url.raw_path!r}: limits apply "
+            "to connections, which every path of a host shares; use a host, "
+            "host:port or scheme://host[:port] prefix"
+        )
+    host = url.raw_host
+    if not host:
+        raise ValueError(f"host_limits key {shown!r} has no host")
+    if not has_scheme:
+        return HostPattern(host, port, None)
+    scheme = url.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError(
+            f"host_limits key {shown!r}: the scheme must be http, https, ws or wss"
+        )
+    return HostPattern(host, port or _DEFAULT_PORTS[scheme], scheme in _TLS_SCHEMES)
+
+
+def check_host_limit(pattern: object, value: object) -> int | None:
+    """A per-host limit: an int >= 1, or ``None`` for no per-host limit."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"host_limits[{pattern!r}] must be an int or None, "
+            f"not {type(value).__name__}: {value!r}"
+        )
+    if value < 1:
+        raise ValueError(
+            f"host_limits[{pattern!r}] must be >= 1 (None means no per-host "
+            f"limit), got {value!r}"
+        )
+    return value
+
+
+class HostLimits:
+    """The override table: pattern -> limit, with a most-specific lookup."""
+
+    __slots__ = ("_limits",)
+
+    def __init__(self, limits: Mapping[str, int | None] | None = None) -> None:
+        self._limits: dict[HostPattern, int | None] = {}
+        if limits is None:
+            return
+        if not isinstance(limits, Mapping):
+            raise TypeError(
+                "host_limits must be a mapping of host or URL prefix to limit, "
+                f"not {type(limits).__name__}: {limits!r}"
+            )
+        # Parse everything before storing anything: nothing is half-applied.
+        seen: dict[HostPattern, object] = {}
+        for raw, value in limits.items():
+            pattern = parse_host_pattern(raw)
+            limit = check_host_limit(raw, value)
+            if pattern in seen:
+                raise ValueError(
+                    f"host_limits keys {seen[pattern]!r} and {raw!r} "
+                    f"both mean {str(pattern)!r}"
+                )
+            seen[pattern] = raw
+            self._limits[pattern] = limit
+
+    def set(self, raw: object, limit: object) -> HostPattern:
+        """Add or change one override; returns the parsed pattern."""
+        pattern = parse_host_pattern(raw)
+        self._limits[pattern] = check_host_limit(raw, limit)
+        return pattern
+
+    def remove(self, raw: object) -> HostPattern:
+        """Drop one override; ``KeyError`` naming it if there is none."""
+        pattern = parse_host_pattern(raw)
+        if self._limits.pop(pattern, _MISSING) is _MISSING:
+            raise KeyError(f"no host limit is set for {raw!r}")
+        return pattern
+
+    def lookup(
+        self, host: str, port: int, ssl: bool
+    ) -> tuple[HostPattern, int | None] | None:
+        """The most specific override for a connection, if any."""
+        limits = self._limits
+        if limits:
+            for pattern in (
+                HostPattern(host, port, ssl),
+                HostPattern(host, port, None),
+                HostPattern(host, None, None),
+            ):
+                if pattern in limits:
+                    return pattern, limits[pattern]
+        return None
+
+    def __len__(self) -> int:
+        return len(self._limits)
+
+    def __iter__(self) -> Iterator[tuple[HostPattern, int | None]]:
+        return iter(list(self._limits.items()))
+
+    def as_dict(self) -> dict[str, int | None]:
+        """The overrides keyed by their normalised pattern text."""
+        return {str(pattern): limit for pattern, limit in self._limits.items()}
+
+
+_MISSING = object()

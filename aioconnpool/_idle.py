@@ -1,0 +1,199 @@
+"""The idle side of the pool: which released connections are kept, which one
+is reused next, and which are closed -- by age, by use, by caps, or by time.
+
+Idle connections do not count against the limits; what bounds them is this
+module's policy, decided when a connection comes back (``put``), when one is
+wanted (``take``) and when time passes (``expire``):
+
+* ``max_requests`` / ``max_age``: a connection that has served that many
+  requests, or lived that long, is closed instead of kept or reused;
+* ``max_per_key`` (urllib3's ``pool_maxsize``): a key already keeping that many
+  idle connections discards the one coming back (``"pool_full"``);
+* ``max_total``: over that many idle connections in all, the one idle longest
+  is closed (``"pool_full"``);
+* ``max_keys`` (urllib3's ``pool_connections``): at most that many keys keep
+  idle connections; a new one makes the least recently used key close its
+  idle connections (``"evicted"``);
+* ``keepalive``: idle longer than that is ``"expired"``;
+* ``lifo``: reuse the most recently released connection first (surplus
+  connections then stay unused and expire), instead of the oldest (FIFO, as
+  aiohttp does).
+
+Every decision is O(1) except those that close connections, which cost in
+proportion to what they close. Closings are appended to the caller's list as
+``(record, reason)``; the core counts them and tells the connector.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
+
+from ._records import ACQUIRED, IDLE, ConnRecord, KeyState
+
+__all__ = ["IdleStore"]
+
+Closings = list[tuple[ConnRecord, str]]
+
+
+class IdleStore:
+    __slots__ = (
+        "_is_alive",
+        "_keepalive",
+        "_keys",
+        "_lifo",
+        "_max_age",
+        "_max_keys",
+        "_max_per_key",
+        "_max_requests",
+        "_max_total",
+        "_order",
+    )
+
+    def __init__(
+        self,
+        *,
+        keepalive: float | None,
+        is_alive: Callable[[Hashable], bool],
+        max_age: float | None = None,
+        max_requests: int | None = None,
+        max_per_key: int | None = None,
+        max_total: int | None = None,
+        max_keys: int | None = None,
+        lifo: bool = False,
+    ) -> None:
+        self._keepalive = keepalive
+        self._is_alive = is_alive
+        self._max_age = max_age
+        self._max_requests = max_requests
+        self._max_per_key = max_per_key
+        self._max_total = max_total
+        self._max_keys = max_keys
+        self._lifo = lifo
+        # All idle connections, oldest first: idle_since never decreases in
+        # insertion order, so expiry pops from the front and stops early.
+        self._order: OrderedDict[Hashable, ConnRecord] = OrderedDict()
+        # Keys keeping idle connections, least recently used first; kept only
+        # when max_keys is set, so the hot path pays nothing otherwise.
+        self._keys: OrderedDict[KeyState, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __iter__(self) -> Iterator[ConnRecord]:
+        return iter(self._order.values())
+
+    def next_expiry(self) -> float | None:
+        """When the oldest idle connection's keep-alive runs out, if ever."""
+        if self._keepalive is None or not self._order:
+            return None
+        return next(iter(self._order.values())).idle_since + self._keepalive
+
+    def put(self, ks: KeyState, rec: ConnRecord, now: float, closes: Closings) -> None:
+        """``rec`` (of ``ks``) was released keep-alive: keep it, or close it."""
+        reason = self._retire_reason(rec, now)
+        if (
+            reason is None
+            and self._max_per_key is not None
+            and len(ks.idle) >= self._max_per_key
+        ):
+            reason = "pool_full"
+        if reason is not None:
+            closes.append((rec, reason))
+            return
+        if self._max_keys is not None:
+            keys = self._keys
+            if ks in keys:
+                keys.move_to_end(ks)
+            else:
+                while len(keys) >= self._max_keys:
+                    victim = next(iter(keys))
+                    self._close_key(victim, closes)
+                keys[ks] = None
+        rec.state = IDLE
+        rec.idle_since = now
+        ks.idle[rec.handle] = rec
+        self._order[rec.handle] = rec
+        if self._max_total is not None:
+            while len(self._order) > self._max_total:
+                oldest = next(iter(self._order.values()))
+                self.remove(oldest)
+                closes.append((oldest, "pool_full"))
+
+    def take(self, ks: KeyState, now: float, closes: Closings) -> ConnRecord | None:
+        """The idle connection of ``ks`` to reuse next, now acquired; the
+        ones found expired, too old or dead on the way are closed."""
+        idle = ks.idle
+        keepalive = self._keepalive
+        while idle:
+            handle, rec = idle.popitem(last=self._lifo)
+            del self._order[handle]
+            if keepalive is not None and now - rec.idle_since >= keepalive:
+                closes.append((rec, "expired"))
+                continue
+            reason = self._retire_reason(rec, now)
+            if reason is None and not self._is_alive(handle):
+                reason = "server"
+            if reason is not None:
+                closes.append((rec, reason))
+                continue
+            rec.state = ACQUIRED
+            self._touch(ks)
+            return rec
+        self._touch(ks)
+        return None
+
+    def remove(self, rec: ConnRecord) -> None:
+        """Take ``rec`` out of the idle pool (it is being closed)."""
+        ks = rec.key
+        del ks.idle[rec.handle]
+        del self._order[rec.handle]
+        if not ks.idle and self._max_keys is not None:
+            self._keys.pop(ks, None)
+
+    def expire(self, now: float, closes: Closings) -> None:
+        """Close the connections idle for ``keepalive`` or longer."""
+        if self._keepalive is None:
+            return
+        deadline = now - self._keepalive
+        order = self._order
+        while order:
+            rec = next(iter(order.values()))
+            if rec.idle_since > deadline:
+                break
+            self.remove(rec)
+            closes.append((rec, "expired"))
+
+    def clear(self) -> list[ConnRecord]:
+        """Empty the idle pool, returning what it held."""
+        recs = list(self._order.values())
+        for rec in recs:
+            rec.key.idle.clear()
+        self._order.clear()
+        self._keys.clear()
+        return recs
+
+    def _retire_reason(self, rec: ConnRecord, now: float) -> str | None:
+        if self._max_requests is not None and rec.served >= self._max_requests:
+            return "max_requests"
+        if self._max_age is not None and now - rec.created_at >= self._max_age:
+            return "max_age"
+        return None
+
+    def _touch(self, ks: KeyState) -> None:
+        """``ks`` was just used: move it to the recent end of the LRU order."""
+        if self._max_keys is None:
+            return
+        if ks.idle:
+            self._keys[ks] = None
+            self._keys.move_to_end(ks)
+        else:
+            self._keys.pop(ks, None)
+
+    def _close_key(self, ks: KeyState, closes: Closings) -> None:
+        """Evict every idle connection of ``ks`` (least recently used key)."""
+        del self._keys[ks]
+        for rec in list(ks.idle.values()):
+            del self._order[rec.handle]
+            closes.append((rec, "evicted"))
+        ks.idle.clear()
