@@ -571,7 +571,10 @@ class PoolCore(Generic[K, C, G]):
             del self._conns[rec.handle]
             self._count_close(ks, reason)
             closes.append(Closing(rec.handle, reason, ks.key))
-            self._retire_if_empty(ks)
+        # Only once every closing is counted: a retired key's counters are
+        # folded into the history and must not change afterwards.
+        for rec, _reason in dropped:
+            self._retire_if_empty(rec.key)
 
     def _unqueue(self, ks: KeyState, ticket: Ticket) -> None:
         was_head = next(iter(ks.waiters)) is ticket

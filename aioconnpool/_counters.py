@@ -89,7 +89,13 @@ class Counters:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
+        # Every field, nonzero entries of the mappings: a failed equality in a
+        # test must show where the counters differ.
+        released = {k: v for k, v in self.released.items() if v}
+        closed = {k: v for k, v in self.closed.items() if v}
         return (
             f"Counters(requests={self.requests}, created={self.created}, "
-            f"reused={self.reused}, connect_errors={self.connect_errors})"
+            f"reused={self.reused}, connect_errors={self.connect_errors}, "
+            f"rejected={self.rejected}, wait_timeouts={self.wait_timeouts}, "
+            f"released={released}, closed={closed})"
         )

@@ -49,7 +49,9 @@ def make_core(
     is_alive: Callable[[str], bool] = lambda conn: True,
     clock: FakeClock | None = None,
     history: int = 10_000,
+    **policy: Any,
 ) -> Core:
+    """A core with a fake clock; ``policy`` passes idle-policy options on."""
     table = limits or {}
 
     def limit_for(key: str) -> int | None:
@@ -63,6 +65,7 @@ def make_core(
         is_alive=is_alive,
         clock=clock or FakeClock(),
         history=history,
+        **policy,
     )
 
 

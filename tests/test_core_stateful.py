@@ -3,7 +3,8 @@
 The machine keeps its own model of every ticket and connection, checks each
 decision against that model, and checks the core's invariants after every
 step. Each run draws its own total limit, per-key limits (``None`` is
-unlimited), keep-alive timeout and history size.
+unlimited), keep-alive timeout, history size and idle policy (caps per key,
+in total and on keys, connection age and request caps, reuse order).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from aioconnpool._core import (
     DONE,
     GRANTED,
     QUEUED,
+    REJECTED,
     Decision,
     KeyFigures,
     PoolCore,
@@ -52,6 +54,26 @@ class IdleConn(NamedTuple):
     since: float
 
 
+class Policy(NamedTuple):
+    max_idle_per_key: int | None = None
+    max_idle: int | None = None
+    max_idle_keys: int | None = None
+    max_requests: int | None = None
+    max_age: float | None = None
+    reuse: str = "fifo"
+
+
+POLICIES = st.builds(
+    Policy,
+    max_idle_per_key=st.sampled_from([None, 1, 0, 2]),
+    max_idle=st.sampled_from([None, 3, 1]),
+    max_idle_keys=st.sampled_from([None, 1, 2]),
+    max_requests=st.sampled_from([None, 2, 1]),
+    max_age=st.sampled_from([None, 10.0]),
+    reuse=st.sampled_from(["fifo", "lifo"]),
+)
+
+
 @settings(max_examples=200, stateful_step_count=50, deadline=None)
 class PoolMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
@@ -60,6 +82,7 @@ class PoolMachine(RuleBasedStateMachine):
         self.total_limit: int | None = None
         self.key_limits: dict[str, int | None] = {}
         self.keepalive: float | None = None
+        self.policy = Policy()
         self.dead: set[str] = set()
         self.core = self._new_core(history=10)
         self.started = False
@@ -73,6 +96,8 @@ class PoolMachine(RuleBasedStateMachine):
         self.expected = Counters()
         self.last_usage: dict[str, int] = {}
         self.conn_ids = 0
+        self.served: dict[str, int] = {}  # requests each connection served
+        self.born: dict[str, float] = {}  # when each connection was created
 
     def _new_core(self, history: int) -> PoolCore[str, str, str]:
         return PoolCore(
@@ -83,6 +108,7 @@ class PoolMachine(RuleBasedStateMachine):
             is_alive=lambda conn: conn not in self.dead,
             clock=lambda: self.now,
             history=history,
+            **self.policy._asdict(),
         )
 
     @initialize(
@@ -90,6 +116,7 @@ class PoolMachine(RuleBasedStateMachine):
         per_key=st.lists(KEY_LIMITS, min_size=len(KEYS), max_size=len(KEYS)),
         keepalive=st.sampled_from([5.0, None, 30.0]),
         history=st.integers(min_value=0, max_value=3),
+        policy=POLICIES,
     )
     def configure(
         self,
@@ -97,10 +124,12 @@ class PoolMachine(RuleBasedStateMachine):
         per_key: list[int | None],
         keepalive: float | None,
         history: int,
+        policy: Policy,
     ) -> None:
         self.total_limit = total
         self.key_limits = dict(zip(KEYS, per_key, strict=True))
         self.keepalive = keepalive
+        self.policy = policy
         self.core = self._new_core(history)
         self.started = True
 
@@ -131,11 +160,17 @@ class PoolMachine(RuleBasedStateMachine):
             self.permits.append(ticket)
             return
         assert isinstance(ticket.conn, str)
+        # The reuse order: what is left of the key's idle connections (the
+        # decision closed the unusable ones) gives the oldest or the newest.
+        mine = [c for c, i in self.idle.items() if i.key == ticket.key]
+        assert ticket.conn == (mine[-1] if self.policy.reuse == "lifo" else mine[0])
         conn = self.idle.pop(ticket.conn)
         assert conn.key == ticket.key
         assert ticket.conn not in self.dead
         if self.keepalive is not None:
             assert self.now - conn.since <= self.keepalive
+        if self.policy.max_age is not None:
+            assert self.now - self.born[ticket.conn] < self.policy.max_age
         self.expected.reused += 1
         self.grants.append(ticket)
 
@@ -147,12 +182,25 @@ class PoolMachine(RuleBasedStateMachine):
             self.expected.bump_closed(reason)
             if conn == released:
                 continue
-            # The core closes idle connections on its own only when they
-            # expired, or are found dead or expired when about to be reused.
+            # The core closes idle connections (or one just released
+            # keep-alive) on its own only for these reasons.
             idle = self.idle.pop(conn)
+            policy = self.policy
             if reason == "expired":
                 assert self.keepalive is not None
                 assert self.now - idle.since >= self.keepalive
+            elif reason == "pool_full":
+                assert (
+                    policy.max_idle_per_key is not None or policy.max_idle is not None
+                )
+            elif reason == "evicted":
+                assert policy.max_idle_keys is not None
+            elif reason == "max_requests":
+                assert policy.max_requests is not None
+                assert self.served[conn] >= policy.max_requests
+            elif reason == "max_age":
+                assert policy.max_age is not None
+                assert self.now - self.born[conn] >= policy.max_age
             else:
                 assert reason == "server", (conn, reason)
                 assert conn in self.dead
@@ -173,11 +221,26 @@ class PoolMachine(RuleBasedStateMachine):
 
     # -------------------------------------------------------------- rules
 
-    def arrive_one(self, key: str) -> Ticket:
-        ticket, decision = self.core.arrive(key)
+    def would_wait(self, key: str) -> bool:
+        """The model's view: a request for ``key`` would have to queue."""
+        if any(t.key == key for t in self.queued) or self.per_key_full(key):
+            return True
+        in_use = len(self.acquired) + len(self.grants) + len(self.permits)
+        return self.total_limit is not None and in_use >= self.total_limit
+
+    def arrive_one(self, key: str, block: bool = True) -> Ticket:
+        waits = self.would_wait(key)
+        ticket, decision = self.core.arrive(key, block=block)
         self.expected.requests += 1
         assert not decision.wake
         self.apply(decision)
+        if ticket.state == REJECTED:
+            assert not block
+            assert waits
+            assert nothing(decision)
+            self.expected.rejected += 1
+            return ticket
+        assert waits == (ticket.state == QUEUED)
         if ticket.state == QUEUED:
             self.queued[ticket] = None
             return ticket
@@ -194,6 +257,8 @@ class PoolMachine(RuleBasedStateMachine):
         self.permits.remove(ticket)
         conn = self.new_conn()
         assert nothing(self.core.connect_succeeded(ticket, conn))
+        self.served[conn] = 1
+        self.born[conn] = self.now
         self.expected.created += 1
         assert ticket.state == DONE
         assert isinstance(ticket.key, str)
@@ -203,9 +268,10 @@ class PoolMachine(RuleBasedStateMachine):
 
     def take(self, ticket: Ticket) -> str:
         self.grants.remove(ticket)
-        self.core.handed_over(ticket)
+        assert self.core.handed_over(ticket)
         assert ticket.state == DONE
         assert isinstance(ticket.conn, str)
+        self.served[ticket.conn] += 1
         assert isinstance(ticket.key, str)
         self.acquired[ticket.conn] = ticket.key
         self.done.append(ticket)
@@ -228,6 +294,28 @@ class PoolMachine(RuleBasedStateMachine):
     def arrive(self, key: str, count: int) -> None:
         for _ in range(count):
             self.arrive_one(key)
+
+    @rule(key=st.sampled_from(KEYS))
+    def arrive_without_waiting(self, key: str) -> None:
+        """``block=False``: refused exactly when it would have queued."""
+        self.arrive_one(key, block=False)
+
+    @precondition(lambda self: self.queued or self.done)
+    @rule(i=INDEX)
+    def wait_times_out(self, i: int) -> None:
+        """``acquire_timeout`` fires: a queued request leaves the queue; one
+        granted or finished meanwhile is left alone."""
+        if self.queued:
+            ticket = list(self.queued)[i % len(self.queued)]
+            assert self.core.time_out(ticket)
+            del self.queued[ticket]
+            self.expected.wait_timeouts += 1
+            assert ticket.state == DONE
+            self.done.append(ticket)
+        before = self.core.totals.copy()
+        late = self.done[-1 - i % len(self.done)]
+        assert not self.core.time_out(late)
+        assert self.core.totals == before
 
     @rule(key=st.sampled_from(KEYS), how=HOWS)
     def quick_request(self, key: str, how: str) -> None:
@@ -445,6 +533,19 @@ class PoolMachine(RuleBasedStateMachine):
         self.last_usage = usage
 
     @invariant()
+    def idle_policy_holds(self) -> None:
+        policy = self.policy
+        per_key = Counter(i.key for i in self.idle.values())
+        if policy.max_idle_per_key is not None:
+            assert all(n <= policy.max_idle_per_key for n in per_key.values())
+        if policy.max_idle is not None:
+            assert len(self.idle) <= policy.max_idle
+        if policy.max_idle_keys is not None:
+            assert len(per_key) <= policy.max_idle_keys
+        if policy.max_requests is not None:
+            assert all(self.served[c] < policy.max_requests for c in self.idle)
+
+    @invariant()
     def no_waiter_while_room(self) -> None:
         for f in self.core.all_figures():
             if f.waiting:
@@ -486,28 +587,23 @@ class PoolMachine(RuleBasedStateMachine):
             del self.queued[ticket]
             assert nothing(core.abandon(ticket))
         assert core.waiting == 0
-        for ticket in self.grants:
-            core.handed_over(ticket)
-            assert isinstance(ticket.conn, str)
-            assert isinstance(ticket.key, str)
-            self.acquired[ticket.conn] = ticket.key
-        self.grants.clear()
-        for n, ticket in enumerate(self.permits):
+        for ticket in list(self.grants):
+            self.take(ticket)
+        for n, ticket in enumerate(list(self.permits)):
             if n % 2:
+                self.permits.remove(ticket)
                 assert nothing(core.connect_failed(ticket))
                 self.expected.connect_errors += 1
             else:
-                conn = self.new_conn()
-                assert nothing(core.connect_succeeded(ticket, conn))
-                self.expected.created += 1
-                assert isinstance(ticket.key, str)
-                self.acquired[conn] = ticket.key
-        self.permits.clear()
-        for conn, key in self.acquired.items():
-            assert nothing(core.release(conn, "eof", None))  # nobody waits
+                self.connect_ok(ticket)
+        for conn, key in list(self.acquired.items()):
+            del self.acquired[conn]
+            decision = core.release(conn, "eof", None)
+            assert decision is not None
+            assert not decision.wake  # nobody waits
             self.expected.bump_released("eof")
             self.make_idle(conn, key)
-        self.acquired.clear()
+            self.apply(decision)  # the idle policy may close some
         assert (core.acquired, core.connecting, core.waiting) == (0, 0, 0)
         assert core.idle == len(self.idle)
         self.gauges_add_up()
