@@ -4,36 +4,57 @@ An aiohttp server on 127.0.0.1 (an ephemeral port) plays several virtual hosts,
 told apart by the ``Host`` header:
 
 * ``fast.test``  -- a small body at once;
-* ``slow.test``  -- a small body after a short sleep, so requests queue;
+* ``slow.test``  -- a small body after a sleep, so requests queue for it;
 * ``close.test`` -- answers with ``Connection: close``;
 * ``big.test``   -- streams about 1 MiB; some of these responses are released
   without being read;
 * ``error.test`` -- answers 500.
 
 A resolver maps every ``*.test`` name to 127.0.0.1, so no traffic leaves the
-machine. The crawl runs all requests at once with ``asyncio.gather`` through a
-:class:`~aioconnpool.PoolConnector`, then prints what ``stats()`` and
-``connections()`` saw. Every figure printed is measured on this run.
+machine. All requests are started at once through a
+:class:`~aioconnpool.PoolConnector`, which queues what its limits do not let
+through. :func:`watch` (shared with ``aioconnpool crawl``) samples the pool
+while they run, drives the live view on a terminal, and returns the final
+snapshot. Every figure printed is measured on this run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import random
+import textwrap
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TextIO
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Generic, TextIO, TypeVar
 
 import aiohttp
 from aiohttp import web
 
 from ._connector import PoolConnector
-from ._stats import ConnectionInfo, HostStats, PoolStats
+from ._keys import PoolKey
+from ._render import Block, Label, LiveView, emit, pool_blocks, reuse_table
+from ._stats import PoolStats
 from .testing import LoopbackResolver
 
-__all__ = ["HOSTS", "DemoOptions", "LoopbackResolver", "make_app", "run_demo"]
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = [
+    "HOSTS",
+    "DemoOptions",
+    "Outcome",
+    "SocketReuse",
+    "make_app",
+    "outcome_lines",
+    "reuse_blocks",
+    "run_demo",
+    "watch",
+]
 
 HOSTS: tuple[str, ...] = (
     "fast.test",
@@ -47,10 +68,12 @@ LOOPBACK = "127.0.0.1"
 
 LIMIT = 20
 LIMIT_PER_HOST = 4
-SLOW_DELAY = 0.05  # seconds slow.test waits before answering
+SLOW_DELAY = 0.2  # seconds slow.test waits: its queue is what the live view shows
 BIG_CHUNK = b"x" * 65536
 BIG_CHUNKS = 16  # 1 MiB
 UNREAD_SHARE = 1 / 3  # of big.test responses, released without reading
+TICK = 0.1  # seconds between samples of the pool
+REDRAW = 0.25  # seconds between redraws of the live view
 
 
 def make_app() -> web.Application:
@@ -100,7 +123,10 @@ class Job:
 
 @dataclass(frozen=True)
 class Outcome:
-    host: str
+    """One request: its target (a host, or a URL without credentials), the
+    status if a response came, body bytes read, and the error if it failed."""
+
+    target: str
     status: int | None
     body_bytes: int
     read: bool
@@ -128,17 +154,191 @@ async def _fetch(session: aiohttp.ClientSession, url: str, job: Job) -> Outcome:
         return Outcome(job.host, None, 0, job.read, f"{type(exc).__name__}: {exc}")
 
 
+# ------------------------------------------------------- watching a crawl
+
+
+class SocketReuse:
+    """Requests served by each local socket, as far as the pool lets us see.
+
+    The only source today is :meth:`sample`: ``connector.connections()``
+    lists live sockets with the requests each has served so far (counted
+    when acquired), and the highest count seen per socket is kept. It is
+    called on every tick of :func:`watch`, at the end before closing, and,
+    through :meth:`trace_config`, each time a request's headers are sent: the
+    socket carrying it is alive then, so every socket that carried a request
+    is seen with its final count. That per-request sample costs O(open
+    sockets), so it is skipped while more than ``per_request_max`` are open,
+    and sockets opened and closed between two ticks are then missed. (Close
+    events would see every socket at no cost; only this class would change.)
+    """
+
+    def __init__(
+        self, connector: PoolConnector, *, per_request_max: int = 1000
+    ) -> None:
+        self._connector = connector
+        self._per_request_max = per_request_max
+        # Keyed by (pool key, local address): the kernel does not hand the
+        # same local port out again within a crawl of seconds, so this names
+        # one socket.
+        self._served: dict[tuple[PoolKey, tuple[object, ...]], int] = {}
+        self._last_open = 0
+        self.samples = 0
+
+    @property
+    def source(self) -> str:
+        return (
+            "connector.connections(), sampled each time a request was sent "
+            f"(while at most {self._per_request_max} sockets were open), every "
+            f"{TICK} s and at the end"
+        )
+
+    def sample(self) -> None:
+        self.samples += 1
+        open_sockets = 0
+        for conn in self._connector.connections():
+            if conn.local is None:
+                continue  # still connecting: no socket yet
+            open_sockets += 1
+            sock = (conn.key, conn.local)
+            if conn.requests > self._served.get(sock, 0):
+                self._served[sock] = conn.requests
+        self._last_open = open_sockets
+
+    def trace_config(self) -> aiohttp.TraceConfig:
+        """For ``ClientSession(trace_configs=[...])``: sample as requests go out."""
+
+        async def on_headers_sent(
+            session: aiohttp.ClientSession,
+            context: SimpleNamespace,
+            params: aiohttp.TraceRequestHeadersSentParams,
+        ) -> None:
+            if self._last_open <= self._per_request_max:
+                self.sample()
+
+        config = aiohttp.TraceConfig()
+        config.on_request_headers_sent.append(on_headers_sent)
+        return config
+
+    def per_socket(self) -> list[tuple[PoolKey, int]]:
+        return [(key, n) for (key, _), n in self._served.items()]
+
+
+def reuse_blocks(reuse: SocketReuse, stats: PoolStats, label: Label) -> list[Block]:
+    title = "socket reuse (requests served by each local socket)"
+    per_socket = reuse.per_socket()
+    if not per_socket:
+        return [f"{title}: no socket seen"]
+    seen = sum(n for _, n in per_socket)
+    note = (
+        f"seen: {len(per_socket)} of the {stats.created} sockets opened, serving "
+        f"{seen} of the {stats.created + stats.reused} acquisitions; source: "
+        f"{reuse.source} ({reuse.samples} samples)."
+    )
+    return [
+        reuse_table(per_socket, label=label, title=title),
+        *textwrap.wrap(note, width=86, initial_indent="  ", subsequent_indent="  "),
+    ]
+
+
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
-class CrawlResult:
-    port: int
+class Watched(Generic[T]):
+    results: list[T]
     elapsed: float
-    outcomes: list[Outcome]
     stats: PoolStats
-    connections: list[ConnectionInfo]
+    reuse: SocketReuse
 
 
-async def crawl(options: DemoOptions) -> CrawlResult:
-    """Serve, crawl, snapshot the pool, and close everything."""
+async def watch(
+    connector: PoolConnector,
+    jobs: Sequence[Callable[[], Awaitable[T]]],
+    *,
+    reuse: SocketReuse,
+    console: Console | None,
+    description: str,
+    label: Label = str,
+) -> Watched[T]:
+    """Run ``jobs`` at once, sampling the pool every ``TICK`` seconds.
+
+    With a console, a live view is drawn on it meanwhile (every ``REDRAW``
+    seconds, and once complete). The final snapshot is taken after the last
+    job, before the caller closes the connector.
+    """
+    view = (
+        LiveView(console, total=len(jobs), description=description, label=label)
+        if console is not None
+        else None
+    )
+
+    last_drawn = -math.inf
+
+    def tick(*, final: bool = False) -> None:
+        nonlocal last_drawn
+        reuse.sample()
+        now = time.monotonic()
+        if view is not None and (final or now - last_drawn >= REDRAW):
+            view.refresh(connector.stats())
+            last_drawn = now
+
+    async def ticker() -> None:
+        while True:
+            tick()
+            await asyncio.sleep(TICK)
+
+    async def run(job: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await job()
+        finally:
+            if view is not None:
+                view.advance()
+
+    started = time.perf_counter()
+    with view if view is not None else contextlib.nullcontext():
+        sampler = asyncio.create_task(ticker())
+        try:
+            results = await asyncio.gather(*(run(job) for job in jobs))
+        finally:
+            sampler.cancel()
+            # wait() does not raise the ticker's CancelledError, so a
+            # cancellation of this task still propagates.
+            await asyncio.wait([sampler])
+            if not sampler.cancelled() and (error := sampler.exception()):
+                raise error  # a bug in sampling or drawing: do not hide it
+        tick(final=True)
+    elapsed = time.perf_counter() - started
+    return Watched(list(results), elapsed, connector.stats(), reuse)
+
+
+def outcome_lines(outcomes: Sequence[Outcome], *, shown_errors: int = 10) -> list[str]:
+    """Status counts, error count and bytes, then the first few distinct errors."""
+    statuses = Counter(o.status for o in outcomes if o.status is not None)
+    errors = Counter((o.target, o.error) for o in outcomes if o.error is not None)
+    status_text = ", ".join(f"{n} x {code}" for code, n in sorted(statuses.items()))
+    read_bytes = sum(o.body_bytes for o in outcomes)
+    lines = [
+        f"responses: {status_text or 'none'}; errors: {errors.total()}; "
+        f"body bytes read: {read_bytes:,}"
+    ]
+    for (target, error), n in list(errors.items())[:shown_errors]:
+        lines.append(f"error{f' (x{n})' if n > 1 else ''}: {target}: {error}")
+    if len(errors) > shown_errors:
+        lines.append(f"... and {len(errors) - shown_errors} more distinct errors")
+    return lines
+
+
+# ------------------------------------------------------------------ demo
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    port: int
+    watched: Watched[Outcome]
+
+
+async def crawl(options: DemoOptions, console: Console | None = None) -> DemoResult:
+    """Serve, crawl while watching, snapshot the pool, and close everything."""
     runner = web.AppRunner(make_app(), access_log=None)
     await runner.setup()
     try:
@@ -150,24 +350,38 @@ async def crawl(options: DemoOptions) -> CrawlResult:
             connector = PoolConnector(
                 limit=LIMIT, limit_per_host=LIMIT_PER_HOST, resolver=resolver
             )
-            async with aiohttp.ClientSession(connector=connector) as session:
-                jobs = plan_jobs(options.requests, options.seed)
-                started = time.perf_counter()
-                outcomes = await asyncio.gather(
-                    *(
-                        _fetch(session, f"http://{job.host}:{port}/item/{i}", job)
-                        for i, job in enumerate(jobs)
-                    )
+            reuse = SocketReuse(connector)
+            async with aiohttp.ClientSession(
+                connector=connector, trace_configs=[reuse.trace_config()]
+            ) as session:
+                jobs = [
+                    _job(session, f"http://{job.host}:{port}/item/{i}", job)
+                    for i, job in enumerate(plan_jobs(options.requests, options.seed))
+                ]
+                watched = await watch(
+                    connector,
+                    jobs,
+                    reuse=reuse,
+                    console=console,
+                    description="demo crawl",
+                    label=_host_label,
                 )
-                elapsed = time.perf_counter() - started
-                # Both taken before the session (and its connector) closes.
-                stats = connector.stats()
-                connections = connector.connections()
         finally:
             await resolver.close()
     finally:
         await runner.cleanup()
-    return CrawlResult(port, elapsed, list(outcomes), stats, connections)
+    return DemoResult(port, watched)
+
+
+def _job(
+    session: aiohttp.ClientSession, url: str, job: Job
+) -> Callable[[], Awaitable[Outcome]]:
+    return lambda: _fetch(session, url, job)
+
+
+def _host_label(key: PoolKey) -> str:
+    # Every virtual host is on the same port: the name says it all.
+    return key.host
 
 
 def _bound_port(runner: web.AppRunner) -> int:
@@ -177,143 +391,34 @@ def _bound_port(runner: web.AppRunner) -> int:
     raise RuntimeError("the demo server is not listening on a TCP port")
 
 
-# ------------------------------------------------------------------ report
-
-
-def _nonzero(counts: Mapping[str, int]) -> str:
-    shown = [f"{name}={n}" for name, n in counts.items() if n]
-    return " ".join(shown) if shown else "-"
-
-
-def _table(
-    headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: range
-) -> list[str]:
-    """A plain-text table: ``numeric`` columns right-aligned, others left."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [
-            c.rjust(w) if i in numeric else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  " + "  ".join(parts).rstrip()
-
-    rule = ["-" * w for w in widths]
-    return [line(headers), line(rule), *(line(r) for r in rows)]
-
-
-def _host_row(name: str, h: HostStats) -> list[str]:
+def report_blocks(result: DemoResult, options: DemoOptions) -> list[Block]:
+    watched = result.watched
+    stats = watched.stats
+    outcomes = watched.results
+    unread = sum(1 for o in outcomes if not o.read)
     return [
-        name,
-        str(h.requests),
-        str(h.created),
-        str(h.reused),
-        str(h.acquired),
-        str(h.idle),
-        _nonzero(h.released),
-        _nonzero(h.closed),
-    ]
-
-
-def format_report(result: CrawlResult, options: DemoOptions) -> str:
-    stats = result.stats
-    by_host: dict[str, HostStats] = {key.host: hs for key, hs in stats.hosts.items()}
-    statuses = Counter(o.status for o in result.outcomes if o.status is not None)
-    errors = [o for o in result.outcomes if o.error is not None]
-    unread = sum(1 for o in result.outcomes if not o.read)
-    read_bytes = sum(o.body_bytes for o in result.outcomes)
-    status_text = ", ".join(f"{n} x {code}" for code, n in sorted(statuses.items()))
-    out = [
-        f"aioconnpool demo: {len(result.outcomes)} requests to {len(HOSTS)} virtual "
+        f"aioconnpool demo: {len(outcomes)} requests to {len(HOSTS)} virtual "
         f"hosts on {LOOPBACK}:{result.port} (seed {options.seed})",
-        f"PoolConnector(limit={stats.limit}, limit_per_host={stats.limit_per_host}); "
-        f"all requests gathered at once; done in {result.elapsed:.2f} s",
-        f"responses: {status_text or 'none'}; errors: {len(errors)}; "
-        f"body bytes read: {read_bytes:,}; released unread on purpose: {unread}",
+        f"PoolConnector(limit={stats.limit}, limit_per_host={stats.limit_per_host});"
+        f" all requests started at once; done in {watched.elapsed:.2f} s",
+        *outcome_lines(outcomes),
+        f"big.test responses released unread on purpose: {unread}",
         "",
-        "per host (gauges acquired/idle taken after the crawl, before closing):",
-        *_table(
-            [
-                "host",
-                "requests",
-                "created",
-                "reused",
-                "acquired",
-                "idle",
-                "released (how)",
-                "closed (why)",
-            ],
-            [
-                *(_host_row(host, by_host.get(host, HostStats())) for host in HOSTS),
-                *(
-                    _host_row(host, hs)
-                    for host, hs in sorted(by_host.items())
-                    if host not in HOSTS
-                ),
-                _host_row("total", _totals(stats)),
-            ],
-            numeric=range(1, 6),
-        ),
+        "gauges (acquired, idle...) taken after the crawl, before closing",
+        *pool_blocks(stats, label=_host_label),
+        "",
+        *reuse_blocks(watched.reuse, stats, _host_label),
     ]
-    for outcome in errors[:10]:
-        out.append(f"error: {outcome.host}: {outcome.error}")
-    out += ["", *_reuse_histogram(result.connections, stats)]
-    return "\n".join(out)
 
 
-def _totals(stats: PoolStats) -> HostStats:
-    return HostStats(
-        acquired=stats.acquired,
-        idle=stats.idle,
-        connecting=stats.connecting,
-        waiting=stats.waiting,
-        requests=stats.requests,
-        created=stats.created,
-        reused=stats.reused,
-        connect_errors=stats.connect_errors,
-        released=stats.released,
-        closed=stats.closed,
-    )
+async def run_demo(
+    options: DemoOptions, out: TextIO, console: Console | None = None
+) -> int:
+    """Run the demo and print its report; 0 if every request completed.
 
-
-def _reuse_histogram(
-    connections: Sequence[ConnectionInfo], stats: PoolStats
-) -> list[str]:
-    sockets = [c for c in connections if c.state != "connecting"]
-    lines = [
-        "socket reuse (live sockets before the session closed; "
-        "requests served by each local socket):"
-    ]
-    if not sockets:
-        return [*lines, "  no live socket"]
-    served = Counter(c.requests for c in sockets)
-    hosts: dict[int, Counter[str]] = {}
-    for c in sockets:
-        hosts.setdefault(c.requests, Counter())[c.key.host] += 1
-    widest = max(served.values())
-    scale = max(1, -(-widest // 40))  # at most 40 marks per bar
-    rows = [
-        [
-            str(n),
-            str(served[n]),
-            "#" * -(-served[n] // scale),
-            ", ".join(f"{host} x{k}" for host, k in sorted(hosts[n].items())),
-        ]
-        for n in sorted(served)
-    ]
-    lines += _table(["requests", "sockets", "", "hosts"], rows, numeric=range(2))
-    live = sum(c.requests for c in sockets)
-    acquisitions = stats.created + stats.reused
-    lines.append(
-        f"  {len(sockets)} live sockets served {live} of the {acquisitions} "
-        f"connection acquisitions; the other {acquisitions - live} went over "
-        "sockets closed during the crawl (closed (why))."
-    )
-    return lines
-
-
-async def run_demo(options: DemoOptions, out: TextIO) -> int:
-    """Run the demo, print its report to ``out``; 0 if every request completed."""
-    result = await crawl(options)
-    print(format_report(result, options), file=out)
-    return 0 if all(o.error is None for o in result.outcomes) else 1
+    With ``console`` (a terminal), a live view is drawn during the crawl and
+    the report printed there with rich; otherwise plain text goes to ``out``.
+    """
+    result = await crawl(options, console)
+    emit(report_blocks(result, options), out, console)
+    return 0 if all(o.error is None for o in result.watched.results) else 1

@@ -17,17 +17,17 @@ dict probes, whatever the number of patterns.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
 from typing import NamedTuple
 
 from yarl import URL
 
+from ._keys import mask_userinfo
+
 __all__ = ["HostLimits", "HostPattern", "parse_host_pattern"]
 
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 _TLS_SCHEMES = frozenset({"https", "wss"})
-_USERINFO = re.compile(r"(//)[^/?#@]*@")
 
 
 class HostPattern(NamedTuple):
@@ -44,10 +44,6 @@ class HostPattern(NamedTuple):
         return f"{'https' if self.ssl else 'http'}://{host}:{self.port}"
 
 
-def _shown(text: str) -> str:
-    return _USERINFO.sub(r"\1***@", text)
-
-
 def parse_host_pattern(pattern: object) -> HostPattern:
     """Parse one ``host_limits`` key; ``TypeError``/``ValueError`` quote it."""
     if not isinstance(pattern, str):
@@ -55,7 +51,7 @@ def parse_host_pattern(pattern: object) -> HostPattern:
             "host_limits keys must be host names or URL strings, "
             f"not {type(pattern).__name__}: {pattern!r}"
         )
-    shown = _shown(pattern)
+    shown = mask_userinfo(pattern)
     text = pattern.strip()
     has_scheme = "://" in text
     if not has_scheme and text.count(":") > 1 and not text.startswith("["):

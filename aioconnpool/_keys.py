@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 
 from yarl import URL
 
-__all__ = ["PoolKey", "pool_key_of", "to_pool_key"]
+__all__ = ["PoolKey", "mask_userinfo", "pool_key_of", "to_pool_key"]
 
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 _TLS_SCHEMES = frozenset({"https", "wss"})
@@ -47,14 +47,14 @@ def to_pool_key(target: object) -> PoolKey:
     if isinstance(target, PoolKey):
         return target
     if isinstance(target, str):
-        shown = _mask_userinfo(target)
+        shown = mask_userinfo(target)
         try:
             url = URL(target)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"stats target {shown!r} is not a valid URL") from exc
     elif isinstance(target, URL):
         url = target
-        shown = _mask_userinfo(str(url))
+        shown = mask_userinfo(str(url))
     else:
         raise TypeError(
             "stats target must be a PoolKey, a URL string or a yarl.URL, "
@@ -75,6 +75,6 @@ def to_pool_key(target: object) -> PoolKey:
 _USERINFO = re.compile(r"(//)[^/?#@]*@")
 
 
-def _mask_userinfo(text: str) -> str:
+def mask_userinfo(text: str) -> str:
     """``text`` with any ``user:password@`` replaced, for error messages."""
     return _USERINFO.sub(r"\1***@", text)

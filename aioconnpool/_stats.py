@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 from ._core import KeyFigures, PoolCore
 from ._counters import CLOSE_REASONS, RELEASE_HOWS, Counters
+from ._export import stats_to_dict
 from ._keys import PoolKey
 
 __all__ = [
@@ -58,6 +59,10 @@ class HostStats:
     def open(self) -> int:
         return self.acquired + self.idle
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict of every field (``PoolKey`` keys as strings)."""
+        return stats_to_dict(self)
+
 
 @dataclass(frozen=True, slots=True)
 class PoolStats:
@@ -95,6 +100,10 @@ class PoolStats:
     def open(self) -> int:
         return self.acquired + self.idle
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict of every field (``PoolKey`` keys as strings)."""
+        return stats_to_dict(self)
+
 
 ConnectionState = Literal["acquired", "idle", "connecting"]
 
@@ -110,6 +119,10 @@ class ConnectionInfo:
     requests: int
     age: float
     idle_for: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict of every field."""
+        return stats_to_dict(self)
 
 
 def _counter_fields(c: Counters, *, private: bool) -> dict[str, object]:

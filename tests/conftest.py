@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -126,3 +127,20 @@ async def settle(rounds: int = 3) -> None:
     """Let callbacks scheduled with call_soon (wake-ups, connection_lost) run."""
     for _ in range(rounds):
         await asyncio.sleep(0)
+
+
+def table(out: str, title: str) -> dict[str, list[str]]:
+    """Rows of a plain-text table by first cell: the lines after ``title:``.
+
+    Cells are separated by two spaces or more (a cell may hold single ones).
+    """
+    lines = out.splitlines()
+    start = lines.index(f"{title}:") + 3  # title, headers, rule
+    rows: dict[str, list[str]] = {}
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        if not line.strip().startswith("-"):
+            cells = re.split(r"\s{2,}", line.strip())
+            rows[cells[0]] = cells[1:]
+    return rows
