@@ -396,7 +396,9 @@ def stats_snapshot(keys: int, cfg: Config) -> dict[str, Any]:
 
     def run_batch(batch: int) -> None:
         nonlocal hosts
-        snap = build_pool_stats(core, limit_per_host=PER_KEY_LIMIT, group=_group)
+        snap = build_pool_stats(
+            core, limit_per_host=PER_KEY_LIMIT, host_limits={}, group=_group
+        )
         hosts = len(snap.hosts)
 
     ns = _timed_batches(run_batch, cfg.snapshot_repeats, 1)
@@ -449,7 +451,7 @@ def memory(keys: int) -> dict[str, Any]:
             for table in (
                 core._keys,
                 core._conns,
-                core._idle_order,
+                core._idle._order,
                 core._history._groups,
             )
         )
