@@ -13,7 +13,22 @@ from ._compat import SUPPORTED_RANGE
 from ._connector import PoolConnector
 from ._counters import CLOSE_REASONS, RELEASE_HOWS
 from ._errors import AioConnPoolError, PoolClosedError, PoolFullError, PoolTimeoutError
+from ._events import (
+    Acquired,
+    Closed,
+    ConnectEnded,
+    ConnectFailed,
+    ConnectStarted,
+    Dequeued,
+    LeakSuspected,
+    PoolEvent,
+    Queued,
+    Rejected,
+    Released,
+)
+from ._histogram import Histogram
 from ._keys import PoolKey
+from ._leaks import LeakInfo
 from ._stats import ConnectionInfo, HostStats, PoolStats
 
 # A library logs, the application decides where it goes (as urllib3 does).
@@ -25,14 +40,27 @@ __all__ = [
     "CLOSE_REASONS",
     "RELEASE_HOWS",
     "SUPPORTED_RANGE",
+    "Acquired",
     "AioConnPoolError",
+    "Closed",
+    "ConnectEnded",
+    "ConnectFailed",
+    "ConnectStarted",
     "ConnectionInfo",
+    "Dequeued",
+    "Histogram",
     "HostStats",
+    "LeakInfo",
+    "LeakSuspected",
     "PoolClosedError",
     "PoolConnector",
+    "PoolEvent",
     "PoolFullError",
     "PoolKey",
     "PoolStats",
     "PoolTimeoutError",
+    "Queued",
+    "Rejected",
+    "Released",
     "__version__",
 ]

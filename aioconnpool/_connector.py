@@ -15,7 +15,7 @@ import logging
 import math
 import warnings
 import weakref
-from collections.abc import Awaitable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any, cast, overload
 
 from aiohttp import TCPConnector
@@ -27,7 +27,9 @@ from yarl import URL
 from . import _compat
 from ._core import CLOSED, NOTHING, QUEUED, REJECTED, Decision, PoolCore, Ticket
 from ._errors import PoolClosedError, PoolFullError, PoolTimeoutError
+from ._events import PoolEvent
 from ._keys import PoolKey, pool_key_of, to_pool_key
+from ._leaks import LeakDetector, LeakInfo
 from ._options import validate_pool_options, validate_tcp_options
 from ._protocol import PoolProtocol
 from ._records import min_room
@@ -117,6 +119,9 @@ class PoolConnector(TCPConnector):
     ``reuse``
         ``"fifo"`` (aiohttp's order) or ``"lifo"``: which idle connection is
         reused first.
+    ``leak_threshold``
+        seconds; a connection held longer logs one WARNING with the task and
+        stack that acquired it, and is listed by :meth:`leaks`.
     ``stats_history``
         how many drained hosts keep their per-host counters in ``stats()``
         (default 10,000); older ones are summed into ``PoolStats.forgotten``.
@@ -134,6 +139,7 @@ class PoolConnector(TCPConnector):
         max_connection_age: float | None = None,
         max_requests_per_connection: int | None = None,
         reuse: str = "fifo",
+        leak_threshold: float | None = None,
         stats_history: int = 10_000,
         **kwargs: Any,
     ) -> None:
@@ -150,6 +156,7 @@ class PoolConnector(TCPConnector):
             max_connection_age=max_connection_age,
             max_requests_per_connection=max_requests_per_connection,
             reuse=reuse,
+            leak_threshold=leak_threshold,
         )
         super().__init__(**kwargs)
         self._options = options
@@ -175,6 +182,13 @@ class PoolConnector(TCPConnector):
             reuse=options.reuse,
         )
         self._expiry_handle: asyncio.TimerHandle | None = None
+        self._listeners: list[Callable[[PoolEvent], object]] = []
+        self._pending_events: list[PoolEvent] = []
+        self._leaks: LeakDetector | None = None
+        if options.leak_threshold is not None:
+            self._leaks = LeakDetector(
+                self._loop, options.leak_threshold, self._dispatch_one
+            )
 
     # ------------------------------------------------------------ public API
 
@@ -207,6 +221,36 @@ class PoolConnector(TCPConnector):
         return build_host_stats(
             figures, empty_room=min_room(limit, core.total_room()), empty_limit=limit
         )
+
+    def add_listener(self, callback: Callable[[PoolEvent], object]) -> None:
+        """Call ``callback(event)`` for every pool event (see ``_events``),
+        synchronously, once the pool's state is consistent again. A callback
+        that raises is logged and never breaks the pool."""
+        if not callable(callback):
+            raise TypeError(
+                f"listener must be callable, not {type(callback).__name__}: "
+                f"{callback!r}"
+            )
+        self._listeners.append(callback)
+        self._core.observe(self._pending_events)
+
+    def remove_listener(self, callback: Callable[[PoolEvent], object]) -> None:
+        """Stop calling ``callback``; ``ValueError`` if it is not a listener."""
+        try:
+            self._listeners.remove(callback)
+        except ValueError:
+            raise ValueError(f"{callback!r} is not a listener of {self!r}") from None
+        if not self._listeners:
+            self._core.observe(None)  # nobody listens: the core builds nothing
+            self._pending_events.clear()
+
+    def leaks(self) -> list[LeakInfo]:
+        """Connections held longer than ``leak_threshold`` right now."""
+        if self._leaks is None:
+            raise RuntimeError(
+                "leak detection is off: build the connector with leak_threshold="
+            )
+        return self._leaks.suspects()
 
     @property
     def host_limits(self) -> dict[str, int | None]:
@@ -279,8 +323,7 @@ class PoolConnector(TCPConnector):
         """Get a connection for ``req``: reuse, wait for a slot, or open one."""
         key = req.connection_key
         ticket, decision = self._core.arrive(key, block=self._options.block)
-        if decision is not NOTHING:
-            self._carry_out(decision)
+        self._carry_out(decision)
         if _granted_conn(ticket) is not None:
             return await self._hand_over(ticket, req, traces)
         if ticket.state == CLOSED:
@@ -298,6 +341,8 @@ class PoolConnector(TCPConnector):
                 if _granted_conn(ticket) is not None:
                     return await self._hand_over(ticket, req, traces)
             proto = await self._open(ticket, req, traces, timeout)
+        if self._leaks is not None:
+            self._leaks.acquired(proto, pool_key_of(key))
         return PoolConnection(self, req.connection_key, proto, self._loop)
 
     def _release(
@@ -328,6 +373,9 @@ class PoolConnector(TCPConnector):
                 if closed is not None:
                     waiters.append(closed)
             self._wake(decision)
+        if self._leaks is not None:
+            self._leaks.close()
+        self._deliver()
         result: list[Awaitable[object]] | None = cast(Any, super()._close(**kwargs))
         if result is None:  # aiohttp 3.11: nothing to wait for
             return None
@@ -364,6 +412,8 @@ class PoolConnector(TCPConnector):
             raise PoolClosedError("Connector is closed.")
         if log.isEnabledFor(logging.DEBUG):
             log.debug("Reusing connection to %s", pool_key_of(ticket.key))
+        if self._leaks is not None:
+            self._leaks.acquired(proto, pool_key_of(ticket.key))
         _compat.update_proxy_headers(self, req)
         return PoolConnection(self, req.connection_key, proto, self._loop)  # type: ignore[arg-type]
 
@@ -405,6 +455,7 @@ class PoolConnector(TCPConnector):
         )
         if isinstance(future, asyncio.Future) and not future.done():
             future.set_exception(error)
+        self._deliver()
 
     async def _open(
         self,
@@ -431,8 +482,8 @@ class PoolConnector(TCPConnector):
             self._carry_out(self._core.connect_failed(ticket))
             raise
         decision = self._core.connect_succeeded(ticket, proto)
+        self._carry_out(decision)
         if ticket.state == CLOSED:
-            self._carry_out(decision)
             raise PoolClosedError("Connector is closed.")
         try:
             for trace in traces:
@@ -451,6 +502,8 @@ class PoolConnector(TCPConnector):
         how, reason = classify_release(
             protocol, closing=closing, force_close=self._force_close, explicit=explicit
         )
+        if self._leaks is not None:
+            self._leaks.released(protocol)
         decision = self._core.release(protocol, how, reason)
         if decision is None:
             # Not ours to pool (a proxy tunnel), or closed with the connector.
@@ -469,6 +522,22 @@ class PoolConnector(TCPConnector):
             self._close_protocol(closing.conn)
         if decision.wake:
             self._wake(decision)
+        if self._pending_events:
+            self._deliver()
+
+    def _deliver(self) -> None:
+        """Hand the core's pending events to the listeners."""
+        events = self._pending_events[:]
+        self._pending_events.clear()
+        for event in events:
+            self._dispatch_one(event)
+
+    def _dispatch_one(self, event: PoolEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("Pool listener %r failed on %r", listener, event)
 
     def _log_closing(self, key: Hashable, reason: str) -> None:
         if reason == "pool_full":

@@ -52,6 +52,12 @@ one heap pop: O(log k) in the number of ready keys and O(1) in the number of
 waiters. Stale heap entries (a key whose head changed) are skipped lazily and
 compacted away when they outnumber the live ones.
 
+Every duration the pool sees (queue wait, connect, hold, lifetime) goes into
+fixed-bucket histograms per key and in total (``_histogram``). When someone
+observes (:meth:`PoolCore.observe`), each step is also appended to a list of
+:mod:`~aioconnpool._events` that the connector delivers once the call has
+returned, so that a listener always sees a consistent pool.
+
 Keys that hold nothing leave no state behind: their counters move to a bounded
 history so that ``stats()`` can still report recently drained hosts, and the
 oldest history entries are folded into one ``forgotten`` aggregate.
@@ -62,8 +68,9 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Hashable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+from . import _events as ev
 from ._counters import Counters
 from ._history import KeyHistory
 from ._idle import IdleStore
@@ -101,6 +108,9 @@ __all__ = [
     "PoolCore",
     "Ticket",
 ]
+
+# Histogram numbers, in the order of _histogram.DURATIONS.
+WAIT, CONNECT, HOLD, LIFETIME = range(4)
 
 K = TypeVar("K", bound=Hashable)
 C = TypeVar("C", bound=Hashable)
@@ -163,6 +173,12 @@ class PoolCore(Generic[K, C, G]):
         self._totals = Counters()
         self._history = KeyHistory(history, group)  # type: ignore[arg-type]
         self._closed = False
+        self._events: list[ev.PoolEvent] | None = None
+
+    def observe(self, sink: list[ev.PoolEvent] | None) -> None:
+        """Append an event for every step to ``sink`` from now on (``None``:
+        stop). The caller empties it; events carry ``group(key)`` as key."""
+        self._events = sink
 
     # ------------------------------------------------------------------ events
 
@@ -188,6 +204,8 @@ class PoolCore(Generic[K, C, G]):
             ticket.state = REJECTED
             ks.counters.rejected += 1
             self._totals.rejected += 1
+            if self._events is not None:
+                self._events.append(ev.Rejected(self._ekey(key), now))
             self._retire_if_empty(ks)
             return ticket, NOTHING
         # Invariant 3 means a free total slot implies no ready key, so a new
@@ -196,6 +214,8 @@ class PoolCore(Generic[K, C, G]):
         self._waiting += 1
         if len(ks.waiters) == 1 and positive(ks.room()):
             self._ready.push(ks)
+        if self._events is not None:
+            self._events.append(ev.Queued(self._ekey(key), now, len(ks.waiters)))
         return ticket, NOTHING
 
     def handed_over(self, ticket: Ticket) -> bool:
@@ -223,17 +243,25 @@ class PoolCore(Generic[K, C, G]):
         ks = self._settle_permit(ticket)
         ks.counters.created += 1
         self._totals.created += 1
+        now = self._clock()
+        self._observe(ks, CONNECT, now - ticket.granted_at)
+        if self._events is not None:
+            self._events.append(
+                ev.ConnectEnded(self._ekey(ks.key), now, now - ticket.granted_at)
+            )
         if self._closed:
             ticket.state = CLOSED
-            self._count_release(ks, "connector_closed")
-            self._count_close(ks, "connector_closed")
+            self._count_release(ks, "connector_closed", now, now)
+            self._count_close(ks, "connector_closed", now, now, 0)
             self._retire_if_empty(ks)
             return Decision((), [Closing(conn, "connector_closed", ks.key)])
         ticket.state = DONE
-        rec = ConnRecord(conn, ks, self._clock())
+        rec = ConnRecord(conn, ks, now)
         self._conns[conn] = rec
         ks.acquired += 1
         self._acquired += 1
+        if self._events is not None:
+            self._events.append(ev.Acquired(self._ekey(ks.key), now, False, None))
         return NOTHING
 
     def connect_failed(self, ticket: Ticket) -> Decision:
@@ -242,7 +270,13 @@ class PoolCore(Generic[K, C, G]):
         ticket.state = DONE
         ks.counters.connect_errors += 1
         self._totals.connect_errors += 1
-        return self._slot_freed(ks, [])
+        now = self._clock()
+        self._observe(ks, CONNECT, now - ticket.granted_at)
+        if self._events is not None:
+            self._events.append(
+                ev.ConnectFailed(self._ekey(ks.key), now, now - ticket.granted_at)
+            )
+        return self._slot_freed(ks, [], now)
 
     def abandon(self, ticket: Ticket, how: str = "cancelled") -> Decision:
         """The request behind ``ticket`` gave up (cancelled, timed out, failed).
@@ -256,7 +290,7 @@ class PoolCore(Generic[K, C, G]):
             return NOTHING
         ticket.state = DONE
         if state == QUEUED:
-            self._unqueue(ks, ticket)
+            self._unqueue(ks, ticket, "cancelled")
             return NOTHING
         if ticket.conn is None:  # an unused permit to connect
             del ks.connecting[ticket]
@@ -265,12 +299,13 @@ class PoolCore(Generic[K, C, G]):
         rec = self._conns.get(ticket.conn)
         if rec is None or rec.state != ACQUIRED:
             return NOTHING  # closed (and counted) with the pool meanwhile
-        self._count_release(ks, how)
+        now = self._clock()
+        self._count_release(ks, how, now, rec.acquired_at)
         ks.acquired -= 1
         self._acquired -= 1
         closes: list[Closing] = []
-        self._keep(ks, rec, closes)
-        return self._slot_freed(ks, closes)
+        self._keep(ks, rec, closes, now)
+        return self._slot_freed(ks, closes, now)
 
     def time_out(self, ticket: Ticket) -> bool:
         """``ticket`` waited as long as it may. Returns True, counting a wait
@@ -282,7 +317,7 @@ class PoolCore(Generic[K, C, G]):
         ticket.state = DONE
         ks.counters.wait_timeouts += 1
         self._totals.wait_timeouts += 1
-        self._unqueue(ks, ticket)
+        self._unqueue(ks, ticket, "timed_out")
         return True
 
     def release(self, conn: C, how: str, close_reason: str | None) -> Decision | None:
@@ -298,17 +333,18 @@ class PoolCore(Generic[K, C, G]):
         if rec is None or rec.state != ACQUIRED:
             return None
         ks = rec.key
-        self._count_release(ks, how)
+        now = self._clock()
+        self._count_release(ks, how, now, rec.acquired_at)
         ks.acquired -= 1
         self._acquired -= 1
         closes: list[Closing] = []
         if close_reason is None:
-            self._keep(ks, rec, closes)
+            self._keep(ks, rec, closes, now)
         else:
             del self._conns[conn]
-            self._count_close(ks, close_reason)
+            self._count_close(ks, close_reason, now, rec.created_at, rec.served)
             closes.append(Closing(conn, close_reason, ks.key))
-        return self._slot_freed(ks, closes)
+        return self._slot_freed(ks, closes, now)
 
     def conn_lost(self, conn: C, reason: str = "server") -> Decision:
         """The transport of ``conn`` was lost. Only an idle one leaves now
@@ -319,7 +355,7 @@ class PoolCore(Generic[K, C, G]):
             return NOTHING
         self._idle.remove(rec)
         closes: list[Closing] = []
-        self._settle_closings([(rec, reason)], closes)
+        self._settle_closings([(rec, reason)], closes, self._clock())
         return Decision((), closes)
 
     def expire(self) -> Decision:
@@ -330,11 +366,12 @@ class PoolCore(Generic[K, C, G]):
         if not self._idle:
             return NOTHING
         expired: list[tuple[ConnRecord, str]] = []
-        self._idle.expire(self._clock(), expired)
+        now = self._clock()
+        self._idle.expire(now, expired)
         if not expired:
             return NOTHING
         closes: list[Closing] = []
-        self._settle_closings(expired, closes)
+        self._settle_closings(expired, closes, now)
         return Decision((), closes)
 
     def close(self) -> Decision:
@@ -347,20 +384,27 @@ class PoolCore(Generic[K, C, G]):
         self._closed = True
         closes: list[Closing] = []
         wake: list[Ticket] = []
+        now = self._clock()
         self._idle.clear()
         for rec in list(self._conns.values()):
             ks = rec.key
             if rec.state == ACQUIRED:
-                self._count_release(ks, "connector_closed")
+                self._count_release(ks, "connector_closed", now, rec.acquired_at)
                 ks.acquired -= 1
                 self._acquired -= 1
-            self._count_close(ks, "connector_closed")
+            self._count_close(ks, "connector_closed", now, rec.created_at, rec.served)
             del self._conns[rec.handle]
             closes.append(Closing(rec.handle, "connector_closed", ks.key))
         for ks in list(self._keys.values()):
             for ticket in ks.waiters:
                 ticket.state = CLOSED
                 wake.append(ticket)
+                if self._events is not None:
+                    self._events.append(
+                        ev.Dequeued(
+                            self._ekey(ks.key), now, "closed", now - ticket.since
+                        )
+                    )
             self._waiting -= len(ks.waiters)
             ks.waiters.clear()
             self._retire_if_empty(ks)
@@ -536,6 +580,8 @@ class PoolCore(Generic[K, C, G]):
         """Give ``ticket`` a slot of ``ks``: an idle connection if a live one
         is left, else permission to connect."""
         ticket.state = GRANTED
+        ticket.granted_at = now
+        self._observe(ks, WAIT, now - ticket.since)
         rec = None
         dropped: list[tuple[ConnRecord, str]] = []
         if ks.idle:
@@ -546,37 +592,51 @@ class PoolCore(Generic[K, C, G]):
             ks.counters.reused += 1
             self._totals.reused += 1
             ticket.conn = rec.handle
+            rec.acquired_at = now
+            if self._events is not None:
+                self._events.append(
+                    ev.Acquired(self._ekey(ks.key), now, True, now - rec.idle_since)
+                )
         else:
             ticket.conn = None
             ks.connecting[ticket] = None
             self._connecting += 1
+            if self._events is not None:
+                self._events.append(ev.ConnectStarted(self._ekey(ks.key), now))
         if dropped:  # settled once the key holds its slot, so it stays live
-            self._settle_closings(dropped, closes)
+            self._settle_closings(dropped, closes, now)
 
-    def _keep(self, ks: KeyState, rec: ConnRecord, closes: list[Closing]) -> None:
+    def _keep(
+        self, ks: KeyState, rec: ConnRecord, closes: list[Closing], now: float
+    ) -> None:
         """``rec`` comes back keep-alive: idle it, unless the idle policy
         closes it (or others) instead."""
         dropped: list[tuple[ConnRecord, str]] = []
-        self._idle.put(ks, rec, self._clock(), dropped)
+        self._idle.put(ks, rec, now, dropped)
         if dropped:
-            self._settle_closings(dropped, closes)
+            self._settle_closings(dropped, closes, now)
 
     def _settle_closings(
-        self, dropped: list[tuple[ConnRecord, str]], closes: list[Closing]
+        self, dropped: list[tuple[ConnRecord, str]], closes: list[Closing], now: float
     ) -> None:
         """Forget and count connections the idle store closed; keys left
         with nothing retire."""
         for rec, reason in dropped:
             ks = rec.key
             del self._conns[rec.handle]
-            self._count_close(ks, reason)
+            self._count_close(ks, reason, now, rec.created_at, rec.served)
             closes.append(Closing(rec.handle, reason, ks.key))
         # Only once every closing is counted: a retired key's counters are
         # folded into the history and must not change afterwards.
         for rec, _reason in dropped:
             self._retire_if_empty(rec.key)
 
-    def _unqueue(self, ks: KeyState, ticket: Ticket) -> None:
+    def _unqueue(self, ks: KeyState, ticket: Ticket, outcome: str) -> None:
+        if self._events is not None:
+            now = self._clock()
+            self._events.append(
+                ev.Dequeued(self._ekey(ks.key), now, outcome, now - ticket.since)  # type: ignore[arg-type]
+            )
         was_head = next(iter(ks.waiters)) is ticket
         del ks.waiters[ticket]
         self._waiting -= 1
@@ -594,25 +654,55 @@ class PoolCore(Generic[K, C, G]):
         self._connecting -= 1
         return ks
 
-    def _count_release(self, ks: KeyState, how: str) -> None:
+    def _count_release(self, ks: KeyState, how: str, now: float, since: float) -> None:
+        """An acquisition (held since ``since``) ended ``how``."""
         ks.counters.bump_released(how)
         self._totals.bump_released(how)
+        self._observe(ks, HOLD, now - since)
+        if self._events is not None:
+            self._events.append(ev.Released(self._ekey(ks.key), now, how, now - since))
 
-    def _count_close(self, ks: KeyState, reason: str) -> None:
+    def _count_close(
+        self, ks: KeyState, reason: str, now: float, born: float, served: int
+    ) -> None:
+        """A connection (created at ``born``) was closed for ``reason``."""
         ks.counters.bump_closed(reason)
         self._totals.bump_closed(reason)
+        self._observe(ks, LIFETIME, now - born)
+        if self._events is not None:
+            self._events.append(
+                ev.Closed(self._ekey(ks.key), now, reason, now - born, served)
+            )
 
-    def _slot_freed(self, ks: KeyState, closes: list[Closing]) -> Decision:
+    def _ekey(self, key: Hashable) -> Any:
+        """An event's key: the group (``PoolKey`` in the connector)."""
+        return self._group(key)  # type: ignore[arg-type]
+
+    def _observe(self, ks: KeyState, which: int, seconds: float) -> None:
+        ks.counters.timings.observe(which, seconds)
+        self._totals.timings.observe(which, seconds)
+
+    def _slot_freed(
+        self, ks: KeyState, closes: list[Closing], now: float | None = None
+    ) -> Decision:
         """A slot of ``ks`` (and of the total) may have been freed: hand the
         free slots to the longest-waiting ready requests."""
         if ks.waiters and ks not in self._ready and positive(ks.room()):
             self._ready.push(ks)
         wake: list[Ticket] = []
-        now = self._clock() if self._ready else 0.0
+        if now is None and self._ready:
+            now = self._clock()
         while self._ready and positive(self.total_room()):
+            assert now is not None
             ready = self._ready.pop()
             ticket = ready.waiters.popitem(last=False)[0]
             self._waiting -= 1
+            if self._events is not None:
+                self._events.append(
+                    ev.Dequeued(
+                        self._ekey(ready.key), now, "served", now - ticket.since
+                    )
+                )
             # A granted key holds the slot: it cannot retire here.
             self._grant(ready, ticket, closes, now)
             wake.append(ticket)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._histogram import Timings
+
 __all__ = ["CLOSE_REASONS", "RELEASE_HOWS", "Counters"]
 
 RELEASE_HOWS: tuple[str, ...] = (
@@ -45,6 +47,7 @@ class Counters:
         "released",
         "requests",
         "reused",
+        "timings",
         "wait_timeouts",
     )
 
@@ -57,6 +60,7 @@ class Counters:
         self.wait_timeouts = 0
         self.released: dict[str, int] = dict.fromkeys(RELEASE_HOWS, 0)
         self.closed: dict[str, int] = dict.fromkeys(CLOSE_REASONS, 0)
+        self.timings = Timings()
 
     def bump_released(self, how: str) -> None:
         self.released[how] = self.released.get(how, 0) + 1
@@ -80,6 +84,7 @@ class Counters:
             self.released[how] = self.released.get(how, 0) + n
         for reason, n in other.closed.items():
             self.closed[reason] = self.closed.get(reason, 0) + n
+        self.timings.add(other.timings)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Counters):

@@ -83,6 +83,7 @@ class PoolOptions:
     max_connection_age: float | None
     max_requests_per_connection: int | None
     reuse: str
+    leak_threshold: float | None
 
 
 def validate_pool_options(
@@ -98,6 +99,7 @@ def validate_pool_options(
     max_connection_age: object,
     max_requests_per_connection: object,
     reuse: object,
+    leak_threshold: object,
 ) -> PoolOptions:
     """Check every option, then the ones that only make sense together.
 
@@ -127,6 +129,7 @@ def validate_pool_options(
             "max_requests_per_connection", max_requests_per_connection, minimum=1
         ),
         reuse=reuse,
+        leak_threshold=check_positive_seconds("leak_threshold", leak_threshold),
     )
     if not block and options.acquire_timeout is not None:
         raise ValueError(

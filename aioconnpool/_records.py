@@ -61,12 +61,13 @@ NOTHING: Decision = Decision((), ())
 class Ticket:
     """One request's claim on the pool (see the module docstring)."""
 
-    __slots__ = ("conn", "key", "seq", "since", "state", "token")
+    __slots__ = ("conn", "granted_at", "key", "seq", "since", "state", "token")
 
     def __init__(self, key: Hashable, seq: int, since: float) -> None:
         self.key = key
         self.seq = seq
         self.since = since
+        self.granted_at = since
         self.state = QUEUED
         self.conn: Hashable | None = None
         self.token: object = None  # the connector's own handle (a Future)
@@ -79,6 +80,7 @@ class ConnRecord:
     """What the core knows of one live connection."""
 
     __slots__ = (
+        "acquired_at",
         "created_at",
         "handle",
         "idle_since",
@@ -92,6 +94,7 @@ class ConnRecord:
         self.key = key
         self.state = ACQUIRED
         self.created_at = now
+        self.acquired_at = now
         self.idle_since = now
         self.served = 1
 

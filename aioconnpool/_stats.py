@@ -10,6 +10,7 @@ from typing import Any, Literal
 from ._core import KeyFigures, PoolCore
 from ._counters import CLOSE_REASONS, RELEASE_HOWS, Counters
 from ._export import stats_to_dict
+from ._histogram import DURATIONS, Histogram
 from ._keys import PoolKey
 
 __all__ = [
@@ -19,6 +20,9 @@ __all__ = [
     "build_host_stats",
     "build_pool_stats",
 ]
+
+
+EMPTY_HISTOGRAM = Histogram()
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +38,9 @@ class HostStats:
     ``rejected`` (refused at once with ``block=False``), ``wait_timeouts``
     (gave up after ``acquire_timeout``), ``released`` (how acquisitions
     ended) and ``closed`` (why connections were closed).
+    Durations (seconds, :class:`Histogram`): ``wait_time`` (in the queue, 0
+    when served at once), ``connect_time``, ``hold_time`` (acquired to
+    released) and ``lifetime`` (connection created to closed).
     """
 
     acquired: int = 0
@@ -54,6 +61,10 @@ class HostStats:
     closed: Mapping[str, int] = field(
         default_factory=lambda: MappingProxyType(dict.fromkeys(CLOSE_REASONS, 0))
     )
+    wait_time: Histogram = EMPTY_HISTOGRAM
+    connect_time: Histogram = EMPTY_HISTOGRAM
+    hold_time: Histogram = EMPTY_HISTOGRAM
+    lifetime: Histogram = EMPTY_HISTOGRAM
 
     @property
     def open(self) -> int:
@@ -91,6 +102,10 @@ class PoolStats:
     wait_timeouts: int
     released: Mapping[str, int]
     closed: Mapping[str, int]
+    wait_time: Histogram
+    connect_time: Histogram
+    hold_time: Histogram
+    lifetime: Histogram
     hosts: Mapping[PoolKey, HostStats]
     forgotten_hosts: int
     forgotten: HostStats
@@ -139,6 +154,7 @@ def _counter_fields(c: Counters, *, private: bool) -> dict[str, object]:
         "wait_timeouts": c.wait_timeouts,
         "released": MappingProxyType(released),
         "closed": MappingProxyType(closed),
+        **{name: c.timings.snapshot(i) for i, name in enumerate(DURATIONS)},
     }
 
 

@@ -49,6 +49,11 @@ def nothing(decision: Decision | None) -> bool:
     return decision is not None and not decision.wake and not decision.close
 
 
+def counts(c: Counters) -> dict[str, object]:
+    """The counters the model keeps (it does not time anything)."""
+    return {name: getattr(c, name) for name in c.__slots__ if name != "timings"}
+
+
 class IdleConn(NamedTuple):
     key: str
     since: float
@@ -564,8 +569,13 @@ class PoolMachine(RuleBasedStateMachine):
             total.add(f.counters)
         n_forgotten, forgotten = core.forgotten
         total.add(forgotten)
-        assert total == core.totals
-        assert core.totals == self.expected
+        assert total == core.totals  # histograms included
+        assert counts(core.totals) == counts(self.expected)
+        timings = core.totals.timings
+        hold, lifetime, connect = (timings.snapshot(i).count for i in (2, 3, 1))
+        assert hold == sum(core.totals.released.values())
+        assert lifetime == sum(core.totals.closed.values())
+        assert connect == core.totals.created + core.totals.connect_errors
         if n_forgotten == 0:
             assert forgotten == Counters()
         keys = [f.key for f in core.all_figures()]

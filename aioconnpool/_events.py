@@ -1,0 +1,115 @@
+"""Pool events: what happened, to which host, and how long it took.
+
+``connector.add_listener(callback)`` makes the connector call ``callback``
+with one of these for every step of every request. Each carries the public
+``PoolKey`` (never credentials or proxy settings) and ``at``, the event loop's
+clock when it happened. Durations are in seconds.
+
+A request's life: ``Queued`` -> ``Dequeued`` (if it had to wait), or
+``Rejected`` (``block=False``); then ``Acquired(reused=True)``, or
+``ConnectStarted`` -> ``ConnectEnded`` -> ``Acquired(reused=False)`` (or
+``ConnectFailed``); then ``Released``. A connection's end: ``Closed``.
+``LeakSuspected`` comes from leak detection (``leak_threshold``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ._keys import PoolKey
+
+__all__ = [
+    "Acquired",
+    "Closed",
+    "ConnectEnded",
+    "ConnectFailed",
+    "ConnectStarted",
+    "Dequeued",
+    "LeakSuspected",
+    "PoolEvent",
+    "Queued",
+    "Rejected",
+    "Released",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolEvent:
+    key: PoolKey
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Queued(PoolEvent):
+    """A request found no free slot and waits; ``waiting`` for this host now."""
+
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
+class Dequeued(PoolEvent):
+    """A waiting request left the queue, after ``waited`` seconds."""
+
+    outcome: Literal["served", "cancelled", "timed_out", "closed"]
+    waited: float
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected(PoolEvent):
+    """``block=False``: a request that would have waited was refused."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectStarted(PoolEvent):
+    """A request got a slot and no idle connection: a new one is opened."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectEnded(PoolEvent):
+    """A new connection is open (and acquired by its request)."""
+
+    duration: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectFailed(PoolEvent):
+    """Opening a connection failed or was cancelled."""
+
+    duration: float
+
+
+@dataclass(frozen=True, slots=True)
+class Acquired(PoolEvent):
+    """A request holds a connection: an idle one (``reused``, idle for
+    ``idle_for`` seconds) or the one it just opened."""
+
+    reused: bool
+    idle_for: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Released(PoolEvent):
+    """An acquisition ended (``how``: see ``RELEASE_HOWS``) after ``held`` s."""
+
+    how: str
+    held: float
+
+
+@dataclass(frozen=True, slots=True)
+class Closed(PoolEvent):
+    """A connection was closed (``reason``: see ``CLOSE_REASONS``) after
+    ``lifetime`` seconds and ``requests`` requests."""
+
+    reason: str
+    lifetime: float
+    requests: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeakSuspected(PoolEvent):
+    """A connection has been held ``held`` seconds, past ``leak_threshold``."""
+
+    held: float
+    task: str | None
+    stack: str | None

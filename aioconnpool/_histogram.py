@@ -1,0 +1,112 @@
+"""Fixed-bucket duration histograms: what the pool times, kept per key and in
+total (queue wait, connect, hold, connection lifetime).
+
+Buckets are fixed, shared by every histogram, so that per-key histograms add
+up to the totals by plain addition and exporters (Prometheus, OpenTelemetry)
+can pass them on as they are. Observing is one ``bisect`` and two increments.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from dataclasses import dataclass
+
+__all__ = ["BOUNDS", "DURATIONS", "Histogram", "Timings"]
+
+BOUNDS: tuple[float, ...] = (
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    1800.0,
+    math.inf,
+)
+"""Upper bounds (inclusive, seconds) of the buckets; the last is +Inf."""
+
+DURATIONS: tuple[str, ...] = ("wait_time", "connect_time", "hold_time", "lifetime")
+"""What is timed: queue wait per request (0 when served at once), connection
+opening, acquisition to release, and connection creation to close."""
+
+
+class Timings:
+    """The mutable histograms of one key (or of the totals)."""
+
+    __slots__ = ("_counts", "_sums")
+
+    def __init__(self) -> None:
+        # One flat list of counts: histogram i's buckets at [i*n, (i+1)*n).
+        self._counts = [0] * (len(DURATIONS) * len(BOUNDS))
+        self._sums = [0.0] * len(DURATIONS)
+
+    def observe(self, which: int, seconds: float) -> None:
+        """Record ``seconds`` in histogram number ``which`` (see DURATIONS)."""
+        self._counts[which * len(BOUNDS) + bisect_left(BOUNDS, seconds)] += 1
+        self._sums[which] += seconds
+
+    def add(self, other: Timings) -> None:
+        counts = self._counts
+        for i, n in enumerate(other._counts):
+            if n:
+                counts[i] += n
+        for i, s in enumerate(other._sums):
+            self._sums[i] += s
+
+    def snapshot(self, which: int) -> Histogram:
+        n = len(BOUNDS)
+        counts = tuple(self._counts[which * n : (which + 1) * n])
+        return Histogram(BOUNDS, counts, sum(counts), self._sums[which])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Timings):
+            return NotImplemented
+        return self._counts == other._counts and all(
+            math.isclose(a, b, abs_tol=1e-9)
+            for a, b in zip(self._sums, other._sums, strict=True)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """A snapshot of one duration histogram (seconds).
+
+    ``counts[i]`` observations fell in ``(bounds[i-1], bounds[i]]``; the last
+    bound is ``inf``. ``count`` and ``sum`` are over all observations.
+    """
+
+    bounds: tuple[float, ...] = BOUNDS
+    counts: tuple[int, ...] = (0,) * len(BOUNDS)
+    count: int = 0
+    sum: float = 0.0
+
+    @property
+    def mean(self) -> float | None:
+        return self.sum / self.count if self.count else None
+
+    def quantile(self, q: float) -> float | None:
+        """An upper estimate of the ``q`` quantile: the bound of the bucket
+        holding it (``inf`` if it is in the last one); ``None`` if empty."""
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"quantile must be within [0, 1], got {q!r}")
+        if not self.count:
+            return None
+        rank = max(1, math.ceil(q * self.count))
+        seen = 0
+        for bound, n in zip(self.bounds, self.counts, strict=True):
+            seen += n
+            if seen >= rank:
+                return bound
+        return self.bounds[-1]  # pragma: no cover - counts add up to count
