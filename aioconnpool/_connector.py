@@ -34,10 +34,12 @@ from ._options import validate_pool_options, validate_tcp_options
 from ._protocol import PoolProtocol
 from ._records import min_room
 from ._release_paths import classify_release
+from ._reporting import describe_wait, log_closing
 from ._stats import (
     ConnectionInfo,
     HostStats,
     PoolStats,
+    build_connection_infos,
     build_host_stats,
     build_pool_stats,
 )
@@ -271,39 +273,7 @@ class PoolConnector(TCPConnector):
 
     def connections(self) -> list[ConnectionInfo]:
         """Every live connection, plus one entry per connection being opened."""
-        now = self._loop.time()
-        infos: list[ConnectionInfo] = []
-        for rec in self._core.records():
-            transport = getattr(rec.handle, "transport", None)
-            local = peer = None
-            if transport is not None:
-                local = transport.get_extra_info("sockname")
-                peer = transport.get_extra_info("peername")
-            idle = rec.state == "idle"
-            infos.append(
-                ConnectionInfo(
-                    key=pool_key_of(self._core.key_of(rec)),
-                    state="idle" if idle else "acquired",
-                    local=tuple(local) if local is not None else None,
-                    peer=tuple(peer) if peer is not None else None,
-                    requests=rec.served,
-                    age=now - rec.created_at,
-                    idle_for=now - rec.idle_since if idle else None,
-                )
-            )
-        for ticket in self._core.connecting_tickets():
-            infos.append(
-                ConnectionInfo(
-                    key=pool_key_of(ticket.key),
-                    state="connecting",
-                    local=None,
-                    peer=None,
-                    requests=0,
-                    age=now - ticket.since,
-                    idle_for=None,
-                )
-            )
-        return infos
+        return build_connection_infos(self._core, self._loop.time())
 
     def __repr__(self) -> str:
         core = self._core
@@ -518,7 +488,7 @@ class PoolConnector(TCPConnector):
 
     def _carry_out(self, decision: Decision) -> None:
         for closing in decision.close:
-            self._log_closing(closing.key, closing.reason)
+            log_closing(self._core, self._options, closing.key, closing.reason)
             self._close_protocol(closing.conn)
         if decision.wake:
             self._wake(decision)
@@ -539,22 +509,6 @@ class PoolConnector(TCPConnector):
             except Exception:
                 log.exception("Pool listener %r failed on %r", listener, event)
 
-    def _log_closing(self, key: Hashable, reason: str) -> None:
-        if reason == "pool_full":
-            per_host = self._options.max_idle_per_host
-            at_host_cap = per_host is not None and (
-                self._options.max_idle is None or self._core.idle_count(key) >= per_host
-            )
-            # urllib3's words, so that existing log filters keep matching.
-            log.warning(
-                "Connection pool is full, discarding connection: %s. "
-                "Connection pool size: %s",
-                pool_key_of(key).host,
-                per_host if at_host_cap else f"{self._options.max_idle} (max_idle)",
-            )
-        elif log.isEnabledFor(logging.INFO):
-            log.info("Closing connection to %s (reason: %s)", pool_key_of(key), reason)
-
     def _limit_for(self, key: Hashable) -> int | None:
         """The per-host limit of a ``ConnectionKey``."""
         return self._host_limit(pool_key_of(key))
@@ -570,21 +524,8 @@ class PoolConnector(TCPConnector):
         )
 
     def _situation(self, key: Hashable) -> str:
-        """The limits and gauges that made a request wait, for error messages."""
-        core = self._core
-        f = core.figures(key)
-        found = self._host_limits.lookup(*pool_key_of(key))
-        if found is not None:
-            source = f"host_limits[{str(found[0])!r}]={found[1]}"
-        elif self._pool_limit_per_host is not None:
-            source = f"limit_per_host={self._pool_limit_per_host}"
-        else:
-            source = "no per-host limit"
-        total = f"limit={core.limit}" if core.limit is not None else "no total limit"
-        return (
-            f"{f.acquired} acquired + {f.connecting} connecting for this host "
-            f"({source}), {core.acquired + core.connecting} in all ({total}), "
-            f"{f.waiting} waiting for this host"
+        return describe_wait(
+            self._core, self._host_limits, self._pool_limit_per_host, key
         )
 
     def _wake(self, decision: Decision) -> None:

@@ -11,12 +11,13 @@ from ._core import KeyFigures, PoolCore
 from ._counters import CLOSE_REASONS, RELEASE_HOWS, Counters
 from ._export import stats_to_dict
 from ._histogram import DURATIONS, Histogram
-from ._keys import PoolKey
+from ._keys import PoolKey, pool_key_of
 
 __all__ = [
     "ConnectionInfo",
     "HostStats",
     "PoolStats",
+    "build_connection_infos",
     "build_host_stats",
     "build_pool_stats",
 ]
@@ -237,3 +238,42 @@ def build_pool_stats(
         is_closed=core.closed,
         **_counter_fields(totals, private=False),  # type: ignore[arg-type]
     )
+
+
+def build_connection_infos(
+    core: PoolCore[Hashable, Hashable, PoolKey], now: float
+) -> list[ConnectionInfo]:
+    """Every live connection of ``core``, then one entry per connection
+    being opened (no socket yet)."""
+    infos: list[ConnectionInfo] = []
+    for rec in core.records():
+        transport = getattr(rec.handle, "transport", None)
+        local = peer = None
+        if transport is not None:
+            local = transport.get_extra_info("sockname")
+            peer = transport.get_extra_info("peername")
+        idle = rec.state == "idle"
+        infos.append(
+            ConnectionInfo(
+                key=pool_key_of(core.key_of(rec)),
+                state="idle" if idle else "acquired",
+                local=tuple(local) if local is not None else None,
+                peer=tuple(peer) if peer is not None else None,
+                requests=rec.served,
+                age=now - rec.created_at,
+                idle_for=now - rec.idle_since if idle else None,
+            )
+        )
+    for ticket in core.connecting_tickets():
+        infos.append(
+            ConnectionInfo(
+                key=pool_key_of(ticket.key),
+                state="connecting",
+                local=None,
+                peer=None,
+                requests=0,
+                age=now - ticket.since,
+                idle_for=None,
+            )
+        )
+    return infos

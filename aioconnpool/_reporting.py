@@ -1,0 +1,59 @@
+"""How the pool puts what it does into words: log lines and error messages.
+
+Log lines follow urllib3's vocabulary so that existing filters and habits
+carry over. Nothing here ever names credentials: keys are ``PoolKey``s.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable
+
+from ._core import PoolCore
+from ._host_limits import HostLimits
+from ._keys import PoolKey, pool_key_of
+from ._options import PoolOptions
+
+__all__ = ["describe_wait", "log_closing"]
+
+log = logging.getLogger("aioconnpool")
+
+Core = PoolCore[Hashable, Hashable, PoolKey]
+
+
+def log_closing(core: Core, options: PoolOptions, key: Hashable, reason: str) -> None:
+    """Log one connection the pool closes: WARNING when an idle cap
+    discarded it (urllib3's message), INFO otherwise."""
+    if reason == "pool_full":
+        per_host = options.max_idle_per_host
+        at_host_cap = per_host is not None and (
+            options.max_idle is None or core.idle_count(key) >= per_host
+        )
+        log.warning(
+            "Connection pool is full, discarding connection: %s. "
+            "Connection pool size: %s",
+            pool_key_of(key).host,
+            per_host if at_host_cap else f"{options.max_idle} (max_idle)",
+        )
+    elif log.isEnabledFor(logging.INFO):
+        log.info("Closing connection to %s (reason: %s)", pool_key_of(key), reason)
+
+
+def describe_wait(
+    core: Core, host_limits: HostLimits, limit_per_host: int | None, key: Hashable
+) -> str:
+    """The limits and gauges that made a request wait, for error messages."""
+    f = core.figures(key)
+    found = host_limits.lookup(*pool_key_of(key))
+    if found is not None:
+        source = f"host_limits[{str(found[0])!r}]={found[1]}"
+    elif limit_per_host is not None:
+        source = f"limit_per_host={limit_per_host}"
+    else:
+        source = "no per-host limit"
+    total = f"limit={core.limit}" if core.limit is not None else "no total limit"
+    return (
+        f"{f.acquired} acquired + {f.connecting} connecting for this host "
+        f"({source}), {core.acquired + core.connecting} in all ({total}), "
+        f"{f.waiting} waiting for this host"
+    )
