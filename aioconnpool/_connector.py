@@ -342,7 +342,7 @@ class PoolConnector(TCPConnector):
                 closed = self._close_protocol(closing.conn, abort=abort_ssl)
                 if closed is not None:
                     waiters.append(closed)
-            self._wake(decision)
+            self._carry_out(Decision(decision.wake, ()))  # refused waiters
         if self._leaks is not None:
             self._leaks.close()
         self._deliver()
@@ -414,6 +414,8 @@ class PoolConnector(TCPConnector):
 
     def _wait_timed_out(self, ticket: Ticket, timeout: float) -> None:
         future = ticket.token
+        if isinstance(future, asyncio.Future) and future.done():
+            return  # cancelled (aiohttp's connect timeout, say) or granted
         if not self._core.time_out(ticket):
             return  # granted or refused in the meantime: nothing to do
         key = pool_key_of(ticket.key)
@@ -480,20 +482,39 @@ class PoolConnector(TCPConnector):
             protocol.close()
             return
         self._carry_out(decision)
-        if reason is None and self._expiry_handle is None:
-            self._arm_expiry()
 
     def _on_lost(self, protocol: PoolProtocol) -> None:
         self._carry_out(self._core.conn_lost(protocol))
 
     def _carry_out(self, decision: Decision) -> None:
-        for closing in decision.close:
-            log_closing(self._core, self._options, closing.key, closing.reason)
-            self._close_protocol(closing.conn)
-        if decision.wake:
-            self._wake(decision)
+        """Close what the core closed, wake whom it granted, tell listeners.
+
+        Iterative on purpose: a grant that reaches an already cancelled task
+        goes straight back to the core, whose answer may grant the next
+        cancelled waiter, and so on -- thousands deep when a TaskGroup
+        cancels its waiters -- so those answers join a worklist instead of
+        recursing.
+        """
+        work = [decision]
+        while work:
+            decision = work.pop()
+            for closing in decision.close:
+                log_closing(self._core, self._options, closing.key, closing.reason)
+                self._close_protocol(closing.conn)
+            for ticket in decision.wake:
+                future = ticket.token
+                if isinstance(future, asyncio.Future) and not future.done():
+                    future.set_result(None)
+                else:
+                    # Its task was cancelled before the grant reached it: the
+                    # grant goes back, maybe to the next in line.
+                    work.append(self._core.abandon(ticket))
         if self._pending_events:
             self._deliver()
+        # Whatever path left a connection idle (a release, a grant given
+        # back), its keep-alive must be timed.
+        if self._expiry_handle is None and self._core.idle:
+            self._arm_expiry()
 
     def _deliver(self) -> None:
         """Hand the core's pending events to the listeners."""
@@ -527,16 +548,6 @@ class PoolConnector(TCPConnector):
         return describe_wait(
             self._core, self._host_limits, self._pool_limit_per_host, key
         )
-
-    def _wake(self, decision: Decision) -> None:
-        for ticket in decision.wake:
-            future = ticket.token
-            if isinstance(future, asyncio.Future) and not future.done():
-                future.set_result(None)
-            else:
-                # Its task was cancelled before the grant reached it: the
-                # grant goes straight back, maybe to the next in line.
-                self._carry_out(self._core.abandon(ticket))
 
     def _close_protocol(
         self, proto: Any, *, abort: bool = False

@@ -17,6 +17,8 @@ dict probes, whatever the number of patterns.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Iterator, Mapping
 from typing import NamedTuple
 
@@ -49,7 +51,7 @@ def parse_host_pattern(pattern: object) -> HostPattern:
     if not isinstance(pattern, str):
         raise TypeError(
             "host_limits keys must be host names or URL strings, "
-            f"not {type(pattern).__name__}: {pattern!r}"
+            f"not {type(pattern).__name__}: {mask_userinfo(repr(pattern))}"
         )
     shown = mask_userinfo(pattern)
     text = pattern.strip()
@@ -73,9 +75,16 @@ def parse_host_pattern(pattern: object) -> HostPattern:
             "to connections, which every path of a host shares; use a host, "
             "host:port or scheme://host[:port] prefix"
         )
-    host = url.raw_host
+    host = normalise_host(url.raw_host or "")
     if not host:
         raise ValueError(f"host_limits key {shown!r} has no host")
+    if not _is_valid_host(host):
+        raise ValueError(
+            f"host_limits key {shown!r}: {host!r} is not a host name or IP address"
+            " (wildcards are not supported)"
+        )
+    if port == 0:
+        raise ValueError(f"host_limits key {shown!r}: port 0 is not a port")
     if not has_scheme:
         return HostPattern(host, port, None)
     scheme = url.scheme.lower()
@@ -83,7 +92,28 @@ def parse_host_pattern(pattern: object) -> HostPattern:
         raise ValueError(
             f"host_limits key {shown!r}: the scheme must be http, https, ws or wss"
         )
-    return HostPattern(host, port or _DEFAULT_PORTS[scheme], scheme in _TLS_SCHEMES)
+    if port is None:
+        port = _DEFAULT_PORTS[scheme]
+    return HostPattern(host, port, scheme in _TLS_SCHEMES)
+
+
+def normalise_host(host: str) -> str:
+    """A host as patterns and lookups compare it: a fully qualified name's
+    trailing dot dropped, so ``a.test.`` cannot sidestep ``a.test``'s limit."""
+    return host[:-1] if host.endswith(".") and not host.endswith("..") else host
+
+
+_NAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?")
+
+
+def _is_valid_host(host: str) -> bool:
+    if ":" in host:  # an IPv6 address (yarl gives it without brackets)
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        return True
+    return _NAME.fullmatch(host) is not None
 
 
 def check_host_limit(pattern: object, value: object) -> int | None:
@@ -115,7 +145,7 @@ class HostLimits:
         if not isinstance(limits, Mapping):
             raise TypeError(
                 "host_limits must be a mapping of host or URL prefix to limit, "
-                f"not {type(limits).__name__}: {limits!r}"
+                f"not {type(limits).__name__}: {mask_userinfo(repr(limits))}"
             )
         # Parse everything before storing anything: nothing is half-applied.
         seen: dict[HostPattern, object] = {}
@@ -149,6 +179,7 @@ class HostLimits:
         """The most specific override for a connection, if any."""
         limits = self._limits
         if limits:
+            host = normalise_host(host)
             for pattern in (
                 HostPattern(host, port, ssl),
                 HostPattern(host, port, None),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, NamedTuple
 
 from yarl import URL
@@ -58,7 +57,7 @@ def to_pool_key(target: object) -> PoolKey:
     else:
         raise TypeError(
             "stats target must be a PoolKey, a URL string or a yarl.URL, "
-            f"not {type(target).__name__}: {target!r}"
+            f"not {type(target).__name__}: {mask_userinfo(repr(target))}"
         )
     scheme = url.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
@@ -72,9 +71,16 @@ def to_pool_key(target: object) -> PoolKey:
     return PoolKey(host, port, scheme in _TLS_SCHEMES)
 
 
-_USERINFO = re.compile(r"(//)[^/?#@]*@")
-
-
 def mask_userinfo(text: str) -> str:
-    """``text`` with any ``user:password@`` replaced, for error messages."""
-    return _USERINFO.sub(r"\1***@", text)
+    """``text`` with any ``user:password@`` replaced by ``***@``, for messages.
+
+    Everything from the authority's start (after ``//``, or the start of the
+    text when there is no scheme) to the last ``@`` goes: a password may
+    itself hold ``@`` or ``/``, and masking too much is harmless.
+    """
+    slashes = text.find("//")
+    start = slashes + 2 if slashes >= 0 else 0
+    at = text.rfind("@", start)
+    if at < 0:
+        return text
+    return f"{text[:start]}***{text[at:]}"

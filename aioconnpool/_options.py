@@ -150,11 +150,8 @@ def _check_idle_caps(options: PoolOptions, tcp_options: Mapping[str, Any]) -> No
             f"max_idle_per_host={per_host} is more than max_idle={total}: "
             "no host could ever keep that many idle connections"
         )
-    if total is not None and limit and total > limit:
-        raise ValueError(
-            f"max_idle={total} is more than limit={limit}: the pool never "
-            "holds that many connections"
-        )
+    # No check of max_idle against limit: idle connections do not count
+    # against limit, so several hosts may keep more idle than limit in all.
     if per_host is not None and limit and per_host > limit:
         raise ValueError(
             f"max_idle_per_host={per_host} is more than limit={limit}: the pool "

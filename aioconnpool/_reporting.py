@@ -29,12 +29,17 @@ def log_closing(core: Core, options: PoolOptions, key: Hashable, reason: str) ->
         at_host_cap = per_host is not None and (
             options.max_idle is None or core.idle_count(key) >= per_host
         )
-        log.warning(
-            "Connection pool is full, discarding connection: %s. "
-            "Connection pool size: %s",
-            pool_key_of(key).host,
-            per_host if at_host_cap else f"{options.max_idle} (max_idle)",
-        )
+        size = per_host if at_host_cap else options.max_idle
+        # A cap of 0 keeps nothing on purpose: no warning per request.
+        level = logging.DEBUG if size == 0 else logging.WARNING
+        if log.isEnabledFor(level):
+            log.log(
+                level,
+                "Connection pool is full, discarding connection: %s. "
+                "Connection pool size: %s",
+                pool_key_of(key).host,
+                size if at_host_cap else f"{size} (max_idle)",
+            )
     elif log.isEnabledFor(logging.INFO):
         log.info("Closing connection to %s (reason: %s)", pool_key_of(key), reason)
 
