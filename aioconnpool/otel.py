@@ -38,11 +38,9 @@ recorded from events only go up per attribute set, whatever the ranks do.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import heapq
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 try:
     from opentelemetry import metrics
@@ -56,14 +54,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from . import (
     Closed,
     Dequeued,
-    HostStats,
     PoolConnector,
     PoolEvent,
     PoolKey,
-    PoolStats,
     Released,
     __version__,
 )
+from ._exporting import busiest, snapshot_on_loop
 
 __all__ = ["Instrumentation", "instrument"]
 
@@ -72,7 +69,6 @@ OVERFLOW: Attributes = {"otel.metric.overflow": True}
 # The semantic conventions' advice for http.client.connection.duration.
 _DURATION_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 _QUEUE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-_HOP_TIMEOUT = 10.0  # seconds a collection from another thread waits for the loop
 
 
 def _server(key: PoolKey) -> Attributes:
@@ -81,12 +77,6 @@ def _server(key: PoolKey) -> Attributes:
         "server.port": key.port,
         "url.scheme": "https" if key.ssl else "http",
     }
-
-
-def _busiest(hosts: Mapping[PoolKey, HostStats], n: int) -> list[PoolKey]:
-    """The ``n`` hosts with most requests, ties broken by key."""
-    ranked = heapq.nsmallest(n, hosts.items(), key=lambda kv: (-kv[1].requests, kv[0]))
-    return [key for key, _ in ranked]
 
 
 class _Admitted:
@@ -112,30 +102,6 @@ class _Admitted:
                     return dict(OVERFLOW)
                 self._hosts.add(key)
         return _server(key)
-
-
-def _snapshot(
-    connector: PoolConnector, loop: asyncio.AbstractEventLoop | None
-) -> PoolStats:
-    """``connector.stats()``, taken on the connector's loop: a periodic reader
-    collects from its own thread, and the pool is not thread-safe."""
-    if loop is not None and loop.is_running():
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is not loop:
-            done: concurrent.futures.Future[PoolStats] = concurrent.futures.Future()
-
-            def take() -> None:
-                try:
-                    done.set_result(connector.stats())
-                except BaseException as exc:  # handed to the collecting thread
-                    done.set_exception(exc)
-
-            loop.call_soon_threadsafe(take)
-            return done.result(timeout=_HOP_TIMEOUT)
-    return connector.stats()
 
 
 class Instrumentation:
@@ -233,8 +199,8 @@ class Instrumentation:
         connector = self._connector()
         if self._closed or connector is None:
             return []
-        snap = _snapshot(connector, self._loop)
-        top = _busiest(snap.hosts, self._max_hosts)
+        snap = snapshot_on_loop(connector, self._loop)
+        top = busiest(snap.hosts, self._max_hosts)
         self._admitted.refresh(top)
         found: list[Observation] = []
         for field, extra in figures:

@@ -56,8 +56,6 @@ scrape takes its snapshot on the connector's event loop.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import heapq
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +75,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from . import CLOSE_REASONS, RELEASE_HOWS, HostStats, PoolConnector, PoolKey, PoolStats
+from ._exporting import busiest, snapshot_on_loop
 
 __all__ = ["OTHER", "PoolCollector", "register", "unregister"]
 
@@ -112,7 +111,6 @@ _HELP = {
     "hold_time": "Time from acquiring a connection to releasing it.",
     "lifetime": "Time from opening a connection to closing it.",
 }
-_HOP_TIMEOUT = 10.0  # seconds a scrape from another thread waits for the loop
 
 
 def _row(s: HostStats | PoolStats) -> list[float]:
@@ -166,41 +164,6 @@ class _Attribution:
         for key in [k for k in self.rows if k is not None and k not in snap.hosts]:
             del self.rows[key]  # the pool forgot it: so do we
         self.prev = snap
-
-
-def _snapshot(
-    connector: PoolConnector, loop: asyncio.AbstractEventLoop | None
-) -> PoolStats:
-    """``connector.stats()``, taken on the connector's loop.
-
-    The pool is not thread-safe: a scrape from another thread (a metrics HTTP
-    server thread) hands the snapshot to the loop and waits for it.
-    """
-    if loop is not None and loop.is_running():
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is not loop:
-            done: concurrent.futures.Future[PoolStats] = concurrent.futures.Future()
-
-            def take() -> None:
-                try:
-                    done.set_result(connector.stats())
-                except BaseException as exc:  # handed to the scraping thread
-                    done.set_exception(exc)
-
-            loop.call_soon_threadsafe(take)
-            return done.result(timeout=_HOP_TIMEOUT)
-    return connector.stats()
-
-
-def _busiest(hosts: Mapping[PoolKey, HostStats], n: int) -> list[PoolKey]:
-    """The ``n`` hosts with most requests, ties broken by key (stable ranks)."""
-    if len(hosts) <= n:
-        return sorted(hosts, key=lambda k: (-hosts[k].requests, k))
-    ranked = heapq.nsmallest(n, hosts.items(), key=lambda kv: (-kv[1].requests, kv[0]))
-    return [key for key, _ in ranked]
 
 
 def _host_labels(key: PoolKey | None) -> list[str]:
@@ -275,7 +238,7 @@ class PoolCollector:
             connector = ref()
             if connector is None:
                 continue
-            snap = _snapshot(connector, self._loop)
+            snap = snapshot_on_loop(connector, self._loop)
             self._add(families, name, snap, attribution)
         return iter(families.values())
 
@@ -316,7 +279,7 @@ class PoolCollector:
         attribution: _Attribution,
     ) -> None:
         const = [name] if name is not None else []
-        top = _busiest(snap.hosts, self.max_hosts)
+        top = busiest(snap.hosts, self.max_hosts)
         attribution.advance(snap, top)
         # Pool totals.
         for g in _GAUGES:
