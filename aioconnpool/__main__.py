@@ -235,9 +235,7 @@ async def run_crawl(
     )
     timeout = aiohttp.ClientTimeout(total=options.timeout)
     reuse = SocketReuse(connector)
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, trace_configs=[reuse.trace_config()]
-    ) as session:
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         # Round robin over the URLs, so repeats of one host are spread out.
         jobs: list[Callable[[], Awaitable[Outcome]]] = [
             _job(session, url)

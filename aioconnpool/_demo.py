@@ -29,13 +29,13 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Generic, TextIO, TypeVar
 
 import aiohttp
 from aiohttp import web
 
 from ._connector import PoolConnector
+from ._events import Closed, PoolEvent
 from ._keys import PoolKey
 from ._render import Block, Label, LiveView, emit, pool_blocks, reuse_table
 from ._stats import PoolStats
@@ -158,69 +158,44 @@ async def _fetch(session: aiohttp.ClientSession, url: str, job: Job) -> Outcome:
 
 
 class SocketReuse:
-    """Requests served by each local socket, as far as the pool lets us see.
+    """Requests served by each socket, exactly.
 
-    The only source today is :meth:`sample`: ``connector.connections()``
-    lists live sockets with the requests each has served so far (counted
-    when acquired), and the highest count seen per socket is kept. It is
-    called on every tick of :func:`watch`, at the end before closing, and,
-    through :meth:`trace_config`, each time a request's headers are sent: the
-    socket carrying it is alive then, so every socket that carried a request
-    is seen with its final count. That per-request sample costs O(open
-    sockets), so it is skipped while more than ``per_request_max`` are open,
-    and sockets opened and closed between two ticks are then missed. (Close
-    events would see every socket at no cost; only this class would change.)
+    Sockets the pool closed are reported by its ``Closed`` events (with the
+    requests each served); those still open are read from
+    ``connector.connections()`` by :meth:`sample`. Only the events up to the
+    last sample count, so a final sample taken before the connector closes
+    sees every socket exactly once.
     """
 
-    def __init__(
-        self, connector: PoolConnector, *, per_request_max: int = 1000
-    ) -> None:
+    def __init__(self, connector: PoolConnector) -> None:
         self._connector = connector
-        self._per_request_max = per_request_max
-        # Keyed by (pool key, local address): the kernel does not hand the
-        # same local port out again within a crawl of seconds, so this names
-        # one socket.
-        self._served: dict[tuple[PoolKey, tuple[object, ...]], int] = {}
-        self._last_open = 0
+        self._closed: list[tuple[PoolKey, int]] = []
+        self._counted = 0  # closed sockets up to the last sample
+        self._live: list[tuple[PoolKey, int]] = []
         self.samples = 0
+        connector.add_listener(self._on_event)
 
-    @property
-    def source(self) -> str:
-        return (
-            "connector.connections(), sampled each time a request was sent "
-            f"(while at most {self._per_request_max} sockets were open), every "
-            f"{TICK} s and at the end"
-        )
+    source = (
+        "the pool's Closed events (sockets it closed) and connector.connections() "
+        "(sockets still open)"
+    )
+
+    def _on_event(self, event: PoolEvent) -> None:
+        if isinstance(event, Closed) and event.requests:
+            self._closed.append((event.key, event.requests))
 
     def sample(self) -> None:
+        """Note the open sockets now; the last call before closing counts."""
         self.samples += 1
-        open_sockets = 0
-        for conn in self._connector.connections():
-            if conn.local is None:
-                continue  # still connecting: no socket yet
-            open_sockets += 1
-            sock = (conn.key, conn.local)
-            if conn.requests > self._served.get(sock, 0):
-                self._served[sock] = conn.requests
-        self._last_open = open_sockets
-
-    def trace_config(self) -> aiohttp.TraceConfig:
-        """For ``ClientSession(trace_configs=[...])``: sample as requests go out."""
-
-        async def on_headers_sent(
-            session: aiohttp.ClientSession,
-            context: SimpleNamespace,
-            params: aiohttp.TraceRequestHeadersSentParams,
-        ) -> None:
-            if self._last_open <= self._per_request_max:
-                self.sample()
-
-        config = aiohttp.TraceConfig()
-        config.on_request_headers_sent.append(on_headers_sent)
-        return config
+        self._counted = len(self._closed)
+        self._live = [
+            (info.key, info.requests)
+            for info in self._connector.connections()
+            if info.local is not None  # still connecting: no socket yet
+        ]
 
     def per_socket(self) -> list[tuple[PoolKey, int]]:
-        return [(key, n) for (key, _), n in self._served.items()]
+        return self._closed[: self._counted] + self._live
 
 
 def reuse_blocks(reuse: SocketReuse, stats: PoolStats, label: Label) -> list[Block]:
@@ -232,7 +207,7 @@ def reuse_blocks(reuse: SocketReuse, stats: PoolStats, label: Label) -> list[Blo
     note = (
         f"seen: {len(per_socket)} of the {stats.created} sockets opened, serving "
         f"{seen} of the {stats.created + stats.reused} acquisitions; source: "
-        f"{reuse.source} ({reuse.samples} samples)."
+        f"{reuse.source}."
     )
     return [
         reuse_table(per_socket, label=label, title=title),
@@ -351,9 +326,7 @@ async def crawl(options: DemoOptions, console: Console | None = None) -> DemoRes
                 limit=LIMIT, limit_per_host=LIMIT_PER_HOST, resolver=resolver
             )
             reuse = SocketReuse(connector)
-            async with aiohttp.ClientSession(
-                connector=connector, trace_configs=[reuse.trace_config()]
-            ) as session:
+            async with aiohttp.ClientSession(connector=connector) as session:
                 jobs = [
                     _job(session, f"http://{job.host}:{port}/item/{i}", job)
                     for i, job in enumerate(plan_jobs(options.requests, options.seed))
