@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck demo bench soak tox clean
+.PHONY: install test lint typecheck demo bench soak docs tox clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py
+
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict --site-dir site
 
 soak: $(STAMP)
 	$(PY) bench/soak.py
