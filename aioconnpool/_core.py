@@ -67,11 +67,13 @@ from __future__ import annotations
 
 import itertools
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, Generic, TypeVar
 
 from . import _events as ev
 from ._counters import Counters
+from ._histogram import BOUNDS, BUCKETS
 from ._history import KeyHistory
 from ._idle import IdleStore
 from ._ready import ReadyQueue
@@ -656,8 +658,10 @@ class PoolCore(Generic[K, C, G]):
 
     def _count_release(self, ks: KeyState, how: str, now: float, since: float) -> None:
         """An acquisition (held since ``since``) ended ``how``."""
-        ks.counters.bump_released(how)
-        self._totals.bump_released(how)
+        released = ks.counters.released
+        released[how] = released.get(how, 0) + 1
+        released = self._totals.released
+        released[how] = released.get(how, 0) + 1
         self._observe(ks, HOLD, now - since)
         if self._events is not None:
             self._events.append(ev.Released(self._ekey(ks.key), now, how, now - since))
@@ -679,8 +683,14 @@ class PoolCore(Generic[K, C, G]):
         return self._group(key)  # type: ignore[arg-type]
 
     def _observe(self, ks: KeyState, which: int, seconds: float) -> None:
-        ks.counters.timings.observe(which, seconds)
-        self._totals.timings.observe(which, seconds)
+        # One bucket lookup for the key and the totals (a hot path).
+        i = which * BUCKETS + bisect_left(BOUNDS, seconds)
+        t = ks.counters.timings
+        t.counts[i] += 1
+        t.sums[which] += seconds
+        t = self._totals.timings
+        t.counts[i] += 1
+        t.sums[which] += seconds
 
     def _slot_freed(
         self, ks: KeyState, closes: list[Closing], now: float | None = None

@@ -12,7 +12,7 @@ import math
 from bisect import bisect_left
 from dataclasses import dataclass
 
-__all__ = ["BOUNDS", "DURATIONS", "Histogram", "Timings"]
+__all__ = ["BOUNDS", "BUCKETS", "DURATIONS", "Histogram", "Timings", "bucket_of"]
 
 BOUNDS: tuple[float, ...] = (
     0.001,
@@ -40,40 +40,51 @@ DURATIONS: tuple[str, ...] = ("wait_time", "connect_time", "hold_time", "lifetim
 opening, acquisition to release, and connection creation to close."""
 
 
-class Timings:
-    """The mutable histograms of one key (or of the totals)."""
+BUCKETS = len(BOUNDS)
 
-    __slots__ = ("_counts", "_sums")
+
+def bucket_of(which: int, seconds: float) -> int:
+    """The index in ``Timings.counts`` of ``seconds`` in histogram ``which``."""
+    return which * BUCKETS + bisect_left(BOUNDS, seconds)
+
+
+class Timings:
+    """The mutable histograms of one key (or of the totals).
+
+    ``counts`` is one flat list: histogram ``i``'s buckets are at
+    ``[i * BUCKETS, (i + 1) * BUCKETS)``. The core increments it in place
+    (through :func:`bucket_of`), for the key and the totals with one lookup.
+    """
+
+    __slots__ = ("counts", "sums")
 
     def __init__(self) -> None:
-        # One flat list of counts: histogram i's buckets at [i*n, (i+1)*n).
-        self._counts = [0] * (len(DURATIONS) * len(BOUNDS))
-        self._sums = [0.0] * len(DURATIONS)
+        self.counts = [0] * (len(DURATIONS) * BUCKETS)
+        self.sums = [0.0] * len(DURATIONS)
 
     def observe(self, which: int, seconds: float) -> None:
         """Record ``seconds`` in histogram number ``which`` (see DURATIONS)."""
-        self._counts[which * len(BOUNDS) + bisect_left(BOUNDS, seconds)] += 1
-        self._sums[which] += seconds
+        self.counts[bucket_of(which, seconds)] += 1
+        self.sums[which] += seconds
 
     def add(self, other: Timings) -> None:
-        counts = self._counts
-        for i, n in enumerate(other._counts):
+        counts = self.counts
+        for i, n in enumerate(other.counts):
             if n:
                 counts[i] += n
-        for i, s in enumerate(other._sums):
-            self._sums[i] += s
+        for i, s in enumerate(other.sums):
+            self.sums[i] += s
 
     def snapshot(self, which: int) -> Histogram:
-        n = len(BOUNDS)
-        counts = tuple(self._counts[which * n : (which + 1) * n])
-        return Histogram(BOUNDS, counts, sum(counts), self._sums[which])
+        counts = tuple(self.counts[which * BUCKETS : (which + 1) * BUCKETS])
+        return Histogram(BOUNDS, counts, sum(counts), self.sums[which])
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Timings):
             return NotImplemented
-        return self._counts == other._counts and all(
+        return self.counts == other.counts and all(
             math.isclose(a, b, abs_tol=1e-9)
-            for a, b in zip(self._sums, other._sums, strict=True)
+            for a, b in zip(self.sums, other.sums, strict=True)
         )
 
     __hash__ = None  # type: ignore[assignment]

@@ -48,6 +48,7 @@ class IdleStore:
         "_max_requests",
         "_max_total",
         "_order",
+        "_retiring",
     )
 
     def __init__(
@@ -70,6 +71,9 @@ class IdleStore:
         self._max_total = max_total
         self._max_keys = max_keys
         self._lifo = lifo
+        # Whether connections retire by age or use at all: spares the hot
+        # path a call when they don't.
+        self._retiring = max_age is not None or max_requests is not None
         # All idle connections, oldest first: idle_since never decreases in
         # insertion order, so expiry pops from the front and stops early.
         self._order: OrderedDict[Hashable, ConnRecord] = OrderedDict()
@@ -91,7 +95,7 @@ class IdleStore:
 
     def put(self, ks: KeyState, rec: ConnRecord, now: float, closes: Closings) -> None:
         """``rec`` (of ``ks``) was released keep-alive: keep it, or close it."""
-        reason = self._retire_reason(rec, now)
+        reason = self._retire_reason(rec, now) if self._retiring else None
         if (
             reason is None
             and self._max_per_key is not None
@@ -131,16 +135,18 @@ class IdleStore:
             if keepalive is not None and now - rec.idle_since >= keepalive:
                 closes.append((rec, "expired"))
                 continue
-            reason = self._retire_reason(rec, now)
+            reason = self._retire_reason(rec, now) if self._retiring else None
             if reason is None and not self._is_alive(handle):
                 reason = "server"
             if reason is not None:
                 closes.append((rec, reason))
                 continue
             rec.state = ACQUIRED
-            self._touch(ks)
+            if self._max_keys is not None:
+                self._touch(ks)
             return rec
-        self._touch(ks)
+        if self._max_keys is not None:
+            self._touch(ks)
         return None
 
     def remove(self, rec: ConnRecord) -> None:
@@ -182,8 +188,6 @@ class IdleStore:
 
     def _touch(self, ks: KeyState) -> None:
         """``ks`` was just used: move it to the recent end of the LRU order."""
-        if self._max_keys is None:
-            return
         if ks.idle:
             self._keys[ks] = None
             self._keys.move_to_end(ks)
