@@ -15,6 +15,8 @@ from aiohttp import client_reqrep
 
 __all__ = [
     "AIOHTTP_VERSION",
+    "PAYLOAD_ATTR",
+    "SHOULD_CLOSE_ATTR",
     "SUPPORTED_RANGE",
     "caller_stop_marker",
     "check_aiohttp_version",
@@ -55,14 +57,23 @@ caller_stop_marker: object = getattr(
 )
 
 
+PAYLOAD_ATTR = "_payload"
+"""The attribute of ``ResponseHandler`` holding the current body stream."""
+
+
 def payload_of(protocol: Any) -> Any:
     """The body stream of the response currently on ``protocol`` (or None)."""
-    return getattr(protocol, "_payload", None)
+    return getattr(protocol, PAYLOAD_ATTR, None)
+
+
+SHOULD_CLOSE_ATTR = "_should_close"
+"""The attribute of ``ResponseHandler`` set when the response said
+``Connection: close`` (or was HTTP/1.0 without keep-alive)."""
 
 
 def server_asked_close(protocol: Any) -> bool:
     """The response said ``Connection: close`` (or was HTTP/1.0 without keep-alive)."""
-    return bool(getattr(protocol, "_should_close", False))
+    return bool(getattr(protocol, SHOULD_CLOSE_ATTR, False))
 
 
 def update_proxy_headers(connector: Any, req: Any) -> None:

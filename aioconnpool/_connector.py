@@ -13,6 +13,7 @@ import asyncio
 import functools
 import logging
 import math
+import time
 import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Hashable, Mapping
@@ -83,6 +84,15 @@ def _granted_conn(ticket: Ticket) -> Hashable | None:
 
 def _how_failed(exc: BaseException) -> str:
     return "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+
+
+def _clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """The loop's clock, for the core. The default loop's ``time()`` is
+    ``time.monotonic()``: read that directly, a call less per event; other
+    loops (uvloop caches its time) keep their own."""
+    if type(loop).time is asyncio.BaseEventLoop.time:
+        return time.monotonic
+    return loop.time
 
 
 def _run_expiry(ref: weakref.ref[PoolConnector]) -> None:
@@ -174,7 +184,7 @@ class PoolConnector(TCPConnector):
             group=pool_key_of,
             keepalive_timeout=None if self._force_close else self._keepalive_timeout,
             is_alive=ResponseHandler.is_connected,  # type: ignore[arg-type]
-            clock=self._loop.time,
+            clock=_clock_of(self._loop),
             history=options.stats_history,
             max_age=options.max_connection_age,
             max_requests=options.max_requests_per_connection,
@@ -291,10 +301,13 @@ class PoolConnector(TCPConnector):
         self, req: ClientRequest, traces: list[Trace], timeout: ClientTimeout
     ) -> Connection:
         """Get a connection for ``req``: reuse, wait for a slot, or open one."""
-        key = req.connection_key
+        key = req.connection_key  # a property that builds a new tuple: once
         ticket, decision = self._core.arrive(key, block=self._options.block)
-        self._carry_out(decision)
-        if _granted_conn(ticket) is not None:
+        if decision is not NOTHING or self._pending_events:
+            self._carry_out(decision)
+        if ticket.conn is not None:
+            if not traces:  # the common case, without a coroutine of its own
+                return self._take_granted(ticket, req, key)
             return await self._hand_over(ticket, req, traces)
         if ticket.state == CLOSED:
             raise PoolClosedError("Connector is closed.")
@@ -313,7 +326,7 @@ class PoolConnector(TCPConnector):
             proto = await self._open(ticket, req, traces, timeout)
         if self._leaks is not None:
             self._leaks.acquired(proto, pool_key_of(key))
-        return PoolConnection(self, req.connection_key, proto, self._loop)
+        return PoolConnection(self, key, proto, self._loop)
 
     def _release(
         self,
@@ -368,8 +381,8 @@ class PoolConnector(TCPConnector):
     async def _hand_over(
         self, ticket: Ticket, req: ClientRequest, traces: list[Trace]
     ) -> Connection:
-        """Give the idle connection granted to ``ticket`` to its request."""
-        proto = ticket.conn
+        """Give the idle connection granted to ``ticket`` to its request,
+        once the reuse traces have been sent."""
         try:
             for trace in traces:
                 await trace.send_connection_reuseconn()
@@ -377,15 +390,23 @@ class PoolConnector(TCPConnector):
             # aiohttp forgets the socket here; we put it back in the pool.
             self._carry_out(self._core.abandon(ticket, _how_failed(exc)))
             raise
+        return self._take_granted(ticket, req, req.connection_key)
+
+    def _take_granted(
+        self, ticket: Ticket, req: ClientRequest, key: ConnectionKey
+    ) -> Connection:
+        """The request takes the idle connection granted to ``ticket``."""
+        proto = ticket.conn
         if not self._core.handed_over(ticket):
             # The pool closed while this task was on its way here.
             raise PoolClosedError("Connector is closed.")
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("Reusing connection to %s", pool_key_of(ticket.key))
+            log.debug("Reusing connection to %s", pool_key_of(key))
         if self._leaks is not None:
-            self._leaks.acquired(proto, pool_key_of(ticket.key))
-        _compat.update_proxy_headers(self, req)
-        return PoolConnection(self, req.connection_key, proto, self._loop)  # type: ignore[arg-type]
+            self._leaks.acquired(proto, pool_key_of(key))
+        if req.proxy is not None:
+            _compat.update_proxy_headers(self, req)
+        return PoolConnection(self, key, proto, self._loop)  # type: ignore[arg-type]
 
     async def _wait(self, ticket: Ticket, traces: list[Trace]) -> None:
         """Wait in the queue until the core grants ``ticket`` a slot."""
@@ -481,7 +502,10 @@ class PoolConnector(TCPConnector):
             # Not ours to pool (a proxy tunnel), or closed with the connector.
             protocol.close()
             return
-        self._carry_out(decision)
+        if decision is not NOTHING or self._pending_events:
+            self._carry_out(decision)
+        elif self._expiry_handle is None and reason is None:
+            self._arm_expiry()  # kept idle: its keep-alive must be timed
 
     def _on_lost(self, protocol: PoolProtocol) -> None:
         self._carry_out(self._core.conn_lost(protocol))

@@ -198,7 +198,11 @@ class PoolCore(Generic[K, C, G]):
             ticket.state = CLOSED
             self._retire_if_empty(ks)
             return ticket, NOTHING
-        if not ks.waiters and self._has_room(ks):
+        limit = self._limit
+        if not ks.waiters and (
+            (limit is None or self._acquired + self._connecting < limit)
+            and (ks.limit is None or ks.acquired + len(ks.connecting) < ks.limit)
+        ):
             closes: list[Closing] = []
             self._grant(ks, ticket, closes, now)
             return ticket, Decision((), closes) if closes else NOTHING
@@ -341,7 +345,14 @@ class PoolCore(Generic[K, C, G]):
         self._acquired -= 1
         closes: list[Closing] = []
         if close_reason is None:
-            self._keep(ks, rec, closes, now)
+            dropped: list[tuple[ConnRecord, str]] = []
+            self._idle.put(ks, rec, now, dropped)
+            if dropped:
+                self._settle_closings(dropped, closes, now)
+            elif not ks.waiters and not self._ready:
+                # The common case, kept idle with nobody waiting: the key
+                # holds that connection (no retiring) and nobody can be woken.
+                return NOTHING
         else:
             del self._conns[conn]
             self._count_close(ks, close_reason, now, rec.created_at, rec.served)
@@ -583,7 +594,12 @@ class PoolCore(Generic[K, C, G]):
         is left, else permission to connect."""
         ticket.state = GRANTED
         ticket.granted_at = now
-        self._observe(ks, WAIT, now - ticket.since)
+        waited = now - ticket.since
+        if waited:
+            self._observe(ks, WAIT, waited)
+        else:  # served at once (most requests): the first bucket, no search
+            ks.counters.timings.counts[WAIT * BUCKETS] += 1
+            self._totals.timings.counts[WAIT * BUCKETS] += 1
         rec = None
         dropped: list[tuple[ConnRecord, str]] = []
         if ks.idle:
@@ -658,11 +674,15 @@ class PoolCore(Generic[K, C, G]):
 
     def _count_release(self, ks: KeyState, how: str, now: float, since: float) -> None:
         """An acquisition (held since ``since``) ended ``how``."""
-        released = ks.counters.released
-        released[how] = released.get(how, 0) + 1
-        released = self._totals.released
-        released[how] = released.get(how, 0) + 1
-        self._observe(ks, HOLD, now - since)
+        counters, totals = ks.counters, self._totals
+        counters.released[how] = counters.released.get(how, 0) + 1
+        totals.released[how] = totals.released.get(how, 0) + 1
+        held = now - since
+        i = HOLD * BUCKETS + bisect_left(BOUNDS, held)  # inline: a hot path
+        counters.timings.counts[i] += 1
+        counters.timings.sums[HOLD] += held
+        totals.timings.counts[i] += 1
+        totals.timings.sums[HOLD] += held
         if self._events is not None:
             self._events.append(ev.Released(self._ekey(ks.key), now, how, now - since))
 

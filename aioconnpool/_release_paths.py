@@ -20,7 +20,7 @@ import asyncio
 import sys
 from typing import Any
 
-from ._compat import caller_stop_marker, payload_of, server_asked_close
+from ._compat import PAYLOAD_ATTR, SHOULD_CLOSE_ATTR, caller_stop_marker
 
 __all__ = ["classify_release"]
 
@@ -35,13 +35,13 @@ def classify_release(
     """
     if not explicit:
         return "gc", "gc"
-    in_flight = sys.exc_info()[1]
-    payload = payload_of(protocol)
+    payload = getattr(protocol, PAYLOAD_ATTR, None)
     stream_error = payload.exception() if payload is not None else None
     failed = protocol.exception() is not None or (
         stream_error is not None and stream_error is not caller_stop_marker
     )
     if closing:
+        in_flight = sys.exc_info()[1]
         if isinstance(in_flight, asyncio.CancelledError):
             return "cancelled", "cancelled"
         if in_flight is not None or failed:
@@ -59,7 +59,7 @@ def classify_release(
         return "release", "unread"
     if force_close:
         return "eof", "force_close"
-    if not protocol.is_connected() or server_asked_close(protocol):
+    if not protocol.is_connected() or getattr(protocol, SHOULD_CLOSE_ATTR, False):
         return "eof", "server"
     if protocol.upgraded:
         return "eof", "upgraded"
