@@ -16,14 +16,14 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m ruff check aioconnpool tests bench
-	$(PY) -m ruff format --check aioconnpool tests bench
+	$(PY) -m ruff check aioconnpool tests bench examples docs/_ext
+	$(PY) -m ruff format --check aioconnpool tests bench examples docs/_ext
 	$(PY) -m mypy
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check aioconnpool tests bench
-	$(PY) -m ruff format --check aioconnpool tests bench
+	$(PY) -m ruff check aioconnpool tests bench examples docs/_ext
+	$(PY) -m ruff format --check aioconnpool tests bench examples docs/_ext
 
 typecheck: $(STAMP)
 	$(PY) -m mypy

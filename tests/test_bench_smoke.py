@@ -1,19 +1,24 @@
-"""Smoke test of bench/core_scaling.py: it runs, and reports every scenario.
+"""Smoke tests of the benchmarks in bench/: they run, and report everything.
 
 No timing is asserted: the figures depend on the machine.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
+import io
 import json
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "core_scaling.py"
+BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
+BENCH = BENCH_DIR / "core_scaling.py"
 
 SCENARIOS = (
     "1. release with many keys waiting",
@@ -23,9 +28,14 @@ SCENARIOS = (
 )
 
 
-@pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("core_scaling", BENCH)
+def _load(name: str) -> ModuleType:
+    """Import ``bench/<name>.py`` (bench/ is no package; its scripts import
+    each other by plain name, so bench/ goes on sys.path)."""
+    if str(BENCH_DIR) not in sys.path:
+        sys.path.insert(0, str(BENCH_DIR))
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCH_DIR / f"{name}.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -36,6 +46,11 @@ def bench() -> ModuleType:
         del sys.modules[spec.name]
         raise
     return module
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    return _load("core_scaling")
 
 
 def test_tiny_run_reports_every_scenario(
@@ -64,3 +79,210 @@ def test_tiny_run_writes_json(
     # Every key drained in the memory scenario leaves no live key behind.
     assert all(row["live_keys_after_drain"] == 0 for row in data["memory"])
     assert not list(target.parent.glob("*.tmp"))
+
+
+# ------------------------------------------------------------ socket benchmarks
+
+SOCKET_SECTIONS = (
+    "1. hot host",
+    "2. crawler sweep",
+    "3. queued sweep",
+    "4. fairness",
+    "4a. burst",
+    "4b. sustained",
+    "targets (issue 4)",
+)
+SOCKET_CLIENTS = {
+    "hot": {"aiohttp", "aioconnpool", "httpx"},
+    "crawl": {"aiohttp", "aioconnpool"},
+    "queued": {"aiohttp", "aioconnpool", "httpx"},
+    "burst": {"aiohttp", "aioconnpool"},
+    "sustained": {"aiohttp", "aioconnpool"},
+}
+
+
+@pytest.fixture(scope="module")
+def sockets_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[str, dict[str, Any], Path]:
+    """One tiny run of bench/sockets.py (a few seconds), shared by the tests."""
+    sockets = _load("sockets")
+    target = tmp_path_factory.mktemp("results") / "sockets.json"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = sockets.main(["--tiny", "--output", str(target)])
+    assert code == 0, out.getvalue()
+    return out.getvalue(), json.loads(target.read_text(encoding="utf-8")), target
+
+
+def test_sockets_tiny_run_reports_every_section_and_row(
+    sockets_run: tuple[str, dict[str, Any], Path],
+) -> None:
+    out, data, _ = sockets_run
+    for title in SOCKET_SECTIONS:
+        assert title in out
+    cfg = data["config"]
+    rows = [f"N={cfg['hot_n']:,}", "floor", "burst", "sustained"]
+    rows += [f"K={k:,}" for k in cfg["crawl_keys"]]
+    rows += [f"N={n:,}" for n in cfg["queued_n"]]
+    for row in rows:
+        assert row in out
+    assert "FAILED" not in out
+    assert "skipped" not in out
+    for target in ("hot host", "crawl K=", "vs floor", "queued sweep"):
+        assert target in out
+    assert "results written" in out
+
+
+def test_sockets_tiny_run_writes_json(
+    sockets_run: tuple[str, dict[str, Any], Path],
+) -> None:
+    _, data, target = sockets_run
+    for field in (
+        "python",
+        "platform",
+        "cpu_count",
+        "date",
+        "command",
+        "versions",
+        "load_average",
+    ):
+        assert field in data
+    assert data["config"]["mode"] == "tiny"
+    sections = data["sections"]
+    assert set(sections) == set(SOCKET_CLIENTS)
+    assert [r["row"] for r in sections["crawl"]] == [
+        *(f"K={k:,}" for k in data["config"]["crawl_keys"]),
+        "floor",
+    ]
+    for name, rows in sections.items():
+        for row in rows:
+            assert set(row["clients"]) == SOCKET_CLIENTS[name]
+            assert row["ratio_ours_aiohttp"] is not None
+            for summary in row["clients"].values():
+                assert summary["status"] == "ok"
+                [run] = summary["runs"]  # --tiny: one run each
+                # Every request was answered, by the loopback server.
+                assert run["ok"] == run["requests"] > 0
+                assert run["errors"] == {}
+                assert summary["median_req_per_s"] > 0
+    # The fairness runs timed the wait of every request, on both connectors.
+    for name in ("burst", "sustained"):
+        for summary in sections[name][0]["clients"].values():
+            [run] = summary["runs"]
+            wait = run["wait"]
+            assert wait["all"]["count"] == run["requests"]
+            assert (
+                wait["big host"]["count"] + wait["small hosts"]["count"]
+                == (run["requests"])
+            )
+    # aioconnpool's own stats agree with the number of requests made.
+    crawl_ours = sections["crawl"][0]["clients"]["aioconnpool"]["runs"][0]
+    assert crawl_ours["pool"]["requests"] == crawl_ours["requests"]
+    assert [t["target"] for t in data["targets"]][:1] == ["hot host"]
+    assert not list(target.parent.glob("*.tmp"))
+
+
+def test_sockets_budget_skips_larger_sizes() -> None:
+    """A client over budget is stopped and skips the larger N; others go on."""
+    sockets = _load("sockets")
+    workloads = _load("socket_workloads")
+    cfg = sockets.TINY
+    cells = sockets.plan(cfg, port=1)
+    calls: list[tuple[str, str, int]] = []
+
+    def run(spec: Any) -> dict[str, Any]:
+        calls.append((spec.workload, spec.client, spec.n))
+        if spec.workload == "queued" and spec.client == "httpx":
+            return {"status": "over_budget", "budget_s": 1.0, "done": 3}
+        return {
+            "status": "ok",
+            "requests": spec.n,
+            "ok": spec.n,
+            "errors": {},
+            "req_per_s": 1.0,
+            "server_cpu_share": 0.0,
+        }
+
+    sockets.execute(cells, 2, lambda msg: None, run)
+    small, large = cfg.queued_n
+    httpx_queued = [c for c in calls if c[:2] == ("queued", "httpx")]
+    assert httpx_queued == [("queued", "httpx", small)]
+    assert calls.count(("queued", "aiohttp", large)) == 2
+    sections = sockets.build_results(cells)
+    texts = [sockets._rate_text(row["clients"]["httpx"]) for row in sections["queued"]]
+    assert texts[0] == f"skipped: >1 s, 3/{small:,} done"
+    assert texts[1].startswith("skipped (")
+    assert isinstance(workloads.Spec.from_json(cells[0].spec.to_json()), workloads.Spec)
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    workloads = _load("socket_workloads")
+    values = [i / 1000 for i in range(1, 101)]  # 1..100 ms
+    stats = workloads.percentiles(values)
+    assert stats == {"count": 100, "p50_ms": 50.0, "p99_ms": 99.0, "max_ms": 100.0}
+    assert workloads.percentiles([])["count"] == 0
+
+
+async def _exchange(port: int, request: bytes) -> tuple[bytes, bool]:
+    """Send ``request`` up to twice on one connection (stopping at an answer
+    with ``Connection: close``); the answers, and whether the server closed
+    the connection after them."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        answers = b""
+        for _ in range(2):
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            answers += head + await reader.readexactly(length)
+            if b"connection: close" in head.lower():
+                break
+        closed = await reader.read() == b""
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    return answers, closed
+
+
+def test_loopback_server_keep_alive_and_close() -> None:
+    server_mod = _load("loopback_server")
+
+    async def scenario(port: int) -> None:
+        get = b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"
+        post = b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nhello"
+        close = b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"
+        for request in (get, post):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            for _ in range(2):  # keep-alive: two answers on one connection
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200 OK")
+                assert b"connection: close" not in head.lower()
+                assert await reader.readexactly(2) == b"ok"
+            writer.close()
+            await writer.wait_closed()
+        answers, closed = await _exchange(port, close)
+        assert answers.count(b"HTTP/1.1 200 OK") == 1
+        assert closed
+        info = await server_mod.server_info(port)
+        assert info["requests"] == 6  # 2 GET, 2 POST, 1 close, this one
+        for _ in range(100):  # the server sees our closes in its own time
+            if info["open"] == 1:  # only the info request's own connection
+                break
+            await asyncio.sleep(0.01)
+            info = await server_mod.server_info(port)
+        assert info["open"] == 1
+
+    with server_mod.ServerProcess() as server:
+        assert server.port > 0
+        asyncio.run(scenario(server.port))
+
+
+def test_run_all_tiny(capsys: pytest.CaptureFixture[str]) -> None:
+    run_all = _load("run_all")
+    assert run_all.main(["--tiny", "--no-write"]) == 0
+    out = capsys.readouterr().out
+    for name in run_all.SCRIPTS:
+        assert f"{name}: exit 0" in out

@@ -1,0 +1,424 @@
+"""One measured run of a socket benchmark, in a process of its own.
+
+``bench/sockets.py`` starts this script once per run, with the run described
+as JSON on the command line, and reads one JSON line back from stdout. A
+fresh interpreter per run means no client inherits another's heap, sockets or
+caches, and a run that goes over its time budget can be stopped at once:
+at the budget the script prints what it completed and exits without
+unwinding (cancelling 50,000 queued httpx requests is itself quadratic).
+
+Clients: ``aiohttp`` (``TCPConnector``), ``aioconnpool`` (``PoolConnector``),
+``httpx`` (``AsyncClient``). Workloads:
+
+* ``hot`` -- ``concurrency`` workers loop over one keep-alive host until ``n``
+  requests are done; timed after a warm-up that opens the connections;
+* ``crawl`` -- ``n`` requests issued at once over ``keys`` host names
+  ``h{i}.test`` (request ``i`` goes to host ``i % keys``), fresh connector;
+* ``queued`` -- ``n`` requests issued at once to one host, fresh connector;
+* ``burst`` (fairness) -- ``big`` requests to one host and ``per_small``
+  requests to each of ``small_hosts`` hosts, issued at once in a shuffled
+  order;
+* ``sustained`` (fairness) -- ``concurrency`` workers loop until ``n``
+  requests are done: ``big_workers`` of them on one host, the others each
+  time on a random one of ``small_hosts`` hosts, so the queue stays long
+  with one host holding many waiters and many hosts a few each.
+
+The fairness workloads record each request's wait for a connection, from
+``on_request_start`` to ``on_connection_create_end`` or
+``on_connection_reuseconn`` (so the wait for a new connection includes
+opening it), per group: the big host, the small hosts, all.
+
+Usage (normally only by ``bench/sockets.py``; with ``"port": 0`` it starts
+a loopback server of its own, handy with ``--profile``)::
+
+    .venv/bin/python bench/socket_workloads.py [--profile OUT.prof] \\
+        '{"workload": "crawl", "client": "aioconnpool", "port": 0,
+          "n": 20000, "keys": 20000, "limit_per_host": 2}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import gc
+import json
+import os
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+from loopback_server import HOST, ServerProcess, raise_fd_limit, server_info
+
+from aioconnpool import PoolConnector
+from aioconnpool.testing import LoopbackResolver
+
+CLIENTS = ("aiohttp", "aioconnpool", "httpx")
+WORKLOADS = ("hot", "crawl", "queued", "burst", "sustained")
+FAIRNESS = ("burst", "sustained")
+BIG_HOST = "big.test"
+
+Fetch = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one run does; sent to the child process as JSON."""
+
+    workload: str
+    client: str
+    port: int
+    n: int = 0
+    keys: int = 1
+    concurrency: int = 100
+    limit: int = 100
+    limit_per_host: int = 0
+    force_close: bool = False
+    big: int = 0
+    big_workers: int = 0
+    small_hosts: int = 0
+    per_small: int = 0
+    seed: int = 1
+    budget_s: float = 60.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Spec:
+        return cls(**json.loads(text))
+
+
+@dataclass
+class Tally:
+    """What the requests of a run came to."""
+
+    done: int = 0
+    ok: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+class BadStatus(Exception):
+    pass
+
+
+# ------------------------------------------------------------------ clients
+
+
+@dataclass
+class Client:
+    fetch: Fetch
+    pool: Callable[[], dict[str, int]] = dict
+
+
+def _connector(spec: Spec) -> aiohttp.TCPConnector:
+    # The same keywords for both connectors; aiohttp's DNS cache is left at
+    # its defaults (use_dns_cache=True, ttl_dns_cache=10) for both.
+    kwargs: dict[str, Any] = {
+        "limit": spec.limit,
+        "limit_per_host": spec.limit_per_host,
+        "force_close": spec.force_close,
+        "resolver": LoopbackResolver(suffix=".test"),
+    }
+    if spec.client == "aioconnpool":
+        return PoolConnector(**kwargs)
+    return aiohttp.TCPConnector(**kwargs)
+
+
+@asynccontextmanager
+async def open_client(
+    spec: Spec, trace_configs: Sequence[aiohttp.TraceConfig] = ()
+) -> AsyncIterator[Client]:
+    if spec.client == "httpx":
+        import httpx  # only here: the other clients' processes do without it
+
+        if spec.limit_per_host or spec.force_close or trace_configs:
+            raise ValueError("httpx has no per-host limit, force_close or traces")
+        limits = httpx.Limits(
+            max_connections=spec.limit, max_keepalive_connections=spec.limit
+        )
+        # No timeouts at all (the pool timeout would fail queued requests);
+        # the run's budget stops a run that takes too long.
+        async with httpx.AsyncClient(
+            limits=limits, timeout=httpx.Timeout(None)
+        ) as client:
+
+            async def fetch_httpx(url: str) -> None:
+                resp = await client.get(url)
+                if resp.status_code != 200:
+                    raise BadStatus(resp.status_code)
+
+            yield Client(fetch_httpx)
+        return
+    if spec.client not in ("aiohttp", "aioconnpool"):
+        raise ValueError(f"unknown client {spec.client!r}")
+    connector = _connector(spec)
+    async with aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None),
+        trace_configs=list(trace_configs) or None,
+    ) as session:
+
+        async def fetch_aiohttp(url: str) -> None:
+            async with session.get(url) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    raise BadStatus(resp.status)
+
+        def pool() -> dict[str, int]:
+            if not isinstance(connector, PoolConnector):
+                return {}
+            stats = connector.stats()
+            return {
+                "requests": stats.requests,
+                "created": stats.created,
+                "reused": stats.reused,
+                "idle_at_end": stats.idle,
+            }
+
+        yield Client(fetch_aiohttp, pool)
+
+
+async def _guarded(fetch: Fetch, url: str, tally: Tally) -> None:
+    try:
+        await fetch(url)
+    except Exception as exc:
+        tally.errors[type(exc).__name__] += 1
+    else:
+        tally.ok += 1
+    finally:
+        tally.done += 1
+
+
+# ---------------------------------------------------------------- workloads
+
+
+def _base(spec: Spec) -> str:
+    return f"http://{HOST}:{spec.port}/"
+
+
+async def _hot(
+    client: Client, spec: Spec, tally: Tally
+) -> Callable[[], Awaitable[Any]]:
+    url = _base(spec)
+    warm = Tally()
+    for _ in range(2):  # open the connections, then reuse them once
+        await asyncio.gather(
+            *(_guarded(client.fetch, url, warm) for _ in range(spec.concurrency))
+        )
+    if warm.errors:
+        raise RuntimeError(f"warm-up failed: {dict(warm.errors)}")
+    remaining = spec.n
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await _guarded(client.fetch, url, tally)
+
+    return lambda: asyncio.gather(*(worker() for _ in range(spec.concurrency)))
+
+
+def _issue_all(
+    client: Client, urls: Sequence[str], tally: Tally
+) -> Callable[[], Awaitable[Any]]:
+    return lambda: asyncio.gather(*(_guarded(client.fetch, u, tally) for u in urls))
+
+
+def _crawl_urls(spec: Spec) -> list[str]:
+    return [f"http://h{i % spec.keys}.test:{spec.port}/" for i in range(spec.n)]
+
+
+def _burst_urls(spec: Spec) -> list[str]:
+    urls = [f"http://{BIG_HOST}:{spec.port}/"] * spec.big
+    urls += [
+        f"http://h{j}.test:{spec.port}/"
+        for j in range(spec.small_hosts)
+        for _ in range(spec.per_small)
+    ]
+    random.Random(spec.seed).shuffle(urls)
+    return urls
+
+
+def _sustained(
+    client: Client, spec: Spec, tally: Tally
+) -> Callable[[], Awaitable[Any]]:
+    rng = random.Random(spec.seed)
+    big = f"http://{BIG_HOST}:{spec.port}/"
+    small = [f"http://h{j}.test:{spec.port}/" for j in range(spec.small_hosts)]
+    remaining = spec.n
+
+    async def worker(on_big: bool) -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            url = big if on_big else small[rng.randrange(len(small))]
+            await _guarded(client.fetch, url, tally)
+
+    return lambda: asyncio.gather(
+        *(worker(i < spec.big_workers) for i in range(spec.concurrency))
+    )
+
+
+class WaitTimes:
+    """Per-request wait for a connection, from aiohttp's trace signals."""
+
+    def __init__(self) -> None:
+        self.by_group: dict[str, list[float]] = {"big host": [], "small hosts": []}
+        self.config = aiohttp.TraceConfig()
+        self.config.on_request_start.append(self._start)
+        self.config.on_connection_create_end.append(self._got)
+        self.config.on_connection_reuseconn.append(self._got)
+        self.config.on_request_end.append(self._end)
+
+    async def _start(self, s: object, ctx: SimpleNamespace, params: Any) -> None:
+        ctx.t0 = time.perf_counter()
+        ctx.t1 = None
+        ctx.group = "big host" if params.url.host == BIG_HOST else "small hosts"
+
+    async def _got(self, s: object, ctx: SimpleNamespace, params: object) -> None:
+        if ctx.t1 is None:
+            ctx.t1 = time.perf_counter()
+
+    async def _end(self, s: object, ctx: SimpleNamespace, params: object) -> None:
+        if ctx.t1 is not None:
+            self.by_group[ctx.group].append(ctx.t1 - ctx.t0)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        groups = dict(self.by_group)
+        groups["all"] = [w for waits in self.by_group.values() for w in waits]
+        return {name: percentiles(waits) for name, waits in groups.items()}
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    """Nearest-rank p50 / p99 and the max, in milliseconds."""
+    if not values:
+        return {"count": 0, "p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
+    ordered = sorted(values)
+
+    def rank(q: float) -> float:
+        index = max(0, min(len(ordered) - 1, int(q * len(ordered) + 0.5) - 1))
+        return ordered[index] * 1e3
+
+    return {
+        "count": len(ordered),
+        "p50_ms": rank(0.50),
+        "p99_ms": rank(0.99),
+        "max_ms": ordered[-1] * 1e3,
+    }
+
+
+# --------------------------------------------------------------------- run
+
+
+async def measure(spec: Spec) -> dict[str, Any]:
+    """Run ``spec`` once; the timed part stops the process at the budget."""
+    tally = Tally()
+    waits = WaitTimes() if spec.workload in FAIRNESS else None
+    traces = [waits.config] if waits is not None else []
+    async with open_client(spec, traces) as client:
+        if spec.workload == "hot":
+            timed = await _hot(client, spec, tally)
+            total = spec.n
+        elif spec.workload == "crawl":
+            timed = _issue_all(client, _crawl_urls(spec), tally)
+            total = spec.n
+        elif spec.workload == "queued":
+            timed = _issue_all(client, [_base(spec)] * spec.n, tally)
+            total = spec.n
+        elif spec.workload == "burst":
+            urls = _burst_urls(spec)
+            timed = _issue_all(client, urls, tally)
+            total = len(urls)
+        elif spec.workload == "sustained":
+            timed = _sustained(client, spec, tally)
+            total = spec.n
+        else:
+            raise ValueError(f"unknown workload {spec.workload!r}")
+        before = await server_info(spec.port)
+        gc.collect()
+        start = time.perf_counter()
+        cpu = time.process_time()
+        # A thread, not loop.call_later: a client whose queue handling blocks
+        # the event loop for seconds at a time must still be stopped on time.
+        watchdog = threading.Timer(spec.budget_s, _over_budget, (spec, tally, start))
+        watchdog.daemon = True
+        watchdog.start()
+        await timed()
+        elapsed = time.perf_counter() - start
+        client_cpu = time.process_time() - cpu
+        watchdog.cancel()
+        after = await server_info(spec.port)
+        pool = client.pool()
+    result: dict[str, Any] = {
+        "status": "ok",
+        "requests": total,
+        "ok": tally.ok,
+        "errors": dict(tally.errors),
+        "elapsed_s": elapsed,
+        "req_per_s": total / elapsed,
+        "client_cpu_share": client_cpu / elapsed,
+        "server_cpu_share": (after["cpu_s"] - before["cpu_s"]) / elapsed,
+        "server_open_before": int(before["open"]) - 1,  # minus the info request
+    }
+    if pool:
+        result["pool"] = pool
+    if waits is not None:
+        result["wait"] = waits.summary()
+    return result
+
+
+def _over_budget(spec: Spec, tally: Tally, start: float) -> None:
+    # Report and leave at once: unwinding thousands of queued requests can
+    # take longer than the run itself.
+    elapsed = time.perf_counter() - start
+    print(
+        json.dumps(
+            {
+                "status": "over_budget",
+                "budget_s": spec.budget_s,
+                "elapsed_s": elapsed,
+                "done": tally.done,
+                "ok": tally.ok,
+                "errors": dict(tally.errors),
+            }
+        ),
+        flush=True,
+    )
+    os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="One run of a socket benchmark.")
+    parser.add_argument("spec", help="the run, as Spec JSON; port 0 starts a server")
+    parser.add_argument(
+        "--profile", type=Path, help="run under cProfile and dump the stats here"
+    )
+    args = parser.parse_args(argv)
+    spec = Spec.from_json(args.spec)
+    raise_fd_limit()
+    with contextlib.ExitStack() as stack:
+        if spec.port == 0:
+            server = stack.enter_context(ServerProcess())
+            spec = replace(spec, port=server.port)
+        if args.profile is None:
+            result = asyncio.run(measure(spec))
+        else:
+            profiler = cProfile.Profile()
+            result = profiler.runcall(asyncio.run, measure(spec))
+            profiler.dump_stats(args.profile)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

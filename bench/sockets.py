@@ -1,0 +1,679 @@
+"""Socket benchmarks: aioconnpool against aiohttp's TCPConnector and httpx.
+
+Every request goes over real sockets to ``bench/loopback_server.py``, a fast
+keep-alive HTTP/1.1 server in a process of its own (so the client has a core
+to itself on a 2-core machine; the server's CPU share is reported per run to
+show it was not the bottleneck). Each measured run is a fresh Python process
+(``bench/socket_workloads.py``) with a fresh client; runs of a row are
+interleaved across clients, in a rotating order, so a change in machine load
+hits them alike. Figures are medians over the repeats.
+
+1. hot host -- one host, keep-alive, 100 concurrent workers, N requests
+   (after a warm-up that opens the connections): aiohttp, aioconnpool, httpx;
+2. crawler sweep -- N requests issued at once over K host names
+   (``h{i}.test`` through ``LoopbackResolver``), ``limit=100``,
+   ``limit_per_host=2``, for each K; plus the force-close floor: N requests
+   to one host, every one on a new connection (``force_close=True``);
+3. queued sweep -- N requests issued at once to one host, ``limit=100``;
+   httpx with no pool timeout. A run that passes the time budget is stopped
+   and reported as such, and that client skips the larger N;
+4. fairness -- time each request waits for a connection (p50 / p99 / max),
+   for one busy host beside many quiet ones: *burst* issues them all at once,
+   *sustained* keeps 300 workers (half on the busy host) looping so the
+   queue stays full; ``limit=100`` and no per-host limit, so the total limit
+   is what requests queue for.
+
+Sizes. The default mode uses the issue's N=20,000 for the hot host and the
+crawl, N up to 50,000 for the queued sweep, 3 repeats, and a budget of
+150 s per run: about 15 minutes on a 2-core machine, most of it aiohttp at
+K=20,000 and httpx's queued runs (its 10,000-request run is stopped at the
+budget). ``--quick`` (N=5,000, 2 repeats) takes a few minutes; ``--tiny`` is
+a smoke test of a few seconds.
+
+The loopback server closes keep-alive connections idle for 2 s: the crawl
+leaves one idle connection per host in both connectors, and 20,000 of them
+would exhaust the file descriptor limit of either process.
+
+Usage::
+
+    .venv/bin/python bench/sockets.py [--quick] [--tiny] [--no-write]
+                                      [--output PATH] [--budget S] [--verbose]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from loopback_server import ServerProcess
+from socket_workloads import Spec
+
+HERE = Path(__file__).resolve().parent
+WORKER = HERE / "socket_workloads.py"
+RESULTS = HERE / "results" / "sockets.json"
+OURS, AIOHTTP, HTTPX = "aioconnpool", "aiohttp", "httpx"
+LIMIT = 100
+CRAWL_PER_HOST = 2
+IDLE_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: str
+    repeats: int
+    concurrency: int  # hot host workers
+    hot_n: int
+    crawl_n: int
+    crawl_keys: tuple[int, ...]
+    queued_n: tuple[int, ...]
+    burst: tuple[int, int, int]  # big host requests, small hosts, per small host
+    sustained: tuple[int, int, int, int]  # n, workers, on the big host, small hosts
+    budget_s: float
+
+
+FULL = Config(
+    mode="full",
+    repeats=3,
+    concurrency=100,
+    hot_n=20_000,
+    crawl_n=20_000,
+    crawl_keys=(1, 10, 1_000, 5_000, 20_000),
+    queued_n=(1_000, 10_000, 50_000),
+    burst=(5_000, 1_000, 5),
+    sustained=(20_000, 300, 150, 1_000),
+    budget_s=150.0,
+)
+QUICK = Config(
+    mode="quick",
+    repeats=2,
+    concurrency=100,
+    hot_n=5_000,
+    crawl_n=5_000,
+    crawl_keys=(1, 10, 1_000, 5_000),
+    queued_n=(1_000, 5_000, 10_000),
+    burst=(2_000, 400, 5),
+    sustained=(5_000, 300, 150, 1_000),
+    budget_s=60.0,
+)
+TINY = Config(
+    mode="tiny",
+    repeats=1,
+    concurrency=10,  # httpx is slow at 100, even for a smoke test
+    hot_n=100,
+    crawl_n=100,
+    crawl_keys=(1, 50),
+    queued_n=(50, 100),
+    burst=(100, 20, 5),
+    sustained=(300, 60, 30, 20),
+    budget_s=30.0,
+)
+
+
+@dataclass
+class Cell:
+    """One client on one row of a section, and its runs."""
+
+    section: str
+    row: str
+    client: str
+    spec: Spec
+    size: int  # larger is slower: a client over budget skips larger sizes
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    skipped: str | None = None
+
+
+# ------------------------------------------------------------------ plan
+
+
+def plan(cfg: Config, port: int) -> list[Cell]:
+    base = Spec(workload="hot", client=AIOHTTP, port=port, budget_s=cfg.budget_s)
+    cells: list[Cell] = []
+
+    def add(
+        section: str, row: str, size: int, clients: Sequence[str], **kw: Any
+    ) -> None:
+        for client in clients:
+            spec = replace(base, client=client, **kw)
+            cells.append(Cell(section, row, client, spec, size))
+
+    add(
+        "hot",
+        f"N={cfg.hot_n:,}",
+        0,
+        (AIOHTTP, OURS, HTTPX),
+        n=cfg.hot_n,
+        concurrency=cfg.concurrency,
+    )
+    for keys in cfg.crawl_keys:
+        if keys > cfg.crawl_n:
+            continue
+        add(
+            "crawl",
+            f"K={keys:,}",
+            keys,
+            (AIOHTTP, OURS),
+            workload="crawl",
+            n=cfg.crawl_n,
+            keys=keys,
+            limit_per_host=CRAWL_PER_HOST,
+        )
+    add(
+        "crawl",
+        "floor",
+        0,
+        (AIOHTTP, OURS),
+        workload="crawl",
+        n=cfg.crawl_n,
+        keys=1,
+        limit_per_host=CRAWL_PER_HOST,
+        force_close=True,
+    )
+    for n in cfg.queued_n:
+        add("queued", f"N={n:,}", n, (AIOHTTP, OURS, HTTPX), workload="queued", n=n)
+    big, small_hosts, per_small = cfg.burst
+    add(
+        "burst",
+        "burst",
+        0,
+        (AIOHTTP, OURS),
+        workload="burst",
+        big=big,
+        small_hosts=small_hosts,
+        per_small=per_small,
+    )
+    n, workers, big_workers, small_hosts = cfg.sustained
+    add(
+        "sustained",
+        "sustained",
+        0,
+        (AIOHTTP, OURS),
+        workload="sustained",
+        n=n,
+        concurrency=workers,
+        big_workers=big_workers,
+        small_hosts=small_hosts,
+    )
+    return cells
+
+
+SECTIONS = ("hot", "crawl", "queued", "burst", "sustained")
+
+
+def run_child(spec: Spec) -> dict[str, Any]:
+    """Run one measurement in a fresh process; its JSON result line."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(WORKER), spec.to_json()],
+            capture_output=True,
+            text=True,
+            # The child stops itself at the budget; this is the backstop.
+            timeout=spec.budget_s + 120,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return {"status": "over_budget", "budget_s": spec.budget_s, "done": None}
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        return {
+            "status": "failed",
+            "returncode": proc.returncode,
+            "stderr": proc.stderr[-3000:],
+        }
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def execute(
+    cells: list[Cell],
+    repeats: int,
+    progress: Callable[[str], None],
+    run: Callable[[Spec], dict[str, Any]] = run_child,
+) -> None:
+    """Run every cell ``repeats`` times, section by section, row by row."""
+    for section in SECTIONS:
+        rows = _unique(c.row for c in cells if c.section == section)
+        for repeat in range(repeats):
+            for row in rows:
+                group = [c for c in cells if c.section == section and c.row == row]
+                shift = repeat % len(group)
+                for cell in group[shift:] + group[:shift]:
+                    if cell.skipped:
+                        continue
+                    progress(f"{section} {row} {cell.client} run {repeat + 1}")
+                    result = run(cell.spec)
+                    cell.runs.append(result)
+                    if result["status"] == "over_budget":
+                        _skip_larger(cells, cell)
+                    elif result["status"] == "failed":
+                        progress(f"FAILED: {result['stderr']}")
+
+
+def _skip_larger(cells: list[Cell], over: Cell) -> None:
+    why = f"{over.row} took over {over.spec.budget_s:.0f} s"
+    for cell in cells:
+        if (
+            cell.section == over.section
+            and cell.client == over.client
+            and cell.size >= over.size
+        ):
+            cell.skipped = why if cell is not over else "over budget"
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+# --------------------------------------------------------------- summary
+
+
+def summarize(cell: Cell) -> dict[str, Any]:
+    ok = [r for r in cell.runs if r["status"] == "ok"]
+    out: dict[str, Any] = {
+        "client": cell.client,
+        "spec": {k: v for k, v in vars(cell.spec).items() if k != "port"},
+        "runs": cell.runs,
+        "status": _status(cell),
+        "skipped": cell.skipped,
+    }
+    if ok:
+        rates = [r["req_per_s"] for r in ok]
+        out["req_per_s"] = rates
+        out["median_req_per_s"] = statistics.median(rates)
+        out["errors"] = sum(sum(r["errors"].values()) for r in ok)
+        out["max_server_cpu_share"] = max(r["server_cpu_share"] for r in ok)
+        if "wait" in ok[0]:
+            out["wait"] = {
+                group: {
+                    stat: statistics.median(r["wait"][group][stat] for r in ok)
+                    for stat in ("p50_ms", "p99_ms", "max_ms")
+                }
+                for group in ok[0]["wait"]
+            }
+    return out
+
+
+def _status(cell: Cell) -> str:
+    statuses = {r["status"] for r in cell.runs}
+    if "failed" in statuses:
+        return "failed"
+    if "over_budget" in statuses:
+        return "over_budget"
+    if not cell.runs:
+        return "skipped"
+    return "ok"
+
+
+def build_results(cells: list[Cell]) -> dict[str, list[dict[str, Any]]]:
+    sections: dict[str, list[dict[str, Any]]] = {}
+    for section in SECTIONS:
+        rows = []
+        for row in _unique(c.row for c in cells if c.section == section):
+            group = {
+                c.client: summarize(c)
+                for c in cells
+                if c.section == section and c.row == row
+            }
+            entry: dict[str, Any] = {"row": row, "clients": group}
+            entry["ratio_ours_aiohttp"] = _ratio(group.get(OURS), group.get(AIOHTTP))
+            rows.append(entry)
+        sections[section] = rows
+    crawl = sections["crawl"]
+    floors = [r["clients"].get(AIOHTTP) for r in crawl if r["row"] == "floor"]
+    floor_rate = _rate(floors[0]) if floors else None
+    for entry in crawl:
+        ours = _rate(entry["clients"].get(OURS))
+        entry["ours_vs_aiohttp_floor"] = (
+            ours / floor_rate if ours and floor_rate else None
+        )
+    return sections
+
+
+def _rate(summary: dict[str, Any] | None) -> float | None:
+    if summary is None:
+        return None
+    rate: float | None = summary.get("median_req_per_s")
+    return rate
+
+
+def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+    ra, rb = _rate(a), _rate(b)
+    return ra / rb if ra and rb else None
+
+
+def _worst_step(rows: list[dict[str, Any]], client: str) -> float | None:
+    """The lowest ratio of a client's req/s at one N to that at the N before."""
+    rates = [_rate(r["clients"].get(client)) or 0.0 for r in rows]
+    if len(rates) < 2 or not all(rates):
+        return None
+    return min(b / a for a, b in itertools.pairwise(rates))
+
+
+def targets(sections: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The issue's targets, checked against this run's figures."""
+    out: list[dict[str, Any]] = []
+
+    def check(name: str, value: float | None, goal: float, rule: str) -> None:
+        out.append(
+            {
+                "target": name,
+                "rule": rule,
+                "value": value,
+                "holds": None if value is None else value >= goal,
+            }
+        )
+
+    hot = sections["hot"][0]
+    check("hot host", hot["ratio_ours_aiohttp"], 0.95, "ours / aiohttp >= 0.95")
+    keyed = [r for r in sections["crawl"] if r["row"].startswith("K=")]
+    if keyed:
+        last = keyed[-1]
+        check(
+            f"crawl {last['row']}",
+            last["ratio_ours_aiohttp"],
+            10.0,
+            "ours / aiohttp >= 10",
+        )
+        check(
+            f"crawl {last['row']} vs floor",
+            last["ours_vs_aiohttp_floor"],
+            0.8,
+            "ours / aiohttp force-close floor >= 0.8",
+        )
+    queued = _worst_step(sections["queued"], OURS)
+    if queued is not None:
+        theirs = _worst_step(sections["queued"], AIOHTTP)
+        check(
+            "queued sweep",
+            queued,
+            0.9,
+            "ours at each N >= 0.9 x ours at the next smaller N (10% for noise; "
+            f"aiohttp's own worst step: {theirs:.2f})"
+            if theirs is not None
+            else "ours at each N >= 0.9 x ours at the next smaller N",
+        )
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines.extend(
+        "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows
+    )
+    return "\n".join("  " + line for line in lines)
+
+
+def _rate_text(summary: dict[str, Any] | None) -> str:
+    if summary is None:
+        return "-"
+    status = summary["status"]
+    if status == "failed":
+        return "FAILED"
+    if status == "over_budget":
+        over = next(r for r in summary["runs"] if r["status"] == "over_budget")
+        done = over.get("done")
+        total = summary["spec"]["n"]
+        part = f", {done:,}/{total:,} done" if done is not None else ""
+        return f"skipped: >{over['budget_s']:.0f} s{part}"
+    if status == "skipped":
+        return f"skipped ({summary['skipped']})"
+    text = f"{summary['median_req_per_s']:,.0f}"
+    return text + " (errors!)" if summary["errors"] else text
+
+
+def _x(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else "-"
+
+
+def _server_cpu(row: dict[str, Any]) -> str:
+    shares = [
+        s["max_server_cpu_share"]
+        for s in row["clients"].values()
+        if "max_server_cpu_share" in s
+    ]
+    return f"{max(shares):.0%}" if shares else "-"
+
+
+def _throughput_table(
+    rows: list[dict[str, Any]],
+    clients: Sequence[str],
+    label: str,
+    extra: Sequence[tuple[str, Callable[[dict[str, Any]], str]]] = (),
+) -> str:
+    headers = [label, *clients, "ours/aiohttp", *(h for h, _ in extra), "server CPU"]
+    body = [
+        [
+            row["row"],
+            *(_rate_text(row["clients"].get(c)) for c in clients),
+            _x(row["ratio_ours_aiohttp"]),
+            *(f(row) for _, f in extra),
+            _server_cpu(row),
+        ]
+        for row in rows
+    ]
+    return _table(headers, body)
+
+
+def _wait_table(row: dict[str, Any]) -> str:
+    body = []
+    for client, summary in row["clients"].items():
+        if "wait" not in summary:
+            body.append([client, "-", _rate_text(summary), "-", "-", "-"])
+            continue
+        for group, stats in summary["wait"].items():
+            body.append(
+                [
+                    client,
+                    group,
+                    _rate_text(summary) if group == "all" else "",
+                    f"{stats['p50_ms']:,.1f}",
+                    f"{stats['p99_ms']:,.1f}",
+                    f"{stats['max_ms']:,.1f}",
+                ]
+            )
+    return _table(
+        ["client", "requests to", "req/s", "p50 ms", "p99 ms", "max ms"], body
+    )
+
+
+def report(results: dict[str, Any]) -> str:
+    cfg = results["config"]
+    s = results["sections"]
+    v = results["versions"]
+    load = results["load_average"]
+    big, small_hosts, per_small = cfg["burst"]
+    n_sus, workers, big_workers, sus_hosts = cfg["sustained"]
+    out = [
+        f"aioconnpool socket benchmarks ({cfg['mode']} mode) -- Python "
+        f"{results['python']}, {results['platform']}, {results['cpu_count']} CPUs",
+        f"aiohttp {v['aiohttp']}, httpx {v['httpx']} (httpcore {v['httpcore']}), "
+        f"aioconnpool {v['aioconnpool']}",
+        f"load average before: {_load(load['before'])}; after: {_load(load['after'])}",
+        f"req/s: median of {cfg['repeats']} runs, each in a fresh process "
+        "(N / time from first request issued to last response read); "
+        "server CPU: the loopback server's highest CPU share in any run of the row",
+        f"budget {cfg['budget_s']:.0f} s per run: a run over it is stopped, and "
+        "that client skips the larger sizes",
+        "",
+        f"1. hot host: keep-alive, {cfg['concurrency']} concurrent workers, "
+        f"limit={LIMIT}, after a warm-up",
+        _throughput_table(s["hot"], (AIOHTTP, OURS, HTTPX), "requests"),
+        "",
+        f"2. crawler sweep: N={cfg['crawl_n']:,} requests at once over K hosts, "
+        f"limit={LIMIT}, limit_per_host={CRAWL_PER_HOST}; floor: one host, "
+        "force_close=True (every request on a new connection)",
+        _throughput_table(
+            s["crawl"],
+            (AIOHTTP, OURS),
+            "hosts",
+            [("ours/floor", lambda r: _x(r["ours_vs_aiohttp_floor"]))],
+        ),
+        "  (ours/floor: aioconnpool against aiohttp's force-close floor)",
+        "",
+        f"3. queued sweep: N requests at once to one host, limit={LIMIT}; "
+        "httpx max_connections=100, no pool timeout",
+        _throughput_table(s["queued"], (AIOHTTP, OURS, HTTPX), "requests"),
+        "",
+        "4. fairness: time each request waited for a connection (median over "
+        f"runs), limit={LIMIT}, no per-host limit",
+        f"4a. burst: {big:,} requests to one host and {per_small} to each of "
+        f"{small_hosts:,} other hosts, all at once, shuffled",
+        _wait_table(s["burst"][0]),
+        "",
+        f"4b. sustained: {workers} workers loop for {n_sus:,} requests: "
+        f"{big_workers} on one host, the others each time on a random one of "
+        f"{sus_hosts:,} hosts",
+        _wait_table(s["sustained"][0]),
+        "",
+        "targets (issue 4), on this run's figures:",
+    ]
+    for t in results["targets"]:
+        verdict = {True: "holds", False: "FAILS", None: "not measured"}[t["holds"]]
+        value = f"{t['value']:.2f}" if t["value"] is not None else "-"
+        out.append(f"  {t['target']}: {t['rule']}: {value} -> {verdict}")
+    errors = [
+        f"{sec} {row['row']} {client}: {r['errors']}"
+        for sec, rows in s.items()
+        for row in rows
+        for client, summary in row["clients"].items()
+        for r in summary["runs"]
+        if r.get("errors")
+    ]
+    if errors:
+        out += ["", "request errors:", *(f"  {e}" for e in errors)]
+    out += ["", f"total run time: {results['elapsed_s']:.0f} s"]
+    return "\n".join(out)
+
+
+def _load(values: Sequence[float] | None) -> str:
+    return " ".join(f"{x:.2f}" for x in values) if values else "n/a"
+
+
+# ------------------------------------------------------------------ main
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return list(os.getloadavg())
+    except (AttributeError, OSError):
+        return None
+
+
+def _versions() -> dict[str, str]:
+    return {
+        name: metadata.version(name)
+        for name in ("aiohttp", "httpx", "httpcore", "aioconnpool")
+    }
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Socket benchmarks: aioconnpool vs aiohttp and httpx."
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="N=5,000, 2 repeats (a few minutes)"
+    )
+    parser.add_argument(
+        "--tiny", action="store_true", help="a smoke test: everything tiny (seconds)"
+    )
+    parser.add_argument(
+        "--no-write", action="store_true", help=f"do not write {RESULTS.name}"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=RESULTS,
+        help="where to write the JSON (default: bench/results/sockets.json)",
+    )
+    parser.add_argument(
+        "--budget", type=float, default=None, help="seconds per run before stopping it"
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="print progress to stderr"
+    )
+    args = parser.parse_args(argv)
+    cfg = TINY if args.tiny else QUICK if args.quick else FULL
+    if args.budget is not None:
+        cfg = replace(cfg, budget_s=args.budget)
+
+    def progress(msg: str) -> None:
+        if args.verbose:
+            print(f"... {msg}", file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    load_before = _loadavg()
+    with ServerProcess(idle_timeout=IDLE_TIMEOUT) as server:
+        cells = plan(cfg, server.port)
+        execute(cells, cfg.repeats, progress)
+    sections = build_results(cells)
+    results: dict[str, Any] = {
+        "benchmark": "sockets",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"
+        ),
+        "command": [sys.executable, *(sys.argv if argv is None else [__file__, *argv])],
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "versions": _versions(),
+        "load_average": {"before": load_before, "after": _loadavg()},
+        "config": {
+            "mode": cfg.mode,
+            "repeats": cfg.repeats,
+            "limit": LIMIT,
+            "concurrency": cfg.concurrency,
+            "hot_n": cfg.hot_n,
+            "crawl_n": cfg.crawl_n,
+            "crawl_keys": list(cfg.crawl_keys),
+            "crawl_limit_per_host": CRAWL_PER_HOST,
+            "queued_n": list(cfg.queued_n),
+            "burst": list(cfg.burst),
+            "sustained": list(cfg.sustained),
+            "budget_s": cfg.budget_s,
+            "server_idle_timeout_s": IDLE_TIMEOUT,
+            "dns_cache": "aiohttp defaults (use_dns_cache=True, ttl 10 s) for both",
+        },
+        "sections": sections,
+        "targets": targets(sections),
+        "elapsed_s": time.perf_counter() - started,
+    }
+    print(report(results))
+    if not args.no_write:
+        _write_json(args.output, results)
+        print(f"\nresults written to {args.output}")
+    failed = any(
+        summary["status"] == "failed"
+        for rows in sections.values()
+        for row in rows
+        for summary in row["clients"].values()
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
