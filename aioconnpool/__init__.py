@@ -35,6 +35,7 @@ from ._stats import ConnectionInfo, HostStats, PoolStats
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __version__ = "0.1.0.dev0"
+"""This package's version."""
 
 __all__ = [
     "CLOSE_REASONS",

@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 SUPPORTED_RANGE = ((3, 11), (3, 14))
+"""The aiohttp minor versions supported, first and last (inclusive)."""
 
 
 def _parse(version: str) -> tuple[int, int]:

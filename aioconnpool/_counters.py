@@ -8,7 +8,7 @@ __all__ = ["CLOSE_REASONS", "RELEASE_HOWS", "Counters"]
 
 RELEASE_HOWS: tuple[str, ...] = (
     "eof",  # the body was received to the end (read, or arrived with the headers)
-    "release",  # released before the end: release(), async-with exit, redirect...
+    "release",  # released before the end: release(), async-with exit...
     "close",  # closed by the caller before the end
     "error",  # the request failed: reset, bad response, read timeout, raising trace
     "cancelled",  # the task was cancelled while holding the connection

@@ -36,6 +36,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class PoolEvent:
+    """The base of every event: the host (never credentials) and when."""
+
     key: PoolKey
     at: float
 

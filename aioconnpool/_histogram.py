@@ -105,6 +105,7 @@ class Histogram:
 
     @property
     def mean(self) -> float | None:
+        """The mean duration, or ``None`` with no observation."""
         return self.sum / self.count if self.count else None
 
     def quantile(self, q: float) -> float | None:

@@ -12,6 +12,7 @@ garbage collection, possibly forever: this is how it becomes visible.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import traceback
@@ -25,10 +26,15 @@ __all__ = ["LeakDetector", "LeakInfo"]
 
 log = logging.getLogger("aioconnpool")
 
-# Frames from these packages are the plumbing, not the caller.
+# Frames from these packages are the plumbing, not the caller: the event
+# loop, aiohttp, us, and a test runner's own frames when run under pytest.
 _PLUMBING = tuple(
     os.path.dirname(module.__file__ or "") + os.sep
     for module in (asyncio, __import__("aiohttp"), __import__("aioconnpool"))
+) + tuple(
+    os.path.dirname(spec.origin) + os.sep
+    for name in ("_pytest", "pluggy", "pytest_asyncio")
+    if (spec := importlib.util.find_spec(name)) is not None and spec.origin
 )
 
 

@@ -69,6 +69,7 @@ class HostStats:
 
     @property
     def open(self) -> int:
+        """Open connections: ``acquired + idle``."""
         return self.acquired + self.idle
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,6 +115,7 @@ class PoolStats:
 
     @property
     def open(self) -> int:
+        """Open connections: ``acquired + idle``."""
         return self.acquired + self.idle
 
     def to_dict(self) -> dict[str, Any]:

@@ -233,6 +233,7 @@ class PoolCollector:
         return iter(self._families().values())
 
     def collect(self) -> Iterator[Metric]:
+        """One scrape: one ``stats()`` snapshot per connector, as metrics."""
         families = self._families()
         for name, ref, attribution in self._targets:
             connector = ref()

@@ -157,6 +157,7 @@ class PoolGuard:
         self._guards: list[_Guard] = []
 
     def __call__(self, connector: PoolConnector) -> PoolConnector:
+        """Guard ``connector`` until the test ends; returns it."""
         if not isinstance(connector, PoolConnector):
             raise TypeError(
                 f"pool_guard() needs a PoolConnector, not {type(connector).__name__}"
@@ -166,11 +167,14 @@ class PoolGuard:
         return connector
 
     async def inspect(self, connector: PoolConnector) -> None:
+        """Check ``connector`` now (as teardown will): note what it holds."""
         guard = self._find(connector)
         if guard is not None:
             await guard.inspect()
 
     async def finish(self) -> None:
+        """Teardown: fail the test if a guarded connector still held or
+        queued anything."""
         for g in self._guards:
             await g.inspect()
         reports = [r for r in (g.finish() for g in self._guards) if r is not None]

@@ -28,6 +28,8 @@ class LoopbackResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
+        """127.0.0.1 for ``host`` (after ``delay``); ``OSError`` for a name
+        outside ``suffix``."""
         self.calls += 1
         if self.suffix is not None and not host.endswith(self.suffix):
             raise OSError(
@@ -47,4 +49,4 @@ class LoopbackResolver(AbstractResolver):
         ]
 
     async def close(self) -> None:
-        pass
+        """Nothing to release."""
