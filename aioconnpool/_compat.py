@@ -8,21 +8,25 @@ isolated below. Importing with an unsupported aiohttp fails loudly.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 from aiohttp import client_reqrep
 
 __all__ = [
     "AIOHTTP_VERSION",
+    "KEY_LACKS_SERVER_HOSTNAME",
     "PAYLOAD_ATTR",
     "SHOULD_CLOSE_ATTR",
     "SUPPORTED_RANGE",
+    "HostnameKey",
     "caller_stop_marker",
     "check_aiohttp_version",
+    "fail_unread_body",
     "payload_of",
     "server_asked_close",
     "update_proxy_headers",
+    "with_server_hostname",
 ]
 
 SUPPORTED_RANGE = ((3, 11), (3, 14))
@@ -75,6 +79,50 @@ SHOULD_CLOSE_ATTR = "_should_close"
 def server_asked_close(protocol: Any) -> bool:
     """The response said ``Connection: close`` (or was HTTP/1.0 without keep-alive)."""
     return bool(getattr(protocol, SHOULD_CLOSE_ATTR, False))
+
+
+KEY_LACKS_SERVER_HOSTNAME = "server_hostname" not in client_reqrep.ConnectionKey._fields
+"""aiohttp before 3.14 leaves ``server_hostname`` out of ``ConnectionKey``:
+a socket whose certificate was checked for one name would then be reused for
+a request that asked for another, unchecked."""
+
+
+class HostnameKey(NamedTuple):
+    """The pool key of a request with ``server_hostname`` on aiohttp < 3.14:
+    its ``ConnectionKey`` plus that name, so such requests never share."""
+
+    connection_key: Any
+    server_hostname: str
+
+    @property
+    def host(self) -> str:
+        return str(self.connection_key.host)
+
+    @property
+    def port(self) -> int:
+        return int(self.connection_key.port)
+
+    @property
+    def is_ssl(self) -> bool:
+        return bool(self.connection_key.is_ssl)
+
+
+def with_server_hostname(key: Any, req: Any) -> Any:
+    """``key``, made distinct per ``server_hostname`` where aiohttp's is not."""
+    name = req.server_hostname
+    return key if name is None else HostnameKey(key, name)
+
+
+def fail_unread_body(protocol: Any, error: BaseException) -> None:
+    """Fail the body stream a reader may be waiting on, before closing.
+
+    aiohttp's ``ResponseHandler.close()`` drops ``_payload`` before
+    ``connection_lost`` could fail it, so a task reading the body of a
+    connection closed with the connector would wait forever.
+    """
+    payload = getattr(protocol, PAYLOAD_ATTR, None)
+    if payload is not None and not payload.is_eof() and payload.exception() is None:
+        payload.set_exception(error)
 
 
 def update_proxy_headers(connector: Any, req: Any) -> None:

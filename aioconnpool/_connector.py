@@ -86,6 +86,18 @@ def _how_failed(exc: BaseException) -> str:
     return "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
 
 
+# Reasons after which unsent bytes may still sit in the socket.
+_ABORT_REASONS = frozenset({"error", "cancelled"})
+
+
+def _being_cancelled() -> bool:
+    """Whether someone asked to cancel the current task (Python 3.11+;
+    on older versions, assume so: the CancelledError is left alone)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() > 0
+
+
 def _clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
     """The loop's clock, for the core. The default loop's ``time()`` is
     ``time.monotonic()``: read that directly, a call less per event; other
@@ -175,7 +187,10 @@ class PoolConnector(TCPConnector):
         self._host_limits = options.host_limits
         self._pool_limit_per_host = self._limit_per_host or None
         factory = functools.partial(
-            PoolProtocol, loop=self._loop, on_lost=weakref.WeakMethod(self._on_lost)
+            PoolProtocol,
+            loop=self._loop,
+            on_lost=weakref.WeakMethod(self._on_lost),
+            on_idle_data=weakref.WeakMethod(self._on_idle_data),
         )
         self._factory = cast("functools.partial[ResponseHandler]", factory)
         self._core: PoolCore[Hashable, Hashable, PoolKey] = PoolCore(
@@ -302,6 +317,8 @@ class PoolConnector(TCPConnector):
     ) -> Connection:
         """Get a connection for ``req``: reuse, wait for a slot, or open one."""
         key = req.connection_key  # a property that builds a new tuple: once
+        if _compat.KEY_LACKS_SERVER_HOSTNAME:
+            key = _compat.with_server_hostname(key, req)
         ticket, decision = self._core.arrive(key, block=self._options.block)
         if decision is not NOTHING or self._pending_events:
             self._carry_out(decision)
@@ -352,7 +369,13 @@ class PoolConnector(TCPConnector):
             log.info("Closing connector: %d connections", len(decision.close))
         if not self._loop.is_closed():
             for closing in decision.close:
-                closed = self._close_protocol(closing.conn, abort=abort_ssl)
+                proto = closing.conn
+                # Read `closed` only here, where close() awaits it: the
+                # property creates a future, which would otherwise hold an
+                # exception nobody retrieves when the socket dies on error.
+                closed: asyncio.Future[None] | None = getattr(proto, "closed", None)
+                _compat.fail_unread_body(proto, PoolClosedError("Connector is closed."))
+                self._close_protocol(proto, closing.reason, abort=abort_ssl)
                 if closed is not None:
                     waiters.append(closed)
             self._carry_out(Decision(decision.wake, ()))  # refused waiters
@@ -390,7 +413,7 @@ class PoolConnector(TCPConnector):
             # aiohttp forgets the socket here; we put it back in the pool.
             self._carry_out(self._core.abandon(ticket, _how_failed(exc)))
             raise
-        return self._take_granted(ticket, req, req.connection_key)
+        return self._take_granted(ticket, req, ticket.key)  # type: ignore[arg-type]
 
     def _take_granted(
         self, ticket: Ticket, req: ClientRequest, key: ConnectionKey
@@ -471,8 +494,16 @@ class PoolConnector(TCPConnector):
             for trace in traces:
                 await trace.send_connection_create_start()
             proto = await self._create_connection(req, traces, timeout)
-        except BaseException:
+        except BaseException as exc:
             self._carry_out(self._core.connect_failed(ticket))
+            if (
+                isinstance(exc, asyncio.CancelledError)
+                and self._core.closed
+                and not _being_cancelled()
+            ):
+                # TCPConnector.close() cancels its DNS lookups; that
+                # CancelledError would reach a request nobody cancelled.
+                raise PoolClosedError("Connector is closed.") from exc
             raise
         decision = self._core.connect_succeeded(ticket, proto)
         self._carry_out(decision)
@@ -507,6 +538,13 @@ class PoolConnector(TCPConnector):
         elif self._expiry_handle is None and reason is None:
             self._arm_expiry()  # kept idle: its keep-alive must be timed
 
+    def _on_idle_data(self, protocol: PoolProtocol) -> bool:
+        """Bytes arrived on ``protocol``: if it is idle, drop it (True)."""
+        if not self._core.is_idle(protocol):
+            return False
+        self._carry_out(self._core.conn_lost(protocol, "error"))
+        return True
+
     def _on_lost(self, protocol: PoolProtocol) -> None:
         self._carry_out(self._core.conn_lost(protocol))
 
@@ -524,7 +562,7 @@ class PoolConnector(TCPConnector):
             decision = work.pop()
             for closing in decision.close:
                 log_closing(self._core, self._options, closing.key, closing.reason)
-                self._close_protocol(closing.conn)
+                self._close_protocol(closing.conn, closing.reason)
             for ticket in decision.wake:
                 future = ticket.token
                 if isinstance(future, asyncio.Future) and not future.done():
@@ -573,21 +611,24 @@ class PoolConnector(TCPConnector):
             self._core, self._host_limits, self._pool_limit_per_host, key
         )
 
-    def _close_protocol(
-        self, proto: Any, *, abort: bool = False
-    ) -> asyncio.Future[None] | None:
+    def _close_protocol(self, proto: Any, reason: str, *, abort: bool = False) -> None:
+        """Close a connection the core let go.
+
+        After an error or a cancellation the socket may still hold unsent
+        bytes (a request body the server stopped reading): a graceful close
+        would wait for them, keeping a socket the pool no longer counts, so
+        it is aborted. ``abort`` asks the same for TLS (``abort_ssl``).
+        """
         transport = proto.transport
         is_tls = (
             transport is not None and transport.get_extra_info("sslcontext") is not None
         )
-        if abort and is_tls:
+        if reason in _ABORT_REASONS or (abort and is_tls):
             proto.abort()
         else:
             proto.close()
         if is_tls and not self._cleanup_closed_disabled:
             self._cleanup_closed_transports.append(transport)
-        closed: asyncio.Future[None] | None = getattr(proto, "closed", None)
-        return closed
 
     def _arm_expiry(self) -> None:
         when = self._core.next_expiry()

@@ -462,6 +462,11 @@ class PoolCore(Generic[K, C, G]):
         ks = self._keys.get(key)
         return ks.counters.created + len(ks.connecting) if ks is not None else 0
 
+    def is_idle(self, conn: C) -> bool:
+        """Whether ``conn`` is one of the pool's idle connections."""
+        rec = self._conns.get(conn)
+        return rec is not None and rec.state == IDLE
+
     def idle_count(self, key: K) -> int:
         """Idle connections ``key`` keeps."""
         ks = self._keys.get(key)

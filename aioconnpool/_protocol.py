@@ -12,20 +12,36 @@ __all__ = ["PoolProtocol"]
 
 
 class PoolProtocol(ResponseHandler):
-    """A ``ResponseHandler`` that tells its pool when its transport is lost.
+    """A ``ResponseHandler`` that tells its pool what happens to idle sockets.
 
     aiohttp discovers a dead idle connection only when it next tries to reuse
     it, so its pool counts sockets that are gone. With this notice the pool
     drops them at once and ``stats().idle`` stays true to the OS.
+
+    Bytes arriving on an idle connection answer no request: aiohttp would
+    parse them as the next request's response, and every later response on
+    that socket would be off by one. The pool is asked first (``on_data``
+    returns True when the connection was idle and is now dropped), and the
+    bytes are discarded.
     """
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         on_lost: weakref.WeakMethod[Callable[[PoolProtocol], None]] | None = None,
+        on_idle_data: weakref.WeakMethod[Callable[[PoolProtocol], bool]] | None = None,
     ) -> None:
         super().__init__(loop)
         self._aioconnpool_on_lost = on_lost
+        self._aioconnpool_on_idle_data = on_idle_data
+
+    def data_received(self, data: bytes) -> None:
+        ref = self._aioconnpool_on_idle_data
+        if data and ref is not None:
+            dropped = ref()
+            if dropped is not None and dropped(self):
+                return
+        super().data_received(data)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         try:
