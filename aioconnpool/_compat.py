@@ -20,6 +20,7 @@ __all__ = [
     "SHOULD_CLOSE_ATTR",
     "SUPPORTED_RANGE",
     "HostnameKey",
+    "abort",
     "caller_stop_marker",
     "check_aiohttp_version",
     "fail_unread_body",
@@ -111,6 +112,21 @@ def with_server_hostname(key: Any, req: Any) -> Any:
     """``key``, made distinct per ``server_hostname`` where aiohttp's is not."""
     name = req.server_hostname
     return key if name is None else HostnameKey(key, name)
+
+
+def abort(protocol: Any) -> None:
+    """Close ``protocol``'s socket at once, dropping unsent bytes.
+
+    ``ResponseHandler.abort()`` only exists from aiohttp 3.12 on.
+    """
+    method = getattr(protocol, "abort", None)
+    if method is not None:
+        method()
+        return
+    transport = protocol.transport
+    if transport is not None:
+        transport.abort()
+    protocol.close()
 
 
 def fail_unread_body(protocol: Any, error: BaseException) -> None:

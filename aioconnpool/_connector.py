@@ -624,7 +624,7 @@ class PoolConnector(TCPConnector):
             transport is not None and transport.get_extra_info("sslcontext") is not None
         )
         if reason in _ABORT_REASONS or (abort and is_tls):
-            proto.abort()
+            _compat.abort(proto)
         else:
             proto.close()
         if is_tls and not self._cleanup_closed_disabled:

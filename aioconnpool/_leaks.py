@@ -33,7 +33,7 @@ _PLUMBING = tuple(
     for module in (asyncio, __import__("aiohttp"), __import__("aioconnpool"))
 ) + tuple(
     os.path.dirname(spec.origin) + os.sep
-    for name in ("_pytest", "pluggy", "pytest_asyncio")
+    for name in ("_pytest", "pluggy", "pytest_asyncio", "pytest_aiohttp")
     if (spec := importlib.util.find_spec(name)) is not None and spec.origin
 )
 

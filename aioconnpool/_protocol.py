@@ -44,9 +44,20 @@ class PoolProtocol(ResponseHandler):
         super().data_received(data)
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        # A write cancelled mid-drain leaves aiohttp's drain waiter behind
+        # (3.11 shields it); losing the socket sets an exception on it that
+        # nobody will read, and asyncio logs "Future exception was never
+        # retrieved". Whoever still awaits it reads it anyway.
+        drain_waiter = getattr(self, "_drain_waiter", None)
         try:
             super().connection_lost(exc)
         finally:
+            if (
+                drain_waiter is not None
+                and drain_waiter.done()
+                and not drain_waiter.cancelled()
+            ):
+                drain_waiter.exception()  # marks it retrieved
             ref = self._aioconnpool_on_lost
             callback = ref() if ref is not None else None
             if callback is not None:
