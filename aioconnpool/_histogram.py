@@ -67,6 +67,12 @@ class Timings:
         self.counts[bucket_of(which, seconds)] += 1
         self.sums[which] += seconds
 
+    def copy(self) -> Timings:
+        new = Timings.__new__(Timings)
+        new.counts = self.counts[:]
+        new.sums = self.sums[:]
+        return new
+
     def add(self, other: Timings) -> None:
         counts = self.counts
         for i, n in enumerate(other.counts):
