@@ -24,8 +24,6 @@ __all__ = [
     "caller_stop_marker",
     "check_aiohttp_version",
     "fail_unread_body",
-    "payload_of",
-    "server_asked_close",
     "update_proxy_headers",
     "with_server_hostname",
 ]
@@ -67,19 +65,9 @@ PAYLOAD_ATTR = "_payload"
 """The attribute of ``ResponseHandler`` holding the current body stream."""
 
 
-def payload_of(protocol: Any) -> Any:
-    """The body stream of the response currently on ``protocol`` (or None)."""
-    return getattr(protocol, PAYLOAD_ATTR, None)
-
-
 SHOULD_CLOSE_ATTR = "_should_close"
 """The attribute of ``ResponseHandler`` set when the response said
 ``Connection: close`` (or was HTTP/1.0 without keep-alive)."""
-
-
-def server_asked_close(protocol: Any) -> bool:
-    """The response said ``Connection: close`` (or was HTTP/1.0 without keep-alive)."""
-    return bool(getattr(protocol, SHOULD_CLOSE_ATTR, False))
 
 
 KEY_LACKS_SERVER_HOSTNAME = "server_hostname" not in client_reqrep.ConnectionKey._fields

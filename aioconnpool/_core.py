@@ -73,7 +73,7 @@ from typing import Any, Generic, TypeVar
 
 from . import _events as ev
 from ._counters import Counters
-from ._histogram import BOUNDS, BUCKETS
+from ._histogram import BOUNDS, BUCKETS, bucket_of
 from ._history import KeyHistory
 from ._idle import IdleStore
 from ._ready import ReadyQueue
@@ -345,11 +345,8 @@ class PoolCore(Generic[K, C, G]):
         self._acquired -= 1
         closes: list[Closing] = []
         if close_reason is None:
-            dropped: list[tuple[ConnRecord, str]] = []
-            self._idle.put(ks, rec, now, dropped)
-            if dropped:
-                self._settle_closings(dropped, closes, now)
-            elif not ks.waiters and not self._ready:
+            self._keep(ks, rec, closes, now)
+            if not closes and not ks.waiters and not self._ready:
                 # The common case, kept idle with nobody waiting: the key
                 # holds that connection (no retiring) and nobody can be woken.
                 return NOTHING
@@ -583,11 +580,6 @@ class PoolCore(Generic[K, C, G]):
         del self._keys[ks.key]
         self._history.retire(ks.key, ks.counters)
 
-    def _has_room(self, ks: KeyState) -> bool:
-        if self._limit is not None and self._acquired + self._connecting >= self._limit:
-            return False
-        return ks.limit is None or ks.acquired + len(ks.connecting) < ks.limit
-
     def _grant(
         self,
         ks: KeyState,
@@ -683,7 +675,7 @@ class PoolCore(Generic[K, C, G]):
         counters.released[how] = counters.released.get(how, 0) + 1
         totals.released[how] = totals.released.get(how, 0) + 1
         held = now - since
-        i = HOLD * BUCKETS + bisect_left(BOUNDS, held)  # inline: a hot path
+        i = HOLD * BUCKETS + bisect_left(BOUNDS, held)  # bucket_of, inlined: hot
         counters.timings.counts[i] += 1
         counters.timings.sums[HOLD] += held
         totals.timings.counts[i] += 1
@@ -708,8 +700,7 @@ class PoolCore(Generic[K, C, G]):
         return self._group(key)  # type: ignore[arg-type]
 
     def _observe(self, ks: KeyState, which: int, seconds: float) -> None:
-        # One bucket lookup for the key and the totals (a hot path).
-        i = which * BUCKETS + bisect_left(BOUNDS, seconds)
+        i = bucket_of(which, seconds)  # one lookup for the key and the totals
         t = ks.counters.timings
         t.counts[i] += 1
         t.sums[which] += seconds

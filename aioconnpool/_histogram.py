@@ -62,11 +62,6 @@ class Timings:
         self.counts = [0] * (len(DURATIONS) * BUCKETS)
         self.sums = [0.0] * len(DURATIONS)
 
-    def observe(self, which: int, seconds: float) -> None:
-        """Record ``seconds`` in histogram number ``which`` (see DURATIONS)."""
-        self.counts[bucket_of(which, seconds)] += 1
-        self.sums[which] += seconds
-
     def copy(self) -> Timings:
         new = Timings.__new__(Timings)
         new.counts = self.counts[:]
