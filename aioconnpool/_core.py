@@ -72,8 +72,21 @@ from collections.abc import Callable, Hashable, Iterator
 from typing import Any, Generic, TypeVar
 
 from . import _events as ev
-from ._counters import Counters
-from ._histogram import BOUNDS, BUCKETS, bucket_of
+from ._counters import (
+    CLOSED_INDEX,
+    HISTOGRAMS_AT,
+    N_CONNECT_ERRORS,
+    N_CREATED,
+    N_REJECTED,
+    N_REQUESTS,
+    N_REUSED,
+    N_WAIT_TIMEOUTS,
+    RELEASED_INDEX,
+    SUMS_AT,
+    Counters,
+    bucket_index,
+)
+from ._histogram import BOUNDS, BUCKETS
 from ._history import KeyHistory
 from ._idle import IdleStore
 from ._ready import ReadyQueue
@@ -83,6 +96,7 @@ from ._records import (
     DONE,
     GRANTED,
     IDLE,
+    NO_WAITERS,
     NOTHING,
     QUEUED,
     REJECTED,
@@ -168,6 +182,9 @@ class PoolCore(Generic[K, C, G]):
         self._acquired = 0
         self._connecting = 0
         self._waiting = 0
+        # Tickets holding a permit to connect, for the whole pool: a key only
+        # counts its own (see KeyState).
+        self._permits: dict[Ticket, None] = {}
 
         self._ready = ReadyQueue()
         self._seqs = itertools.count()
@@ -190,8 +207,8 @@ class PoolCore(Generic[K, C, G]):
         ks = self._keys.get(key)
         if ks is None:
             ks = self._open_key(key)
-        ks.counters.requests += 1
-        self._totals.requests += 1
+        ks.counts[N_REQUESTS] += 1
+        self._totals.n[N_REQUESTS] += 1
         now = self._clock()
         ticket = Ticket(key, next(self._seqs), now)
         if self._closed:
@@ -201,27 +218,28 @@ class PoolCore(Generic[K, C, G]):
         limit = self._limit
         if not ks.waiters and (
             (limit is None or self._acquired + self._connecting < limit)
-            and (ks.limit is None or ks.acquired + len(ks.connecting) < ks.limit)
+            and (ks.limit is None or ks.acquired + ks.connecting < ks.limit)
         ):
             closes: list[Closing] = []
             self._grant(ks, ticket, closes, now)
             return ticket, Decision((), closes) if closes else NOTHING
         if not block:
             ticket.state = REJECTED
-            ks.counters.rejected += 1
-            self._totals.rejected += 1
+            ks.counts[N_REJECTED] += 1
+            self._totals.n[N_REJECTED] += 1
             if self._events is not None:
                 self._events.append(ev.Rejected(self._ekey(key), now))
             self._retire_if_empty(ks)
             return ticket, NOTHING
         # Invariant 3 means a free total slot implies no ready key, so a new
         # request cannot overtake anyone by queueing behind its key.
-        ks.waiters[ticket] = None
+        waiters = ks.own_waiters()
+        waiters[ticket] = None
         self._waiting += 1
-        if len(ks.waiters) == 1 and positive(ks.room()):
+        if len(waiters) == 1 and positive(ks.room()):
             self._ready.push(ks)
         if self._events is not None:
-            self._events.append(ev.Queued(self._ekey(key), now, len(ks.waiters)))
+            self._events.append(ev.Queued(self._ekey(key), now, len(waiters)))
         return ticket, NOTHING
 
     def handed_over(self, ticket: Ticket) -> bool:
@@ -247,8 +265,8 @@ class PoolCore(Generic[K, C, G]):
         decision closes the new connection.
         """
         ks = self._settle_permit(ticket)
-        ks.counters.created += 1
-        self._totals.created += 1
+        ks.counts[N_CREATED] += 1
+        self._totals.n[N_CREATED] += 1
         now = self._clock()
         self._observe(ks, CONNECT, now - ticket.granted_at)
         if self._events is not None:
@@ -274,8 +292,8 @@ class PoolCore(Generic[K, C, G]):
         """Opening a connection under ``ticket``'s permit failed or was cancelled."""
         ks = self._settle_permit(ticket)
         ticket.state = DONE
-        ks.counters.connect_errors += 1
-        self._totals.connect_errors += 1
+        ks.counts[N_CONNECT_ERRORS] += 1
+        self._totals.n[N_CONNECT_ERRORS] += 1
         now = self._clock()
         self._observe(ks, CONNECT, now - ticket.granted_at)
         if self._events is not None:
@@ -299,7 +317,8 @@ class PoolCore(Generic[K, C, G]):
             self._unqueue(ks, ticket, "cancelled")
             return NOTHING
         if ticket.conn is None:  # an unused permit to connect
-            del ks.connecting[ticket]
+            del self._permits[ticket]
+            ks.connecting -= 1
             self._connecting -= 1
             return self._slot_freed(ks, [])
         rec = self._conns.get(ticket.conn)
@@ -321,8 +340,8 @@ class PoolCore(Generic[K, C, G]):
         if ks is None or ticket.state != QUEUED:
             return False
         ticket.state = DONE
-        ks.counters.wait_timeouts += 1
-        self._totals.wait_timeouts += 1
+        ks.counts[N_WAIT_TIMEOUTS] += 1
+        self._totals.n[N_WAIT_TIMEOUTS] += 1
         self._unqueue(ks, ticket, "timed_out")
         return True
 
@@ -416,7 +435,7 @@ class PoolCore(Generic[K, C, G]):
                         )
                     )
             self._waiting -= len(ks.waiters)
-            ks.waiters.clear()
+            ks.waiters = NO_WAITERS
             self._retire_if_empty(ks)
         self._ready.clear()
         return Decision(wake, closes)
@@ -457,7 +476,7 @@ class PoolCore(Generic[K, C, G]):
     def connection_count(self, key: K) -> int:
         """Connections ``key`` opened or is opening (0 for a drained key)."""
         ks = self._keys.get(key)
-        return ks.counters.created + len(ks.connecting) if ks is not None else 0
+        return ks.counts[N_CREATED] + ks.connecting if ks is not None else 0
 
     def is_idle(self, conn: C) -> bool:
         """Whether ``conn`` is one of the pool's idle connections."""
@@ -529,7 +548,7 @@ class PoolCore(Generic[K, C, G]):
             0,
             limit,
             min_room(limit, self.total_room()),
-            counters.copy() if counters is not None else Counters(),
+            Counters(counters[:]) if counters is not None else Counters(),
         )
 
     def all_figures(self) -> Iterator[KeyFigures]:
@@ -549,7 +568,7 @@ class PoolCore(Generic[K, C, G]):
 
     def connecting_tickets(self) -> Iterator[Ticket]:
         """Every ticket currently opening a connection."""
-        return iter([t for ks in self._keys.values() for t in ks.connecting])
+        return iter(list(self._permits))
 
     def key_of(self, rec: ConnRecord) -> Hashable:
         return rec.key.key
@@ -561,11 +580,11 @@ class PoolCore(Generic[K, C, G]):
             ks.key,
             ks.acquired,
             len(ks.idle),
-            len(ks.connecting),
+            ks.connecting,
             len(ks.waiters),
             ks.limit,
             min_room(ks.room(), self.total_room()),
-            ks.counters.copy(),
+            Counters(ks.counts[:]),
         )
 
     def _open_key(self, key: K) -> KeyState:
@@ -578,7 +597,7 @@ class PoolCore(Generic[K, C, G]):
         if not ks.is_empty() or self._keys.get(ks.key) is not ks:
             return
         del self._keys[ks.key]
-        self._history.retire(ks.key, ks.counters)
+        self._history.retire(ks.key, ks.counts)
 
     def _grant(
         self,
@@ -595,8 +614,8 @@ class PoolCore(Generic[K, C, G]):
         if waited:
             self._observe(ks, WAIT, waited)
         else:  # served at once (most requests): the first bucket, no search
-            ks.counters.timings.counts[WAIT * BUCKETS] += 1
-            self._totals.timings.counts[WAIT * BUCKETS] += 1
+            ks.counts[HISTOGRAMS_AT + WAIT * BUCKETS] += 1
+            self._totals.n[HISTOGRAMS_AT + WAIT * BUCKETS] += 1
         rec = None
         dropped: list[tuple[ConnRecord, str]] = []
         if ks.idle:
@@ -604,8 +623,8 @@ class PoolCore(Generic[K, C, G]):
         if rec is not None:
             ks.acquired += 1
             self._acquired += 1
-            ks.counters.reused += 1
-            self._totals.reused += 1
+            ks.counts[N_REUSED] += 1
+            self._totals.n[N_REUSED] += 1
             ticket.conn = rec.handle
             rec.acquired_at = now
             if self._events is not None:
@@ -614,7 +633,8 @@ class PoolCore(Generic[K, C, G]):
                 )
         else:
             ticket.conn = None
-            ks.connecting[ticket] = None
+            self._permits[ticket] = None
+            ks.connecting += 1
             self._connecting += 1
             if self._events is not None:
                 self._events.append(ev.ConnectStarted(self._ekey(ks.key), now))
@@ -652,34 +672,40 @@ class PoolCore(Generic[K, C, G]):
             self._events.append(
                 ev.Dequeued(self._ekey(ks.key), now, outcome, now - ticket.since)  # type: ignore[arg-type]
             )
-        was_head = next(iter(ks.waiters)) is ticket
-        del ks.waiters[ticket]
+        waiters = ks.waiters
+        was_head = next(iter(waiters)) is ticket
+        del waiters[ticket]
         self._waiting -= 1
+        if not waiters:
+            ks.waiters = NO_WAITERS
         if was_head and ks in self._ready:
             self._ready.discard(ks)
-            if ks.waiters:
+            if waiters:
                 self._ready.push(ks)
         self._retire_if_empty(ks)
 
     def _settle_permit(self, ticket: Ticket) -> KeyState:
         ks = self._keys.get(ticket.key)
-        if ks is None or ticket not in ks.connecting:
+        if ks is None or ticket not in self._permits:
             raise RuntimeError(f"{ticket!r} holds no permit to connect")
-        del ks.connecting[ticket]
+        del self._permits[ticket]
+        ks.connecting -= 1
         self._connecting -= 1
         return ks
 
     def _count_release(self, ks: KeyState, how: str, now: float, since: float) -> None:
         """An acquisition (held since ``since``) ended ``how``."""
-        counters, totals = ks.counters, self._totals
-        counters.released[how] = counters.released.get(how, 0) + 1
-        totals.released[how] = totals.released.get(how, 0) + 1
+        counts, totals = ks.counts, self._totals.n
+        i = RELEASED_INDEX[how]
+        counts[i] += 1
+        totals[i] += 1
         held = now - since
-        i = HOLD * BUCKETS + bisect_left(BOUNDS, held)  # bucket_of, inlined: hot
-        counters.timings.counts[i] += 1
-        counters.timings.sums[HOLD] += held
-        totals.timings.counts[i] += 1
-        totals.timings.sums[HOLD] += held
+        # bucket_index, inlined: hot
+        i = HISTOGRAMS_AT + HOLD * BUCKETS + bisect_left(BOUNDS, held)
+        counts[i] += 1
+        totals[i] += 1
+        counts[SUMS_AT + HOLD] += held
+        totals[SUMS_AT + HOLD] += held
         if self._events is not None:
             self._events.append(ev.Released(self._ekey(ks.key), now, how, now - since))
 
@@ -687,8 +713,9 @@ class PoolCore(Generic[K, C, G]):
         self, ks: KeyState, reason: str, now: float, born: float, served: int
     ) -> None:
         """A connection (created at ``born``) was closed for ``reason``."""
-        ks.counters.bump_closed(reason)
-        self._totals.bump_closed(reason)
+        i = CLOSED_INDEX[reason]
+        ks.counts[i] += 1
+        self._totals.n[i] += 1
         self._observe(ks, LIFETIME, now - born)
         if self._events is not None:
             self._events.append(
@@ -700,13 +727,12 @@ class PoolCore(Generic[K, C, G]):
         return self._group(key)  # type: ignore[arg-type]
 
     def _observe(self, ks: KeyState, which: int, seconds: float) -> None:
-        i = bucket_of(which, seconds)  # one lookup for the key and the totals
-        t = ks.counters.timings
-        t.counts[i] += 1
-        t.sums[which] += seconds
-        t = self._totals.timings
-        t.counts[i] += 1
-        t.sums[which] += seconds
+        i = bucket_index(which, seconds)  # one lookup for the key and the totals
+        counts, totals = ks.counts, self._totals.n
+        counts[i] += 1
+        counts[SUMS_AT + which] += seconds
+        totals[i] += 1
+        totals[SUMS_AT + which] += seconds
 
     def _slot_freed(
         self, ks: KeyState, closes: list[Closing], now: float | None = None
@@ -722,6 +748,8 @@ class PoolCore(Generic[K, C, G]):
             assert now is not None
             ready = self._ready.pop()
             ticket = ready.waiters.popitem(last=False)[0]
+            if not ready.waiters:
+                ready.waiters = NO_WAITERS
             self._waiting -= 1
             if self._events is not None:
                 self._events.append(

@@ -3,16 +3,16 @@ total (queue wait, connect, hold, connection lifetime).
 
 Buckets are fixed, shared by every histogram, so that per-key histograms add
 up to the totals by plain addition and exporters (Prometheus, OpenTelemetry)
-can pass them on as they are. Observing is one ``bisect`` and two increments.
+can pass them on as they are. Observing is one ``bisect`` and two increments;
+the counts live in ``Counters.n`` (see ``_counters``).
 """
 
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
 from dataclasses import dataclass
 
-__all__ = ["BOUNDS", "BUCKETS", "DURATIONS", "Histogram", "Timings", "bucket_of"]
+__all__ = ["BOUNDS", "BUCKETS", "DURATIONS", "Histogram"]
 
 BOUNDS: tuple[float, ...] = (
     0.001,
@@ -41,54 +41,6 @@ opening, acquisition to release, and connection creation to close."""
 
 
 BUCKETS = len(BOUNDS)
-
-
-def bucket_of(which: int, seconds: float) -> int:
-    """The index in ``Timings.counts`` of ``seconds`` in histogram ``which``."""
-    return which * BUCKETS + bisect_left(BOUNDS, seconds)
-
-
-class Timings:
-    """The mutable histograms of one key (or of the totals).
-
-    ``counts`` is one flat list: histogram ``i``'s buckets are at
-    ``[i * BUCKETS, (i + 1) * BUCKETS)``. The core increments it in place
-    (through :func:`bucket_of`), for the key and the totals with one lookup.
-    """
-
-    __slots__ = ("counts", "sums")
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(DURATIONS) * BUCKETS)
-        self.sums = [0.0] * len(DURATIONS)
-
-    def copy(self) -> Timings:
-        new = Timings.__new__(Timings)
-        new.counts = self.counts[:]
-        new.sums = self.sums[:]
-        return new
-
-    def add(self, other: Timings) -> None:
-        counts = self.counts
-        for i, n in enumerate(other.counts):
-            if n:
-                counts[i] += n
-        for i, s in enumerate(other.sums):
-            self.sums[i] += s
-
-    def snapshot(self, which: int) -> Histogram:
-        counts = tuple(self.counts[which * BUCKETS : (which + 1) * BUCKETS])
-        return Histogram(BOUNDS, counts, sum(counts), self.sums[which])
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Timings):
-            return NotImplemented
-        return self.counts == other.counts and all(
-            math.isclose(a, b, abs_tol=1e-9)
-            for a, b in zip(self.sums, other.sums, strict=True)
-        )
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)

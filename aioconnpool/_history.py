@@ -2,9 +2,13 @@
 
 A crawler touches millions of hosts; keeping a live entry for each would make
 memory grow with every host ever seen. A drained key's state is dropped and
-only its counters are kept here, most recent last, up to a cap; the oldest
-are then summed into one ``forgotten`` aggregate so that totals stay exact.
+only its counts (``_counters``) are kept here, most recent last, up to a
+cap; the oldest are then summed into one ``forgotten`` aggregate so that
+totals stay exact.
 The group index (``PoolKey`` -> full keys) covers live and remembered keys.
+Nearly every group has one key (a host's pools differ only by TLS context or
+proxy), so the index maps a group to that key itself, and to a set only once
+a second key joins: one tracked object less per host.
 """
 
 from __future__ import annotations
@@ -12,9 +16,15 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 
-from ._counters import Counters
+from ._counters import Counters, Counts, new_counts
 
 __all__ = ["KeyHistory"]
+
+_NONE = object()
+
+
+class _Members(set[Hashable]):
+    """The keys of a group that has several (a set no key can be mistaken for)."""
 
 
 class KeyHistory:
@@ -30,45 +40,55 @@ class KeyHistory:
     def __init__(self, cap: int, group: Callable[[Hashable], Hashable]) -> None:
         self._cap = cap
         self._group = group
-        self._counters: OrderedDict[Hashable, Counters] = OrderedDict()
-        self._groups: dict[Hashable, set[Hashable]] = {}
+        self._counters: OrderedDict[Hashable, Counts] = OrderedDict()
+        self._groups: dict[Hashable, Hashable | _Members] = {}
         self._forgotten = Counters()
         self._forgotten_keys = 0
 
-    def revive(self, key: Hashable) -> Counters:
-        """The counters of ``key``, which becomes live (new ones if unknown)."""
+    def revive(self, key: Hashable) -> Counts:
+        """The counts of ``key``, which becomes live (zeros if unknown)."""
         counters = self._counters.pop(key, None)
         if counters is None:
-            counters = Counters()
+            counters = new_counts()
             group = self._group(key)
-            members = self._groups.get(group)
-            if members is None:
-                self._groups[group] = {key}
-            else:
+            members = self._groups.get(group, _NONE)
+            if members is _NONE:
+                self._groups[group] = key
+            elif isinstance(members, _Members):
                 members.add(key)
+            elif members != key:
+                self._groups[group] = _Members((members, key))
         return counters
 
-    def retire(self, key: Hashable, counters: Counters) -> None:
-        """``key`` drained: remember its counters, forgetting the oldest."""
+    def retire(self, key: Hashable, counters: Counts) -> None:
+        """``key`` drained: remember its counts, forgetting the oldest."""
         self._counters[key] = counters
         while len(self._counters) > self._cap:
             old, old_counters = self._counters.popitem(last=False)
-            self._forgotten.add(old_counters)
+            self._forgotten.add(Counters(old_counters))
             self._forgotten_keys += 1
             group = self._group(old)
             members = self._groups[group]
-            members.discard(old)
-            if not members:
+            if not isinstance(members, _Members):
                 del self._groups[group]
+                continue
+            members.discard(old)
+            if len(members) == 1:
+                self._groups[group] = next(iter(members))
 
-    def get(self, key: Hashable) -> Counters | None:
+    def get(self, key: Hashable) -> Counts | None:
         return self._counters.get(key)
 
     def __iter__(self) -> Iterator[Hashable]:
         return iter(self._counters)
 
     def members(self, group: Hashable) -> frozenset[Hashable]:
-        return frozenset(self._groups.get(group, ()))
+        members = self._groups.get(group, _NONE)
+        if members is _NONE:
+            return frozenset()
+        if isinstance(members, _Members):
+            return frozenset(members)
+        return frozenset((members,))
 
     @property
     def forgotten(self) -> tuple[int, Counters]:

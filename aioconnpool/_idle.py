@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 
-from ._records import ACQUIRED, IDLE, ConnRecord, KeyState
+from ._records import ACQUIRED, IDLE, NO_IDLE, ConnRecord, KeyState
 
 __all__ = ["IdleStore"]
 
@@ -116,7 +116,11 @@ class IdleStore:
                 keys[ks] = None
         rec.state = IDLE
         rec.idle_since = now
-        ks.idle[rec.handle] = rec
+        idle = ks.idle
+        if idle is NO_IDLE:  # the shared empty one: the key gets its own, and
+            # keeps it while it lives (a busy key empties it on every reuse)
+            idle = ks.idle = OrderedDict()
+        idle[rec.handle] = rec
         self._order[rec.handle] = rec
         if self._max_total is not None:
             while len(self._order) > self._max_total:
@@ -174,7 +178,7 @@ class IdleStore:
         """Empty the idle pool, returning what it held."""
         recs = list(self._order.values())
         for rec in recs:
-            rec.key.idle.clear()
+            rec.key.idle = NO_IDLE
         self._order.clear()
         self._keys.clear()
         return recs
@@ -200,4 +204,4 @@ class IdleStore:
         for rec in list(ks.idle.values()):
             del self._order[rec.handle]
             closes.append((rec, "evicted"))
-        ks.idle.clear()
+        ks.idle = NO_IDLE

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from ._counters import Counters
+from ._counters import Counters, Counts
 
 __all__ = [
     "ACQUIRED",
@@ -16,6 +16,8 @@ __all__ = [
     "GRANTED",
     "IDLE",
     "NOTHING",
+    "NO_IDLE",
+    "NO_WAITERS",
     "QUEUED",
     "REJECTED",
     "Closing",
@@ -112,11 +114,37 @@ class KeyFigures(NamedTuple):
     counters: Counters
 
 
+class _NothingYet(OrderedDict[Any, Any]):
+    """The shared, always empty queue of a key that has none of its own.
+
+    A crawler has thousands of live keys, most of them with an empty waiter
+    queue or no idle connection at a given moment; sharing one empty mapping
+    spares each key two tracked objects. Whoever adds to a key's mapping
+    gives it its own first (``KeyState.own_waiters``; the idle store for
+    ``idle``); a stray write here raises instead of leaking into every key.
+    """
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise TypeError("the shared empty queue is read-only")
+
+
+NO_WAITERS: OrderedDict[Ticket, None] = _NothingYet()
+NO_IDLE: OrderedDict[Hashable, ConnRecord] = _NothingYet()
+
+
 class KeyState:
+    """One live key: its limit, gauges, queue, idle connections, counters.
+
+    ``waiters`` and ``idle`` are the shared empty ``NO_WAITERS`` / ``NO_IDLE``
+    while empty (see ``_NothingYet``). ``connecting`` is a count: the tickets
+    themselves are indexed once for the whole pool. ``counts`` is the key's
+    counts list (see ``_counters``), which the history keeps when it drains.
+    """
+
     __slots__ = (
         "acquired",
         "connecting",
-        "counters",
+        "counts",
         "idle",
         "key",
         "limit",
@@ -124,20 +152,26 @@ class KeyState:
         "waiters",
     )
 
-    def __init__(self, key: Hashable, limit: int | None, counters: Counters) -> None:
+    def __init__(self, key: Hashable, limit: int | None, counts: Counts) -> None:
         self.key = key
         self.limit = limit
         self.acquired = 0
-        self.connecting: dict[Ticket, None] = {}
-        self.idle: OrderedDict[Hashable, ConnRecord] = OrderedDict()
-        self.waiters: OrderedDict[Ticket, None] = OrderedDict()
-        self.counters = counters
+        self.connecting = 0
+        self.idle = NO_IDLE
+        self.waiters = NO_WAITERS
+        self.counts = counts
         self.ready_token = -1  # >= 0 while the key sits in the ready heap
+
+    def own_waiters(self) -> OrderedDict[Ticket, None]:
+        """The key's own waiter queue, created on first use."""
+        if self.waiters is NO_WAITERS:
+            self.waiters = OrderedDict()
+        return self.waiters
 
     def room(self) -> int | None:
         if self.limit is None:
             return None
-        return self.limit - self.acquired - len(self.connecting)
+        return self.limit - self.acquired - self.connecting
 
     def is_empty(self) -> bool:
         return not (self.acquired or self.connecting or self.idle or self.waiters)

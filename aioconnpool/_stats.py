@@ -143,11 +143,9 @@ class ConnectionInfo:
         return stats_to_dict(self)
 
 
-def _counter_fields(c: Counters, *, private: bool) -> dict[str, object]:
-    """Counter fields for a snapshot. ``private``: ``c`` is already a copy
-    nobody else holds, so its dicts are wrapped instead of copied again."""
-    released = c.released if private else dict(c.released)
-    closed = c.closed if private else dict(c.closed)
+def _counter_fields(c: Counters) -> dict[str, object]:
+    """Counter fields for a snapshot (``released`` and ``closed`` are new
+    dicts on every read, so nobody else holds them)."""
     return {
         "requests": c.requests,
         "created": c.created,
@@ -155,9 +153,9 @@ def _counter_fields(c: Counters, *, private: bool) -> dict[str, object]:
         "connect_errors": c.connect_errors,
         "rejected": c.rejected,
         "wait_timeouts": c.wait_timeouts,
-        "released": MappingProxyType(released),
-        "closed": MappingProxyType(closed),
-        **{name: c.timings.snapshot(i) for i, name in enumerate(DURATIONS)},
+        "released": MappingProxyType(c.released),
+        "closed": MappingProxyType(c.closed),
+        **{name: c.histogram(i) for i, name in enumerate(DURATIONS)},
     }
 
 
@@ -203,7 +201,7 @@ def build_host_stats(
         waiting=waiting,
         limit=limit,
         available=available,
-        **_counter_fields(total, private=True),  # type: ignore[arg-type]
+        **_counter_fields(total),  # type: ignore[arg-type]
     )
 
 
@@ -236,9 +234,9 @@ def build_pool_stats(
         available=None if room is None else max(room, 0),
         hosts=MappingProxyType(hosts),
         forgotten_hosts=forgotten_keys,
-        forgotten=HostStats(**_counter_fields(forgotten, private=False)),  # type: ignore[arg-type]
+        forgotten=HostStats(**_counter_fields(forgotten)),  # type: ignore[arg-type]
         is_closed=core.closed,
-        **_counter_fields(totals, private=False),  # type: ignore[arg-type]
+        **_counter_fields(totals),  # type: ignore[arg-type]
     )
 
 

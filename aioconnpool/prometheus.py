@@ -75,6 +75,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from . import CLOSE_REASONS, RELEASE_HOWS, HostStats, PoolConnector, PoolKey, PoolStats
+from ._counters import COUNTER_NAMES
 from ._exporting import busiest, snapshot_on_loop
 
 __all__ = ["OTHER", "PoolCollector", "register", "unregister"]
@@ -83,14 +84,7 @@ OTHER = "_other"
 """The ``host`` label of the hosts summed together beyond ``max_hosts``."""
 
 _GAUGES = ("acquired", "idle", "connecting", "waiting")
-_COUNTERS = (
-    "requests",
-    "created",
-    "reused",
-    "connect_errors",
-    "rejected",
-    "wait_timeouts",
-)
+_COUNTERS = COUNTER_NAMES
 _DURATIONS = ("wait_time", "connect_time", "hold_time", "lifetime")
 _HELP = {
     "acquired": "Connections in a request's hands.",
