@@ -28,6 +28,12 @@ The fairness workloads record each request's wait for a connection, from
 ``on_connection_reuseconn`` (so the wait for a new connection includes
 opening it), per group: the big host, the small hosts, all.
 
+Every run also times each collection of CPython's cyclic garbage collector
+inside the timed window (``gc.callbacks``, per generation): with thousands of
+requests in flight a full collection walks every pending task, whatever the
+client. ``"gc": false`` in the spec disables the collector for the timed
+window only: a diagnostic control, not a headline figure.
+
 Usage (normally only by ``bench/sockets.py``; with ``"port": 0`` it starts
 a loopback server of its own, handy with ``--profile``)::
 
@@ -89,6 +95,7 @@ class Spec:
     per_small: int = 0
     seed: int = 1
     budget_s: float = 60.0
+    gc: bool = True  # False: the collector is off in the timed window (control)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -317,6 +324,44 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+# --------------------------------------------------------------- collector
+
+
+class GcTimer:
+    """Times each garbage collection, per generation, while registered.
+
+    Measured, never estimated: ``gc.callbacks`` calls us at the start and the
+    stop of every collection, automatic or explicit. Collections do not nest
+    (CPython runs one at a time), so one pending start suffices.
+    """
+
+    def __init__(self) -> None:
+        self.collections = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self._started: float | None = None
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._started = now
+        elif self._started is not None:  # a stop whose start we saw
+            generation = info["generation"]
+            self.collections[generation] += 1
+            self.seconds[generation] += now - self._started
+            self._started = None
+
+    def __enter__(self) -> GcTimer:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    @property
+    def total_s(self) -> float:
+        return sum(self.seconds)
+
+
 # --------------------------------------------------------------------- run
 
 
@@ -346,16 +391,30 @@ async def measure(spec: Spec) -> dict[str, Any]:
             raise ValueError(f"unknown workload {spec.workload!r}")
         before = await server_info(spec.port)
         gc.collect()
-        start = time.perf_counter()
-        cpu = time.process_time()
-        # A thread, not loop.call_later: a client whose queue handling blocks
-        # the event loop for seconds at a time must still be stopped on time.
-        watchdog = threading.Timer(spec.budget_s, _over_budget, (spec, tally, start))
-        watchdog.daemon = True
-        watchdog.start()
-        await timed()
-        elapsed = time.perf_counter() - start
-        client_cpu = time.process_time() - cpu
+        collector = GcTimer()
+        if not spec.gc:
+            gc.disable()
+        try:
+            # Registered (and the collector off, for the control) in the timed
+            # window only: the set-up's and the other runs' collections are
+            # not this run's.
+            with collector:
+                start = time.perf_counter()
+                cpu = time.process_time()
+                # A thread, not loop.call_later: a client whose queue handling
+                # blocks the event loop for seconds at a time must still be
+                # stopped on time.
+                watchdog = threading.Timer(
+                    spec.budget_s, _over_budget, (spec, tally, start)
+                )
+                watchdog.daemon = True
+                watchdog.start()
+                await timed()
+                elapsed = time.perf_counter() - start
+                client_cpu = time.process_time() - cpu
+        finally:
+            if not spec.gc:
+                gc.enable()
         watchdog.cancel()
         after = await server_info(spec.port)
         pool = client.pool()
@@ -369,6 +428,13 @@ async def measure(spec: Spec) -> dict[str, Any]:
         "client_cpu_share": client_cpu / elapsed,
         "server_cpu_share": (after["cpu_s"] - before["cpu_s"]) / elapsed,
         "server_open_before": int(before["open"]) - 1,  # minus the info request
+        "gc": {
+            "collections": collector.collections,
+            "seconds": collector.seconds,
+            "share": collector.total_s / elapsed,
+        },
+        # Collector time is inside the timed window, so this is always > 0.
+        "req_per_s_outside_gc": total / (elapsed - collector.total_s),
     }
     if pool:
         result["pool"] = pool

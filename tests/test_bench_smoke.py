@@ -90,7 +90,9 @@ SOCKET_SECTIONS = (
     "4. fairness",
     "4a. burst",
     "4b. sustained",
+    "5. CONTROL, NOT A HEADLINE FIGURE",
     "targets (issue 4)",
+    "diagnostic only, not targets",
 )
 SOCKET_CLIENTS = {
     "hot": {"aiohttp", "aioconnpool", "httpx"},
@@ -98,6 +100,7 @@ SOCKET_CLIENTS = {
     "queued": {"aiohttp", "aioconnpool", "httpx"},
     "burst": {"aiohttp", "aioconnpool"},
     "sustained": {"aiohttp", "aioconnpool"},
+    "queued_gc_off": {"aiohttp", "aioconnpool"},
 }
 
 
@@ -131,6 +134,11 @@ def test_sockets_tiny_run_reports_every_section_and_row(
     assert "skipped" not in out
     for target in ("hot host", "crawl K=", "vs floor", "queued sweep"):
         assert target in out
+    # The collector's figures, for the crawl and the queued sweep.
+    for client in ("aiohttp", "aioconnpool"):
+        assert f"{client} collector share" in out
+        assert f"{client} req/s outside the collector" in out
+    assert "httpx req/s outside the collector" in out
     assert "results written" in out
 
 
@@ -155,6 +163,10 @@ def test_sockets_tiny_run_writes_json(
         *(f"K={k:,}" for k in data["config"]["crawl_keys"]),
         "floor",
     ]
+    # The gc-off control repeats the queued sweep's rows, with the collector off.
+    queued_rows = [f"N={n:,}" for n in data["config"]["queued_n"]]
+    assert [r["row"] for r in sections["queued"]] == queued_rows
+    assert [r["row"] for r in sections["queued_gc_off"]] == queued_rows
     for name, rows in sections.items():
         for row in rows:
             assert set(row["clients"]) == SOCKET_CLIENTS[name]
@@ -166,6 +178,11 @@ def test_sockets_tiny_run_writes_json(
                 assert run["ok"] == run["requests"] > 0
                 assert run["errors"] == {}
                 assert summary["median_req_per_s"] > 0
+                _check_collector(run, summary)
+                # The collector is off in the control's runs only.
+                assert summary["spec"]["gc"] is (name != "queued_gc_off")
+                if name == "queued_gc_off":
+                    assert run["gc"]["collections"] == [0, 0, 0]
     # The fairness runs timed the wait of every request, on both connectors.
     for name in ("burst", "sustained"):
         for summary in sections[name][0]["clients"].values():
@@ -179,8 +196,39 @@ def test_sockets_tiny_run_writes_json(
     # aioconnpool's own stats agree with the number of requests made.
     crawl_ours = sections["crawl"][0]["clients"]["aioconnpool"]["runs"][0]
     assert crawl_ours["pool"]["requests"] == crawl_ours["requests"]
-    assert [t["target"] for t in data["targets"]][:1] == ["hot host"]
+    # The real checks come first and are never diagnostics; the diagnostics
+    # follow, each marked as such.
+    checks = data["targets"]
+    last_key = f"K={data['config']['crawl_keys'][-1]:,}"
+    real = ["hot host", f"crawl {last_key}", f"crawl {last_key} vs floor"]
+    real.append("queued sweep")
+    assert [t["target"] for t in checks[: len(real)]] == real
+    assert not any(t["diagnostic"] for t in checks[: len(real)])
+    diagnostics = checks[len(real) :]
+    assert len(diagnostics) == 4
+    for check in diagnostics:
+        assert check["diagnostic"] is True
+        assert check["target"].startswith("diagnostic: ")
+        assert check["value"] is not None
     assert not list(target.parent.glob("*.tmp"))
+
+
+def _check_collector(run: dict[str, Any], summary: dict[str, Any]) -> None:
+    """A run's collector figures are present and sane (no timing asserted)."""
+    gc_figures = run["gc"]
+    assert len(gc_figures["collections"]) == len(gc_figures["seconds"]) == 3
+    for count, seconds in zip(
+        gc_figures["collections"], gc_figures["seconds"], strict=True
+    ):
+        assert isinstance(count, int)
+        assert count >= 0
+        assert seconds >= 0.0
+        assert count or seconds == 0.0  # no time without a collection
+    assert 0.0 <= gc_figures["share"] <= 1.0
+    # Time outside the collector is at most the run's time.
+    assert run["req_per_s_outside_gc"] >= run["req_per_s"]
+    assert summary["median_gc_share"] == gc_figures["share"]
+    assert summary["median_req_per_s_outside_gc"] == run["req_per_s_outside_gc"]
 
 
 def test_sockets_budget_skips_larger_sizes() -> None:
@@ -192,7 +240,8 @@ def test_sockets_budget_skips_larger_sizes() -> None:
     calls: list[tuple[str, str, int]] = []
 
     def run(spec: Any) -> dict[str, Any]:
-        calls.append((spec.workload, spec.client, spec.n))
+        if spec.gc:  # the gc-off control is not what this test is about
+            calls.append((spec.workload, spec.client, spec.n))
         if spec.workload == "queued" and spec.client == "httpx":
             return {"status": "over_budget", "budget_s": 1.0, "done": 3}
         return {
@@ -214,6 +263,59 @@ def test_sockets_budget_skips_larger_sizes() -> None:
     assert texts[0] == f"skipped: >1 s, 3/{small:,} done"
     assert texts[1].startswith("skipped (")
     assert isinstance(workloads.Spec.from_json(cells[0].spec.to_json()), workloads.Spec)
+
+
+def test_sockets_collector_figures_feed_only_the_diagnostics() -> None:
+    """The queued target is checked on req/s with the collector on; the
+    diagnostics use req/s outside the collector and the gc-off control."""
+    sockets = _load("sockets")
+    cfg = sockets.TINY
+    large = cfg.queued_n[-1]
+    cells = sockets.plan(cfg, port=1)
+
+    def run(spec: Any) -> dict[str, Any]:
+        # Made-up figures: with the collector on, the queued sweep halves from
+        # the small N to the large one, all of it in the collector.
+        rate, gc_share = 100.0, 0.0
+        if spec.workload == "queued" and spec.n == large:
+            rate = 95.0 if not spec.gc else 50.0
+            gc_share = 0.5 if spec.gc else 0.0
+        return {
+            "status": "ok",
+            "requests": spec.n,
+            "ok": spec.n,
+            "errors": {},
+            "req_per_s": rate,
+            "server_cpu_share": 0.0,
+            "gc": {"collections": [0, 0, 0], "seconds": [0.0] * 3, "share": gc_share},
+            "req_per_s_outside_gc": rate / (1.0 - gc_share),
+        }
+
+    sockets.execute(cells, 1, lambda msg: None, run)
+    sections = sockets.build_results(cells)
+    [large_row] = [r for r in sections["queued"] if r["row"] == f"N={large:,}"]
+    ours = large_row["clients"]["aioconnpool"]
+    assert ours["median_gc_share"] == 0.5
+    assert ours["median_req_per_s_outside_gc"] == 100.0
+    checks = {t["target"]: t for t in sockets.targets(sections)}
+    queued = checks["queued sweep"]
+    assert (queued["value"], queued["holds"], queued["diagnostic"]) == (
+        0.5,
+        False,
+        False,
+    )
+    for client in ("aioconnpool", "aiohttp"):
+        outside = checks[
+            f"diagnostic: queued sweep, req/s outside the collector, {client}"
+        ]
+        assert (outside["value"], outside["diagnostic"]) == (1.0, True)
+        off = checks[
+            f"diagnostic: gc-off control (queued sweep, gc disabled), {client}"
+        ]
+        assert (off["value"], off["diagnostic"]) == (0.95, True)
+    text = sockets._collector_table(sections["queued"], ("aioconnpool",), outside=True)
+    assert "aioconnpool collector share" in text
+    assert "50%" in text
 
 
 def test_percentiles_are_nearest_rank() -> None:
