@@ -189,8 +189,7 @@ class PoolConnector(TCPConnector):
         factory = functools.partial(
             PoolProtocol,
             loop=self._loop,
-            on_lost=weakref.WeakMethod(self._on_lost),
-            on_idle_data=weakref.WeakMethod(self._on_idle_data),
+            pool=weakref.ref(self),
         )
         self._factory = cast("functools.partial[ResponseHandler]", factory)
         self._core: PoolCore[Hashable, Hashable, PoolKey] = PoolCore(
@@ -339,6 +338,8 @@ class PoolConnector(TCPConnector):
             if ticket.state == QUEUED:
                 await self._wait(ticket, traces)
                 if _granted_conn(ticket) is not None:
+                    if not traces:
+                        return self._take_granted(ticket, req, key)
                     return await self._hand_over(ticket, req, traces)
             proto = await self._open(ticket, req, traces, timeout)
         if self._leaks is not None:

@@ -739,14 +739,24 @@ class PoolCore(Generic[K, C, G]):
     ) -> Decision:
         """A slot of ``ks`` (and of the total) may have been freed: hand the
         free slots to the longest-waiting ready requests."""
-        if ks.waiters and ks not in self._ready and positive(ks.room()):
-            self._ready.push(ks)
+        # Inlined room checks (KeyState.room, total_room, positive): this
+        # runs on every release that someone is waiting for.
+        ready_keys = self._ready
+        if (
+            ks.waiters
+            and ks.ready_token < 0
+            and (ks.limit is None or ks.acquired + ks.connecting < ks.limit)
+        ):
+            ready_keys.push(ks)
         wake: list[Ticket] = []
-        if now is None and self._ready:
+        if now is None and ready_keys.count:
             now = self._clock()
-        while self._ready and positive(self.total_room()):
+        limit = self._limit
+        while ready_keys.count and (
+            limit is None or self._acquired + self._connecting < limit
+        ):
             assert now is not None
-            ready = self._ready.pop()
+            ready = ready_keys.pop()
             ticket = ready.waiters.popitem(last=False)[0]
             if not ready.waiters:
                 ready.waiters = NO_WAITERS
@@ -760,8 +770,10 @@ class PoolCore(Generic[K, C, G]):
             # A granted key holds the slot: it cannot retire here.
             self._grant(ready, ticket, closes, now)
             wake.append(ticket)
-            if ready.waiters and positive(ready.room()):
-                self._ready.push(ready)
+            if ready.waiters and (
+                ready.limit is None or ready.acquired + ready.connecting < ready.limit
+            ):
+                ready_keys.push(ready)
         self._retire_if_empty(ks)
         if wake or closes:
             return Decision(wake, closes)

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp.client_proto import ResponseHandler
 
-__all__ = ["PoolProtocol"]
+__all__ = ["PoolHooks", "PoolProtocol"]
+
+
+class PoolHooks(Protocol):
+    """What the protocol tells its pool (the connector)."""
+
+    def _on_idle_data(self, protocol: PoolProtocol) -> bool: ...
+
+    def _on_lost(self, protocol: PoolProtocol) -> None: ...
 
 
 class PoolProtocol(ResponseHandler):
@@ -23,23 +31,25 @@ class PoolProtocol(ResponseHandler):
     that socket would be off by one. The pool is asked first (``on_data``
     returns True when the connection was idle and is now dropped), and the
     bytes are discarded.
+
+    The pool is held through one weak reference, shared by all its protocols
+    (a socket must not keep a dropped connector alive); dereferencing it
+    allocates nothing, which matters on a path taken for every read.
     """
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        on_lost: weakref.WeakMethod[Callable[[PoolProtocol], None]] | None = None,
-        on_idle_data: weakref.WeakMethod[Callable[[PoolProtocol], bool]] | None = None,
+        pool: weakref.ref[PoolHooks] | None = None,
     ) -> None:
         super().__init__(loop)
-        self._aioconnpool_on_lost = on_lost
-        self._aioconnpool_on_idle_data = on_idle_data
+        self._aioconnpool_pool = pool
 
     def data_received(self, data: bytes) -> None:
-        ref = self._aioconnpool_on_idle_data
+        ref = self._aioconnpool_pool
         if data and ref is not None:
-            dropped = ref()
-            if dropped is not None and dropped(self):
+            pool = ref()
+            if pool is not None and pool._on_idle_data(self):
                 return
         super().data_received(data)
 
@@ -58,7 +68,7 @@ class PoolProtocol(ResponseHandler):
                 and not drain_waiter.cancelled()
             ):
                 drain_waiter.exception()  # marks it retrieved
-            ref = self._aioconnpool_on_lost
-            callback = ref() if ref is not None else None
-            if callback is not None:
-                callback(self)
+            ref = self._aioconnpool_pool
+            pool = ref() if ref is not None else None
+            if pool is not None:
+                pool._on_lost(self)

@@ -24,16 +24,18 @@ __all__ = ["ReadyQueue"]
 
 
 class ReadyQueue:
-    __slots__ = ("_count", "_heap", "_tokens")
+    __slots__ = ("_heap", "_tokens", "count")
 
     def __init__(self) -> None:
         self._heap: list[tuple[int, int, KeyState]] = []
-        self._count = 0
+        # How many keys are ready: read-only outside, and read directly by
+        # the core's release path rather than through len().
+        self.count = 0
         self._tokens = itertools.count()
 
     def __len__(self) -> int:
         """How many keys are ready (stale heap entries not counted)."""
-        return self._count
+        return self.count
 
     def __contains__(self, ks: object) -> bool:
         return isinstance(ks, KeyState) and ks.ready_token >= 0
@@ -46,7 +48,7 @@ class ReadyQueue:
     def push(self, ks: KeyState) -> None:
         """Mark ``ks`` ready under its current first waiter (which must exist)."""
         if ks.ready_token < 0:
-            self._count += 1
+            self.count += 1
         token = next(self._tokens)
         ks.ready_token = token
         heapq.heappush(self._heap, (next(iter(ks.waiters)).seq, token, ks))
@@ -56,7 +58,7 @@ class ReadyQueue:
         """``ks`` is no longer ready (no waiter, or no per-key room)."""
         if ks.ready_token >= 0:
             ks.ready_token = -1
-            self._count -= 1
+            self.count -= 1
             self._compact()
 
     def pop(self) -> KeyState:
@@ -65,16 +67,16 @@ class ReadyQueue:
             _seq, token, ks = heapq.heappop(self._heap)
             if ks.ready_token == token:
                 ks.ready_token = -1
-                self._count -= 1
+                self.count -= 1
                 return ks
 
     def clear(self) -> None:
         for _seq, _token, ks in self._heap:
             ks.ready_token = -1
         self._heap.clear()
-        self._count = 0
+        self.count = 0
 
     def _compact(self) -> None:
-        if len(self._heap) > 4 * self._count + 64:
+        if len(self._heap) > 4 * self.count + 64:
             self._heap = [e for e in self._heap if e[2].ready_token == e[1]]
             heapq.heapify(self._heap)
