@@ -318,6 +318,12 @@ class PoolConnector(TCPConnector):
         key = req.connection_key  # a property that builds a new tuple: once
         if _compat.KEY_LACKS_SERVER_HOSTNAME:
             key = _compat.with_server_hostname(key, req)
+        if not traces:  # reuse traces go through a ticket (they may raise)
+            conn, decision = self._core.reuse(key)
+            if decision is not NOTHING or self._pending_events:
+                self._carry_out(decision)
+            if conn is not None:
+                return self._connection_for(conn, req, key)
         ticket, decision = self._core.arrive(key, block=self._options.block)
         if decision is not NOTHING or self._pending_events:
             self._carry_out(decision)
@@ -424,13 +430,19 @@ class PoolConnector(TCPConnector):
         if not self._core.handed_over(ticket):
             # The pool closed while this task was on its way here.
             raise PoolClosedError("Connector is closed.")
+        return self._connection_for(proto, req, key)
+
+    def _connection_for(
+        self, proto: Any, req: ClientRequest, key: ConnectionKey
+    ) -> Connection:
+        """Wrap an idle connection the request now holds."""
         if log.isEnabledFor(logging.DEBUG):
             log.debug("Reusing connection to %s", pool_key_of(key))
         if self._leaks is not None:
             self._leaks.acquired(proto, pool_key_of(key))
         if req.proxy is not None:
             _compat.update_proxy_headers(self, req)
-        return PoolConnection(self, key, proto, self._loop)  # type: ignore[arg-type]
+        return PoolConnection(self, key, proto, self._loop)
 
     async def _wait(self, ticket: Ticket, traces: list[Trace]) -> None:
         """Wait in the queue until the core grants ``ticket`` a slot."""
@@ -510,6 +522,8 @@ class PoolConnector(TCPConnector):
         self._carry_out(decision)
         if ticket.state == CLOSED:
             raise PoolClosedError("Connector is closed.")
+        if isinstance(proto, PoolProtocol):
+            proto.track(self._core.record_of(proto))
         try:
             for trace in traces:
                 await trace.send_connection_create_end()

@@ -242,6 +242,53 @@ class PoolCore(Generic[K, C, G]):
             self._events.append(ev.Queued(self._ekey(key), now, len(waiters)))
         return ticket, NOTHING
 
+    def reuse(self, key: K) -> tuple[C | None, Decision]:
+        """A request for ``key``, served at once by an idle connection if one
+        is free and the limits allow it: a keep-alive client's hot path, with
+        no ticket.
+
+        Returns the connection, now acquired (it has served one more request),
+        or ``None``: nothing was counted, and the request must :meth:`arrive`.
+        Either way the decision closes the idle connections found unusable on
+        the way (expired, too old, dead).
+        """
+        ks = self._keys.get(key)
+        if ks is None or not ks.idle or ks.waiters or self._closed:
+            return None, NOTHING
+        limit = self._limit
+        if not (
+            (limit is None or self._acquired + self._connecting < limit)
+            and (ks.limit is None or ks.acquired + ks.connecting < ks.limit)
+        ):
+            return None, NOTHING
+        now = self._clock()
+        dropped: list[tuple[ConnRecord, str]] = []
+        rec = self._idle.take(ks, now, dropped)
+        if rec is not None:  # as arrive + _grant + handed_over would count it
+            counts, totals = ks.counts, self._totals.n
+            counts[N_REQUESTS] += 1
+            totals[N_REQUESTS] += 1
+            counts[HISTOGRAMS_AT + WAIT * BUCKETS] += 1  # served at once
+            totals[HISTOGRAMS_AT + WAIT * BUCKETS] += 1
+            counts[N_REUSED] += 1
+            totals[N_REUSED] += 1
+            ks.acquired += 1
+            self._acquired += 1
+            rec.acquired_at = now
+            rec.served += 1
+            if self._events is not None:
+                self._events.append(
+                    ev.Acquired(self._ekey(key), now, True, now - rec.idle_since)
+                )
+        conn: Any = rec.handle if rec is not None else None
+        if not dropped:
+            return conn, NOTHING
+        closes: list[Closing] = []
+        # Settled once the key holds its slot, so it stays live; without a
+        # connection the key may retire, and arrive() revives it.
+        self._settle_closings(dropped, closes, now)
+        return conn, Decision((), closes)
+
     def handed_over(self, ticket: Ticket) -> bool:
         """The request takes the idle connection it was granted.
 
@@ -363,9 +410,24 @@ class PoolCore(Generic[K, C, G]):
         ks.acquired -= 1
         self._acquired -= 1
         closes: list[Closing] = []
+        if (
+            close_reason is None
+            and ks.waiters
+            and not ks.idle
+            and self._idle.plain
+            and self._idle.is_alive(conn)
+        ):
+            # Someone of this key waits: the connection may go straight to
+            # them, as the idle store would give it (it keeps everything, and
+            # the key has no other idle connection to prefer).
+            rec.idle_since = now
+            return self._slot_freed(ks, closes, now, rec)
         if close_reason is None:
-            self._keep(ks, rec, closes, now)
-            if not closes and not ks.waiters and not self._ready:
+            dropped: list[tuple[ConnRecord, str]] = []  # _keep, inlined: hot
+            self._idle.put(ks, rec, now, dropped)
+            if dropped:
+                self._settle_closings(dropped, closes, now)
+            elif not ks.waiters and not self._ready.count:
                 # The common case, kept idle with nobody waiting: the key
                 # holds that connection (no retiring) and nobody can be woken.
                 return NOTHING
@@ -477,6 +539,11 @@ class PoolCore(Generic[K, C, G]):
         """Connections ``key`` opened or is opening (0 for a drained key)."""
         ks = self._keys.get(key)
         return ks.counts[N_CREATED] + ks.connecting if ks is not None else 0
+
+    def record_of(self, conn: C) -> ConnRecord | None:
+        """The core's live record of ``conn`` (its ``state`` tells whether it
+        is idle), or ``None``."""
+        return self._conns.get(conn)
 
     def is_idle(self, conn: C) -> bool:
         """Whether ``conn`` is one of the pool's idle connections."""
@@ -605,8 +672,10 @@ class PoolCore(Generic[K, C, G]):
         ticket: Ticket,
         closes: list[Closing],
         now: float,
+        handoff: ConnRecord | None = None,
     ) -> None:
-        """Give ``ticket`` a slot of ``ks``: an idle connection if a live one
+        """Give ``ticket`` a slot of ``ks``: ``handoff`` (a connection of
+        ``ks`` released this instant), else an idle connection if a live one
         is left, else permission to connect."""
         ticket.state = GRANTED
         ticket.granted_at = now
@@ -616,9 +685,9 @@ class PoolCore(Generic[K, C, G]):
         else:  # served at once (most requests): the first bucket, no search
             ks.counts[HISTOGRAMS_AT + WAIT * BUCKETS] += 1
             self._totals.n[HISTOGRAMS_AT + WAIT * BUCKETS] += 1
-        rec = None
+        rec = handoff
         dropped: list[tuple[ConnRecord, str]] = []
-        if ks.idle:
+        if rec is None and ks.idle:
             rec = self._idle.take(ks, now, dropped)
         if rec is not None:
             ks.acquired += 1
@@ -735,10 +804,20 @@ class PoolCore(Generic[K, C, G]):
         totals[SUMS_AT + which] += seconds
 
     def _slot_freed(
-        self, ks: KeyState, closes: list[Closing], now: float | None = None
+        self,
+        ks: KeyState,
+        closes: list[Closing],
+        now: float | None = None,
+        handoff: ConnRecord | None = None,
     ) -> Decision:
         """A slot of ``ks`` (and of the total) may have been freed: hand the
-        free slots to the longest-waiting ready requests."""
+        free slots to the longest-waiting ready requests.
+
+        ``handoff`` is a keep-alive connection of ``ks`` released this
+        instant, not yet idle: if the slot goes to a waiter of ``ks`` it takes
+        that connection directly (what the idle store would have given it);
+        otherwise it is kept idle at the end.
+        """
         # Inlined room checks (KeyState.room, total_room, positive): this
         # runs on every release that someone is waiting for.
         ready_keys = self._ready
@@ -768,12 +847,19 @@ class PoolCore(Generic[K, C, G]):
                     )
                 )
             # A granted key holds the slot: it cannot retire here.
-            self._grant(ready, ticket, closes, now)
+            if ready is ks and handoff is not None:
+                self._grant(ready, ticket, closes, now, handoff)
+                handoff = None
+            else:
+                self._grant(ready, ticket, closes, now)
             wake.append(ticket)
             if ready.waiters and (
                 ready.limit is None or ready.acquired + ready.connecting < ready.limit
             ):
                 ready_keys.push(ready)
+        if handoff is not None:  # the slot went elsewhere: keep it idle
+            assert now is not None  # release() passes it with a handoff
+            self._keep(ks, handoff, closes, now)
         self._retire_if_empty(ks)
         if wake or closes:
             return Decision(wake, closes)

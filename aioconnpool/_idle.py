@@ -38,7 +38,6 @@ Closings = list[tuple[ConnRecord, str]]
 
 class IdleStore:
     __slots__ = (
-        "_is_alive",
         "_keepalive",
         "_keys",
         "_lifo",
@@ -49,6 +48,8 @@ class IdleStore:
         "_max_total",
         "_order",
         "_retiring",
+        "is_alive",
+        "plain",
     )
 
     def __init__(
@@ -64,7 +65,7 @@ class IdleStore:
         lifo: bool = False,
     ) -> None:
         self._keepalive = keepalive
-        self._is_alive = is_alive
+        self.is_alive = is_alive
         self._max_age = max_age
         self._max_requests = max_requests
         self._max_per_key = max_per_key
@@ -74,6 +75,14 @@ class IdleStore:
         # Whether connections retire by age or use at all: spares the hot
         # path a call when they don't.
         self._retiring = max_age is not None or max_requests is not None
+        # No cap and no retirement: every released connection is kept, so a
+        # waiter of its key may take it without a round trip through here.
+        self.plain = (
+            not self._retiring
+            and max_per_key is None
+            and max_total is None
+            and max_keys is None
+        )
         # All idle connections, oldest first: idle_since never decreases in
         # insertion order, so expiry pops from the front and stops early.
         self._order: OrderedDict[Hashable, ConnRecord] = OrderedDict()
@@ -140,7 +149,7 @@ class IdleStore:
                 closes.append((rec, "expired"))
                 continue
             reason = self._retire_reason(rec, now) if self._retiring else None
-            if reason is None and not self._is_alive(handle):
+            if reason is None and not self.is_alive(handle):
                 reason = "server"
             if reason is not None:
                 closes.append((rec, reason))

@@ -8,7 +8,11 @@ from typing import Protocol
 
 from aiohttp.client_proto import ResponseHandler
 
+from ._records import IDLE, ConnRecord
+
 __all__ = ["PoolHooks", "PoolProtocol"]
+
+_handler_data_received = ResponseHandler.data_received
 
 
 class PoolHooks(Protocol):
@@ -32,9 +36,11 @@ class PoolProtocol(ResponseHandler):
     returns True when the connection was idle and is now dropped), and the
     bytes are discarded.
 
-    The pool is held through one weak reference, shared by all its protocols
-    (a socket must not keep a dropped connector alive); dereferencing it
-    allocates nothing, which matters on a path taken for every read.
+    Every read passes here, so the common case costs one attribute test: the
+    pool's record of the connection (``track``) says whether it is idle, and
+    only then is the pool asked. The pool is held through one weak reference,
+    shared by all its protocols: a socket must not keep a dropped connector
+    alive.
     """
 
     def __init__(
@@ -44,14 +50,20 @@ class PoolProtocol(ResponseHandler):
     ) -> None:
         super().__init__(loop)
         self._aioconnpool_pool = pool
+        self._aioconnpool_record: ConnRecord | None = None
+
+    def track(self, record: ConnRecord | None) -> None:
+        """The pool's record of this connection, once it holds it."""
+        self._aioconnpool_record = record
 
     def data_received(self, data: bytes) -> None:
-        ref = self._aioconnpool_pool
-        if data and ref is not None:
-            pool = ref()
+        record = self._aioconnpool_record
+        if record is not None and record.state == IDLE and data:
+            ref = self._aioconnpool_pool
+            pool = ref() if ref is not None else None
             if pool is not None and pool._on_idle_data(self):
                 return
-        super().data_received(data)
+        _handler_data_received(self, data)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         # A write cancelled mid-drain leaves aiohttp's drain waiter behind

@@ -36,6 +36,18 @@ def classify_release(
     if not explicit:
         return "gc", "gc"
     payload = getattr(protocol, PAYLOAD_ATTR, None)
+    if (
+        not closing
+        and not force_close
+        and not protocol.should_close
+        and protocol.is_connected()
+        and (payload is None or payload.exception() is None)
+    ):
+        # The common case first, in three calls: ``should_close`` is false
+        # only with the body at its end, no error, no upgrade and nothing
+        # left unparsed (the same in aiohttp 3.11 to 3.14), so the checks
+        # below would all pass.
+        return "eof", None
     stream_error = payload.exception() if payload is not None else None
     failed = protocol.exception() is not None or (
         stream_error is not None and stream_error is not caller_stop_marker

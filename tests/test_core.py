@@ -646,6 +646,38 @@ def test_dead_idle_connection_is_closed_as_server_instead_of_reused() -> None:
     check_consistent(core)
 
 
+def test_keep_alive_release_goes_straight_to_a_waiter_of_its_key() -> None:
+    core = make_core(limit=1)
+    connect(core, "a", "c1")
+    waiter = queued(core, "a")
+    decision = core.release("c1", "eof", None)
+    assert decision is not None
+    assert list(decision.wake) == [waiter]
+    assert not decision.close
+    assert (waiter.state, waiter.conn) == (GRANTED, "c1")
+    assert (core.idle, core.acquired, core.waiting) == (0, 1, 0)
+    assert core.totals.reused == 1
+    assert core.handed_over(waiter)
+    check_consistent(core)
+
+
+def test_released_connection_kept_idle_when_an_older_waiter_wins_the_slot() -> None:
+    # The slot goes to b's older waiter (a new connection: b has none idle);
+    # a's connection, released keep-alive, must stay idle, not vanish.
+    core = make_core(limit=1)
+    connect(core, "a", "c1")
+    older = queued(core, "b")
+    newer = queued(core, "a")
+    decision = core.release("c1", "eof", None)
+    assert decision is not None
+    assert list(decision.wake) == [older]
+    assert (older.state, older.conn) == (GRANTED, None)
+    assert newer.state == QUEUED
+    assert (core.idle, core.connecting, core.waiting) == (1, 1, 1)
+    assert core.is_idle("c1")
+    check_consistent(core)
+
+
 def test_dead_idle_connection_closed_when_waking_waiter() -> None:
     dead: set[str] = set()
     core = make_core(per_key=1, is_alive=lambda conn: conn not in dead)
