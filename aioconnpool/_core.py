@@ -410,16 +410,19 @@ class PoolCore(Generic[K, C, G]):
         ks.acquired -= 1
         self._acquired -= 1
         closes: list[Closing] = []
+        ready = self._ready.count
         if (
             close_reason is None
             and ks.waiters
+            and (not ready or (ready == 1 and ks.ready_token >= 0))
             and not ks.idle
             and self._idle.plain
             and self._idle.is_alive(conn)
         ):
-            # Someone of this key waits: the connection may go straight to
-            # them, as the idle store would give it (it keeps everything, and
-            # the key has no other idle connection to prefer).
+            # Someone of this key waits, and no other key's waiter can be
+            # first in line: the connection goes straight to them, as the
+            # idle store would give it (it keeps everything, and the key has
+            # no other idle connection to prefer).
             rec.idle_since = now
             return self._slot_freed(ks, closes, now, rec)
         if close_reason is None:

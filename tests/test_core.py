@@ -678,6 +678,21 @@ def test_released_connection_kept_idle_when_an_older_waiter_wins_the_slot() -> N
     check_consistent(core)
 
 
+def test_released_connection_kept_idle_when_its_key_lost_its_room() -> None:
+    # The key's limit went down while a request waited: the connection just
+    # released may not go to that waiter, and must stay idle, not vanish.
+    core = make_core(per_key=1)
+    connect(core, "a", "c1")
+    waiter = queued(core, "a")
+    assert nothing(core.set_limit("a", 0))
+    decision = core.release("c1", "eof", None)
+    assert nothing(decision)
+    assert waiter.state == QUEUED
+    assert (core.idle, core.acquired, core.waiting) == (1, 0, 1)
+    assert core.is_idle("c1")
+    check_consistent(core)
+
+
 def test_dead_idle_connection_closed_when_waking_waiter() -> None:
     dead: set[str] = set()
     core = make_core(per_key=1, is_alive=lambda conn: conn not in dead)
