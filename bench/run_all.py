@@ -2,7 +2,7 @@
 
 Each script runs in a process of its own, one after the other, with the same
 mode flags; each prints its table and writes its JSON to ``bench/results/``
-(unless ``--no-write``). The default mode takes about 20 minutes on a 2-core
+(unless ``--no-write``). The default mode takes about 15 minutes on a 2-core
 machine, ``--quick`` a few minutes, ``--tiny`` seconds.
 
 Usage::
