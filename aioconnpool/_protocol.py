@@ -32,7 +32,7 @@ class PoolProtocol(ResponseHandler):
 
     Bytes arriving on an idle connection answer no request: aiohttp would
     parse them as the next request's response, and every later response on
-    that socket would be off by one. The pool is asked first (``on_data``
+    that socket would be off by one. The pool is asked first (``_on_idle_data``
     returns True when the connection was idle and is now dropped), and the
     bytes are discarded.
 
