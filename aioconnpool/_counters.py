@@ -99,6 +99,7 @@ Counts = list[Any]
 """One key's counts: ints, then the histogram sums (floats) from ``SUMS_AT``."""
 
 _ZEROS: Counts = [0] * SUMS_AT + [0.0] * len(DURATIONS)
+_EMPTY = Histogram()
 
 
 def new_counts() -> Counts:
@@ -172,7 +173,10 @@ class Counters:
         """A snapshot of duration histogram ``which`` (order of ``DURATIONS``)."""
         start = HISTOGRAMS_AT + which * BUCKETS
         counts = tuple(self.n[start : start + BUCKETS])
-        return Histogram(BOUNDS, counts, sum(counts), self.n[SUMS_AT + which])
+        observed = sum(counts)
+        if not observed:
+            return _EMPTY  # immutable, so shared: most hosts never waited
+        return Histogram(BOUNDS, counts, observed, self.n[SUMS_AT + which])
 
     def copy(self) -> Counters:
         return Counters(self.n[:])

@@ -8,9 +8,19 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from ._core import KeyFigures, PoolCore
-from ._counters import CLOSE_REASONS, RELEASE_HOWS, Counters
+from ._counters import (
+    CLOSE_REASONS,
+    N_CONNECT_ERRORS,
+    N_CREATED,
+    N_REJECTED,
+    N_REQUESTS,
+    N_REUSED,
+    N_WAIT_TIMEOUTS,
+    RELEASE_HOWS,
+    Counters,
+)
 from ._export import stats_to_dict
-from ._histogram import DURATIONS, Histogram
+from ._histogram import Histogram
 from ._keys import PoolKey, pool_key_of
 
 __all__ = [
@@ -145,17 +155,22 @@ class ConnectionInfo:
 
 def _counter_fields(c: Counters) -> dict[str, object]:
     """Counter fields for a snapshot (``released`` and ``closed`` are new
-    dicts on every read, so nobody else holds them)."""
+    dicts on every read, so nobody else holds them). Read by index, not
+    through the named properties: ``stats()`` does this for every host."""
+    n = c.n
     return {
-        "requests": c.requests,
-        "created": c.created,
-        "reused": c.reused,
-        "connect_errors": c.connect_errors,
-        "rejected": c.rejected,
-        "wait_timeouts": c.wait_timeouts,
+        "requests": n[N_REQUESTS],
+        "created": n[N_CREATED],
+        "reused": n[N_REUSED],
+        "connect_errors": n[N_CONNECT_ERRORS],
+        "rejected": n[N_REJECTED],
+        "wait_timeouts": n[N_WAIT_TIMEOUTS],
         "released": MappingProxyType(c.released),
         "closed": MappingProxyType(c.closed),
-        **{name: c.histogram(i) for i, name in enumerate(DURATIONS)},
+        "wait_time": c.histogram(0),
+        "connect_time": c.histogram(1),
+        "hold_time": c.histogram(2),
+        "lifetime": c.histogram(3),
     }
 
 
