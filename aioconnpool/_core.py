@@ -61,6 +61,9 @@ returned, so that a listener always sees a consistent pool.
 Keys that hold nothing leave no state behind: their counters move to a bounded
 history so that ``stats()`` can still report recently drained hosts, and the
 oldest history entries are folded into one ``forgotten`` aggregate.
+
+This module holds the events; every read (gauges, figures, records) is in the
+base class :class:`~aioconnpool._view.PoolView`.
 """
 
 from __future__ import annotations
@@ -68,8 +71,8 @@ from __future__ import annotations
 import itertools
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Hashable, Iterator
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
 
 from . import _events as ev
 from ._counters import (
@@ -106,9 +109,9 @@ from ._records import (
     KeyFigures,
     KeyState,
     Ticket,
-    min_room,
     positive,
 )
+from ._view import PoolView
 
 __all__ = [
     "CLOSED",
@@ -133,7 +136,7 @@ C = TypeVar("C", bound=Hashable)
 G = TypeVar("G", bound=Hashable)
 
 
-class PoolCore(Generic[K, C, G]):
+class PoolCore(PoolView[K, C, G]):
     """Pure bookkeeping of a keyed connection pool; see the module docstring.
 
     ``limit`` and the values returned by ``limit_for`` are ``None`` for
@@ -533,129 +536,7 @@ class PoolCore(Generic[K, C, G]):
                 closes.extend(decision.close)
         return Decision(wake, closes) if wake or closes else NOTHING
 
-    def limit_of(self, key: K) -> int | None:
-        """The per-key limit in force for ``key`` (live or not)."""
-        ks = self._keys.get(key)
-        return ks.limit if ks is not None else self._limit_for(key)
-
-    def connection_count(self, key: K) -> int:
-        """Connections ``key`` opened or is opening (0 for a drained key)."""
-        ks = self._keys.get(key)
-        return ks.counts[N_CREATED] + ks.connecting if ks is not None else 0
-
-    def record_of(self, conn: C) -> ConnRecord | None:
-        """The core's live record of ``conn`` (its ``state`` tells whether it
-        is idle), or ``None``."""
-        return self._conns.get(conn)
-
-    def is_idle(self, conn: C) -> bool:
-        """Whether ``conn`` is one of the pool's idle connections."""
-        rec = self._conns.get(conn)
-        return rec is not None and rec.state == IDLE
-
-    def idle_count(self, key: K) -> int:
-        """Idle connections ``key`` keeps."""
-        ks = self._keys.get(key)
-        return len(ks.idle) if ks is not None else 0
-
-    # ------------------------------------------------------------ read API
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def limit(self) -> int | None:
-        return self._limit
-
-    @property
-    def acquired(self) -> int:
-        return self._acquired
-
-    @property
-    def idle(self) -> int:
-        return len(self._idle)
-
-    @property
-    def connecting(self) -> int:
-        return self._connecting
-
-    @property
-    def waiting(self) -> int:
-        return self._waiting
-
-    @property
-    def totals(self) -> Counters:
-        """The connector-wide counters (a live object: copy to keep)."""
-        return self._totals
-
-    @property
-    def forgotten(self) -> tuple[int, Counters]:
-        """How many drained keys fell out of the history, and their counters."""
-        return self._history.forgotten
-
-    def total_room(self) -> int | None:
-        if self._limit is None:
-            return None
-        return self._limit - self._acquired - self._connecting
-
-    def next_expiry(self) -> float | None:
-        """When the oldest idle connection's keep-alive runs out, if any."""
-        return self._idle.next_expiry()
-
-    def figures(self, key: K) -> KeyFigures:
-        """Gauges and counters of one full key (zeros if unknown)."""
-        ks = self._keys.get(key)
-        if ks is not None:
-            return self._figures_of(ks)
-        counters = self._history.get(key)
-        limit = self._limit_for(key)
-        return KeyFigures(
-            key,
-            0,
-            0,
-            0,
-            0,
-            limit,
-            min_room(limit, self.total_room()),
-            Counters(counters[:]) if counters is not None else Counters(),
-        )
-
-    def all_figures(self) -> Iterator[KeyFigures]:
-        """Figures of every live key, then of every key in the history."""
-        for ks in self._keys.values():
-            yield self._figures_of(ks)
-        for key in self._history:
-            yield self.figures(key)  # type: ignore[arg-type]
-
-    def keys_in_group(self, group: G) -> frozenset[Hashable]:
-        """The full keys (live or in history) that belong to ``group``."""
-        return self._history.members(group)
-
-    def records(self) -> Iterator[ConnRecord]:
-        """Every live connection, acquired or idle."""
-        return iter(list(self._conns.values()))
-
-    def connecting_tickets(self) -> Iterator[Ticket]:
-        """Every ticket currently opening a connection."""
-        return iter(list(self._permits))
-
-    def key_of(self, rec: ConnRecord) -> Hashable:
-        return rec.key.key
-
     # ------------------------------------------------------------ internals
-
-    def _figures_of(self, ks: KeyState) -> KeyFigures:
-        return KeyFigures(
-            ks.key,
-            ks.acquired,
-            len(ks.idle),
-            ks.connecting,
-            len(ks.waiters),
-            ks.limit,
-            min_room(ks.room(), self.total_room()),
-            Counters(ks.counts[:]),
-        )
 
     def _open_key(self, key: K) -> KeyState:
         counters = self._history.revive(key)

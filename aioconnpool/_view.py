@@ -1,0 +1,161 @@
+"""The read side of the accounting core: gauges, per-key figures, records.
+
+``PoolCore`` (``_core``) changes the pool's state, one event per call; this
+base class only reads it, for ``stats()``, the exporters, the connector's
+messages and the tests. Nothing here changes a field, so a reader can never
+leave the pool half-updated; the fields themselves are set up and kept by
+``PoolCore``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterator
+from typing import Generic, TypeVar
+
+from ._counters import N_CREATED, Counters
+from ._history import KeyHistory
+from ._idle import IdleStore
+from ._records import IDLE, ConnRecord, KeyFigures, KeyState, Ticket, min_room
+
+__all__ = ["PoolView"]
+
+K = TypeVar("K", bound=Hashable)
+C = TypeVar("C", bound=Hashable)
+G = TypeVar("G", bound=Hashable)
+
+
+class PoolView(Generic[K, C, G]):
+    """Read-only queries over the state ``PoolCore`` keeps."""
+
+    _limit: int | None
+    _limit_for: Callable[[K], int | None]
+    _keys: dict[Hashable, KeyState]
+    _conns: dict[Hashable, ConnRecord]
+    _idle: IdleStore
+    _acquired: int
+    _connecting: int
+    _waiting: int
+    _permits: dict[Ticket, None]
+    _totals: Counters
+    _history: KeyHistory
+    _closed: bool
+
+    def limit_of(self, key: K) -> int | None:
+        """The per-key limit in force for ``key`` (live or not)."""
+        ks = self._keys.get(key)
+        return ks.limit if ks is not None else self._limit_for(key)
+
+    def connection_count(self, key: K) -> int:
+        """Connections ``key`` opened or is opening (0 for a drained key)."""
+        ks = self._keys.get(key)
+        return ks.counts[N_CREATED] + ks.connecting if ks is not None else 0
+
+    def record_of(self, conn: C) -> ConnRecord | None:
+        """The core's live record of ``conn`` (its ``state`` tells whether it
+        is idle), or ``None``."""
+        return self._conns.get(conn)
+
+    def is_idle(self, conn: C) -> bool:
+        """Whether ``conn`` is one of the pool's idle connections."""
+        rec = self._conns.get(conn)
+        return rec is not None and rec.state == IDLE
+
+    def idle_count(self, key: K) -> int:
+        """Idle connections ``key`` keeps."""
+        ks = self._keys.get(key)
+        return len(ks.idle) if ks is not None else 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def limit(self) -> int | None:
+        return self._limit
+
+    @property
+    def acquired(self) -> int:
+        return self._acquired
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    @property
+    def connecting(self) -> int:
+        return self._connecting
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    @property
+    def totals(self) -> Counters:
+        """The connector-wide counters (a live object: copy to keep)."""
+        return self._totals
+
+    @property
+    def forgotten(self) -> tuple[int, Counters]:
+        """How many drained keys fell out of the history, and their counters."""
+        return self._history.forgotten
+
+    def total_room(self) -> int | None:
+        if self._limit is None:
+            return None
+        return self._limit - self._acquired - self._connecting
+
+    def next_expiry(self) -> float | None:
+        """When the oldest idle connection's keep-alive runs out, if any."""
+        return self._idle.next_expiry()
+
+    def figures(self, key: K) -> KeyFigures:
+        """Gauges and counters of one full key (zeros if unknown)."""
+        ks = self._keys.get(key)
+        if ks is not None:
+            return self._figures_of(ks)
+        counters = self._history.get(key)
+        limit = self._limit_for(key)
+        return KeyFigures(
+            key,
+            0,
+            0,
+            0,
+            0,
+            limit,
+            min_room(limit, self.total_room()),
+            Counters(counters[:]) if counters is not None else Counters(),
+        )
+
+    def all_figures(self) -> Iterator[KeyFigures]:
+        """Figures of every live key, then of every key in the history."""
+        for ks in self._keys.values():
+            yield self._figures_of(ks)
+        for key in self._history:
+            yield self.figures(key)  # type: ignore[arg-type]
+
+    def keys_in_group(self, group: G) -> frozenset[Hashable]:
+        """The full keys (live or in history) that belong to ``group``."""
+        return self._history.members(group)
+
+    def records(self) -> Iterator[ConnRecord]:
+        """Every live connection, acquired or idle."""
+        return iter(list(self._conns.values()))
+
+    def connecting_tickets(self) -> Iterator[Ticket]:
+        """Every ticket currently opening a connection."""
+        return iter(list(self._permits))
+
+    def key_of(self, rec: ConnRecord) -> Hashable:
+        return rec.key.key
+
+    def _figures_of(self, ks: KeyState) -> KeyFigures:
+        return KeyFigures(
+            ks.key,
+            ks.acquired,
+            len(ks.idle),
+            ks.connecting,
+            len(ks.waiters),
+            ks.limit,
+            min_room(ks.room(), self.total_room()),
+            Counters(ks.counts[:]),
+        )
