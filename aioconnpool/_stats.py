@@ -184,6 +184,17 @@ def build_host_stats(
     the room a new request would find (``empty_room`` if nothing is known).
     """
     figures = list(figures)
+    if len(figures) == 1:  # one aiohttp pool per host: nearly always
+        f = figures[0]
+        return HostStats(
+            acquired=f.acquired,
+            idle=f.idle,
+            connecting=f.connecting,
+            waiting=f.waiting,
+            limit=f.limit,
+            available=f.room,
+            **_counter_fields(f.counters),  # type: ignore[arg-type]
+        )
     acquired = idle = connecting = waiting = 0
     # Figures carry their own copies: one pool (the usual case) is used as
     # is, several are summed into a new object.
@@ -229,7 +240,7 @@ def build_pool_stats(
 ) -> PoolStats:
     """Snapshot the whole core, grouping full keys by ``PoolKey``."""
     grouped: dict[PoolKey, list[KeyFigures]] = {}
-    for figures in core.all_figures():
+    for figures in core.all_figures(copy=False):  # read before any await
         grouped.setdefault(group(figures.key), []).append(figures)
     room = core.total_room()
     hosts = {

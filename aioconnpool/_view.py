@@ -112,26 +112,21 @@ class PoolView(Generic[K, C, G]):
         """Gauges and counters of one full key (zeros if unknown)."""
         ks = self._keys.get(key)
         if ks is not None:
-            return self._figures_of(ks)
-        counters = self._history.get(key)
-        limit = self._limit_for(key)
-        return KeyFigures(
-            key,
-            0,
-            0,
-            0,
-            0,
-            limit,
-            min_room(limit, self.total_room()),
-            Counters(counters[:]) if counters is not None else Counters(),
-        )
+            return self._figures_of(ks, self.total_room(), copy=True)
+        return self._drained_figures(key, self.total_room(), copy=True)
 
-    def all_figures(self) -> Iterator[KeyFigures]:
-        """Figures of every live key, then of every key in the history."""
+    def all_figures(self, *, copy: bool = True) -> Iterator[KeyFigures]:
+        """Figures of every live key, then of every key in the history.
+
+        ``copy=False`` wraps the live counts instead of copying them, for a
+        caller that reads them all before the pool can change (``stats()``,
+        which never awaits in between).
+        """
+        room = self.total_room()
         for ks in self._keys.values():
-            yield self._figures_of(ks)
+            yield self._figures_of(ks, room, copy=copy)
         for key in self._history:
-            yield self.figures(key)  # type: ignore[arg-type]
+            yield self._drained_figures(key, room, copy=copy)  # type: ignore[arg-type]
 
     def keys_in_group(self, group: G) -> frozenset[Hashable]:
         """The full keys (live or in history) that belong to ``group``."""
@@ -148,7 +143,16 @@ class PoolView(Generic[K, C, G]):
     def key_of(self, rec: ConnRecord) -> Hashable:
         return rec.key.key
 
-    def _figures_of(self, ks: KeyState) -> KeyFigures:
+    def _drained_figures(self, key: K, room: int | None, *, copy: bool) -> KeyFigures:
+        counts = self._history.get(key)
+        limit = self._limit_for(key)
+        if counts is None:
+            counters = Counters()
+        else:
+            counters = Counters(counts[:] if copy else counts)
+        return KeyFigures(key, 0, 0, 0, 0, limit, min_room(limit, room), counters)
+
+    def _figures_of(self, ks: KeyState, room: int | None, *, copy: bool) -> KeyFigures:
         return KeyFigures(
             ks.key,
             ks.acquired,
@@ -156,6 +160,6 @@ class PoolView(Generic[K, C, G]):
             ks.connecting,
             len(ks.waiters),
             ks.limit,
-            min_room(ks.room(), self.total_room()),
-            Counters(ks.counts[:]),
+            min_room(ks.room(), room),
+            Counters(ks.counts[:] if copy else ks.counts),
         )

@@ -126,7 +126,9 @@ async def test_stats_are_immutable_snapshots(
     await (await session.get(url(server, "/small"))).read()
     for snapshot in (host_before, pool_host_before):
         assert (snapshot.requests, snapshot.released["eof"]) == (1, 1)
-    assert conn.stats(url(server, "/")).released["eof"] == 2
+        assert snapshot.hold_time.count == 1  # histograms are copies too
+    now = conn.stats(url(server, "/"))
+    assert (now.released["eof"], now.hold_time.count) == (2, 2)
 
 
 async def test_credentials_never_reach_stats_or_repr(
