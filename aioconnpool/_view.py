@@ -113,7 +113,7 @@ class PoolView(Generic[K, C, G]):
         ks = self._keys.get(key)
         if ks is not None:
             return self._figures_of(ks, self.total_room(), copy=True)
-        return self._drained_figures(key, self.total_room(), copy=True)
+        return self._drained_figures(key, self.total_room())
 
     def all_figures(self, *, copy: bool = True) -> Iterator[KeyFigures]:
         """Figures of every live key, then of every key in the history.
@@ -126,7 +126,7 @@ class PoolView(Generic[K, C, G]):
         for ks in self._keys.values():
             yield self._figures_of(ks, room, copy=copy)
         for key in self._history:
-            yield self._drained_figures(key, room, copy=copy)  # type: ignore[arg-type]
+            yield self._drained_figures(key, room)  # type: ignore[arg-type]
 
     def keys_in_group(self, group: G) -> frozenset[Hashable]:
         """The full keys (live or in history) that belong to ``group``."""
@@ -143,13 +143,10 @@ class PoolView(Generic[K, C, G]):
     def key_of(self, rec: ConnRecord) -> Hashable:
         return rec.key.key
 
-    def _drained_figures(self, key: K, room: int | None, *, copy: bool) -> KeyFigures:
-        counts = self._history.get(key)
+    def _drained_figures(self, key: K, room: int | None) -> KeyFigures:
+        frozen = self._history.get(key)
         limit = self._limit_for(key)
-        if counts is None:
-            counters = Counters()
-        else:
-            counters = Counters(counts[:] if copy else counts)
+        counters = Counters() if frozen is None else Counters(list(frozen))
         return KeyFigures(key, 0, 0, 0, 0, limit, min_room(limit, room), counters)
 
     def _figures_of(self, ks: KeyState, room: int | None, *, copy: bool) -> KeyFigures:
