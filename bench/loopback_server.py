@@ -40,6 +40,7 @@ from typing import IO
 __all__ = ["ServerProcess", "raise_fd_limit", "server_info"]
 
 HOST = "127.0.0.1"
+IDLE_TIMEOUT = 2.0  # seconds a keep-alive connection may stay idle
 BODY = b"ok"
 INFO_PATH = "/__server"
 _HEAD_END = b"\r\n\r\n"
@@ -203,7 +204,9 @@ async def serve(port: int, idle_timeout: float, ready: bool = True) -> None:
 class ServerProcess:
     """Run the loopback server in a child process; ``port`` once started."""
 
-    def __init__(self, *, idle_timeout: float = 2.0, start_timeout: float = 30.0):
+    def __init__(
+        self, *, idle_timeout: float = IDLE_TIMEOUT, start_timeout: float = 30.0
+    ):
         self.idle_timeout = idle_timeout
         self.start_timeout = start_timeout
         self.port = 0
@@ -290,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--idle-timeout",
         type=float,
-        default=2.0,
+        default=IDLE_TIMEOUT,
         help="close keep-alive connections idle this long (seconds, default 2)",
     )
     args = parser.parse_args(argv)
