@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
-import json
 import os
 import platform
 import random
@@ -40,6 +39,8 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bench_cli import add_mode_flags, write_json
 
 from aioconnpool._core import CLOSED, GRANTED, Decision, KeyFigures, PoolCore, Ticket
 from aioconnpool._keys import PoolKey
@@ -734,36 +735,17 @@ def run(cfg: Config, seed: int, progress: Callable[[str], None]) -> dict[str, An
     }
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Benchmark of aioconnpool's accounting core (no sockets)."
     )
-    parser.add_argument(
-        "--quick", action="store_true", help="keys up to 10,000 instead of 100,000"
-    )
-    parser.add_argument(
-        "--tiny", action="store_true", help="a smoke test: everything tiny (< 2 s)"
-    )
-    parser.add_argument(
-        "--no-write", action="store_true", help=f"do not write {RESULTS.name}"
-    )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=RESULTS,
-        help="where to write the JSON (default: bench/results/core_scaling.json)",
+    add_mode_flags(
+        parser,
+        quick="keys up to 10,000 instead of 100,000",
+        tiny="a smoke test: everything tiny (< 2 s)",
+        results=RESULTS,
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    parser.add_argument(
-        "--verbose", action="store_true", help="print progress to stderr"
-    )
     args = parser.parse_args(argv)
     cfg = TINY if args.tiny else QUICK if args.quick else FULL
 
@@ -799,7 +781,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(report(results))
     if not args.no_write:
-        _write_json(args.output, results)
+        write_json(args.output, results)
         print(f"\nresults written to {args.output}")
     return 0
 

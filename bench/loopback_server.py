@@ -37,7 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-__all__ = ["ServerProcess", "raise_fd_limit", "server_info"]
+__all__ = ["IDLE_TIMEOUT", "ServerProcess", "raise_fd_limit", "server_info"]
 
 HOST = "127.0.0.1"
 IDLE_TIMEOUT = 2.0  # seconds a keep-alive connection may stay idle

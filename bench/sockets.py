@@ -78,6 +78,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench_cli import add_mode_flags, write_json
 from loopback_server import IDLE_TIMEOUT
 from socket_workloads import Spec
 
@@ -706,37 +707,18 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Socket benchmarks: aioconnpool vs aiohttp and httpx."
     )
-    parser.add_argument(
-        "--quick", action="store_true", help="N=5,000, 2 repeats (a few minutes)"
-    )
-    parser.add_argument(
-        "--tiny", action="store_true", help="a smoke test: everything tiny (seconds)"
-    )
-    parser.add_argument(
-        "--no-write", action="store_true", help=f"do not write {RESULTS.name}"
-    )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=RESULTS,
-        help="where to write the JSON (default: bench/results/sockets.json)",
+    add_mode_flags(
+        parser,
+        quick="N=5,000, 2 repeats (a few minutes)",
+        tiny="a smoke test: everything tiny (seconds)",
+        results=RESULTS,
     )
     parser.add_argument(
         "--budget", type=float, default=None, help="seconds per run before stopping it"
-    )
-    parser.add_argument(
-        "--verbose", action="store_true", help="print progress to stderr"
     )
     args = parser.parse_args(argv)
     cfg = TINY if args.tiny else QUICK if args.quick else FULL
@@ -790,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(report(results))
     if not args.no_write:
-        _write_json(args.output, results)
+        write_json(args.output, results)
         print(f"\nresults written to {args.output}")
     failed = any(
         summary["status"] == "failed"

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import io
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
+from tests.bench_scripts import BENCH_DIR, load_bench_script
+
 BENCH = BENCH_DIR / "core_scaling.py"
 
 SCENARIOS = (
@@ -28,29 +27,9 @@ SCENARIOS = (
 )
 
 
-def _load(name: str) -> ModuleType:
-    """Import ``bench/<name>.py`` (bench/ is no package; its scripts import
-    each other by plain name, so bench/ goes on sys.path)."""
-    if str(BENCH_DIR) not in sys.path:
-        sys.path.insert(0, str(BENCH_DIR))
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCH_DIR / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[spec.name]
-        raise
-    return module
-
-
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    return _load("core_scaling")
+    return load_bench_script("core_scaling")
 
 
 def test_tiny_run_reports_every_scenario(
@@ -109,7 +88,7 @@ def sockets_run(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[str, dict[str, Any], Path]:
     """One tiny run of bench/sockets.py (a few seconds), shared by the tests."""
-    sockets = _load("sockets")
+    sockets = load_bench_script("sockets")
     target = tmp_path_factory.mktemp("results") / "sockets.json"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -233,8 +212,8 @@ def _check_collector(run: dict[str, Any], summary: dict[str, Any]) -> None:
 
 def test_sockets_budget_skips_larger_sizes() -> None:
     """A client over budget is stopped and skips the larger N; others go on."""
-    sockets = _load("sockets")
-    workloads = _load("socket_workloads")
+    sockets = load_bench_script("sockets")
+    workloads = load_bench_script("socket_workloads")
     cfg = sockets.TINY
     cells = sockets.plan(cfg, port=1)
     calls: list[tuple[str, str, int]] = []
@@ -268,7 +247,7 @@ def test_sockets_budget_skips_larger_sizes() -> None:
 def test_sockets_collector_figures_feed_only_the_diagnostics() -> None:
     """The queued target is checked on req/s with the collector on; the
     diagnostics use req/s outside the collector and the gc-off control."""
-    sockets = _load("sockets")
+    sockets = load_bench_script("sockets")
     cfg = sockets.TINY
     large = cfg.queued_n[-1]
     cells = sockets.plan(cfg, port=1)
@@ -319,7 +298,7 @@ def test_sockets_collector_figures_feed_only_the_diagnostics() -> None:
 
 
 def test_percentiles_are_nearest_rank() -> None:
-    workloads = _load("socket_workloads")
+    workloads = load_bench_script("socket_workloads")
     values = [i / 1000 for i in range(1, 101)]  # 1..100 ms
     stats = workloads.percentiles(values)
     assert stats == {"count": 100, "p50_ms": 50.0, "p99_ms": 99.0, "max_ms": 100.0}
@@ -349,7 +328,7 @@ async def _exchange(port: int, request: bytes) -> tuple[bytes, bool]:
 
 
 def test_loopback_server_keep_alive_and_close() -> None:
-    server_mod = _load("loopback_server")
+    server_mod = load_bench_script("loopback_server")
 
     async def scenario(port: int) -> None:
         get = b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"
@@ -383,7 +362,7 @@ def test_loopback_server_keep_alive_and_close() -> None:
 
 
 def test_run_all_tiny(capsys: pytest.CaptureFixture[str]) -> None:
-    run_all = _load("run_all")
+    run_all = load_bench_script("run_all")
     assert run_all.main(["--tiny", "--no-write"]) == 0
     out = capsys.readouterr().out
     for name in run_all.SCRIPTS:
