@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ._keys import PoolKey
-from ._stats import HostStats, PoolStats
+from ._stats import HostStats, HostTable, PoolStats
 
 if TYPE_CHECKING:
     from ._connector import PoolConnector
@@ -49,8 +49,22 @@ def snapshot_on_loop(
 
 
 def busiest(hosts: Mapping[PoolKey, HostStats], n: int) -> list[PoolKey]:
-    """The ``n`` hosts with most requests, ties broken by key (stable ranks)."""
+    """The ``n`` hosts with most requests, ties broken by key (stable ranks).
+
+    Over a snapshot's ``HostTable`` the ranking reads the request counts
+    without building every host's ``HostStats``: a scrape then builds the
+    ``n`` it exports, not the thousands a crawler has.
+    """
+    if isinstance(hosts, HostTable):
+        requests_of = hosts.requests_of
+    else:
+
+        def requests_of(key: PoolKey) -> int:
+            return hosts[key].requests
+
+    def rank(key: PoolKey) -> tuple[int, PoolKey]:
+        return (-requests_of(key), key)
+
     if len(hosts) <= n:
-        return sorted(hosts, key=lambda k: (-hosts[k].requests, k))
-    ranked = heapq.nsmallest(n, hosts.items(), key=lambda kv: (-kv[1].requests, kv[0]))
-    return [key for key, _ in ranked]
+        return sorted(hosts, key=rank)
+    return heapq.nsmallest(n, hosts, key=rank)

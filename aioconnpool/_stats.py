@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
@@ -26,6 +26,7 @@ from ._keys import PoolKey, pool_key_of
 __all__ = [
     "ConnectionInfo",
     "HostStats",
+    "HostTable",
     "PoolStats",
     "build_connection_infos",
     "build_host_stats",
@@ -95,7 +96,9 @@ class PoolStats:
     per-host history (``forgotten_hosts`` of them, whose counters are summed in
     ``forgotten``); so per-host figures plus ``forgotten`` add up to the totals.
     ``limit_per_host`` is the default per-host limit and ``host_limits`` the
-    overrides (normalised pattern -> limit).
+    overrides (normalised pattern -> limit). ``hosts`` is a read-only mapping
+    (:class:`HostTable`) that builds each host's ``HostStats`` when first read,
+    from figures copied when the snapshot was taken.
     """
 
     acquired: int
@@ -156,7 +159,7 @@ class ConnectionInfo:
 def _counter_fields(c: Counters) -> dict[str, object]:
     """Counter fields for a snapshot (``released`` and ``closed`` are new
     dicts on every read, so nobody else holds them). Read by index, not
-    through the named properties: ``stats()`` does this for every host."""
+    through the named properties: an export reads every host it ranks."""
     n = c.n
     return {
         "requests": n[N_REQUESTS],
@@ -231,6 +234,68 @@ def build_host_stats(
     )
 
 
+class HostTable(Mapping[PoolKey, HostStats]):
+    """``PoolStats.hosts``: the per-host figures of one snapshot, each
+    :class:`HostStats` built the first time it is read.
+
+    A crawler's snapshot covers every live host plus thousands in the
+    history, and most readers look at a few of them (one host, the totals,
+    the exporters' busiest ``max_hosts``). So ``stats()`` only copies each
+    key's gauges and counts (one slice) into this table, before any await,
+    and the mappings and histograms of a ``HostStats`` are made when someone
+    asks for that host: a host read later still shows the figures of the
+    moment the snapshot was taken. Read-only, like the rest of the snapshot;
+    equal to any mapping with the same items.
+    """
+
+    __slots__ = ("_built", "_empty_limit", "_empty_room", "_figures")
+
+    def __init__(
+        self,
+        figures: Mapping[PoolKey, KeyFigures | list[KeyFigures]],
+        *,
+        empty_room: int | None,
+        empty_limit: int | None,
+    ) -> None:
+        self._figures = figures
+        self._built: dict[PoolKey, HostStats] = {}
+        self._empty_room = empty_room
+        self._empty_limit = empty_limit
+
+    def __getitem__(self, key: PoolKey) -> HostStats:
+        built = self._built.get(key)
+        if built is None:
+            figures = self._figures[key]
+            built = build_host_stats(
+                figures if isinstance(figures, list) else (figures,),
+                empty_room=self._empty_room,
+                empty_limit=self._empty_limit,
+            )
+            # setdefault: an exporter's thread and the loop may both read it.
+            built = self._built.setdefault(key, built)
+        return built
+
+    def __iter__(self) -> Iterator[PoolKey]:
+        return iter(self._figures)
+
+    def __len__(self) -> int:
+        return len(self._figures)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._figures
+
+    def requests_of(self, key: PoolKey) -> int:
+        """``self[key].requests`` without building the ``HostStats`` (the
+        exporters rank every host by it to pick the busiest)."""
+        figures = self._figures[key]
+        if isinstance(figures, list):
+            return sum(f.counters.n[N_REQUESTS] for f in figures)
+        return figures.counters.n[N_REQUESTS]  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self.items())!r})"
+
+
 def build_pool_stats(
     core: PoolCore[Hashable, Hashable, PoolKey],
     *,
@@ -238,15 +303,24 @@ def build_pool_stats(
     host_limits: Mapping[str, int | None],
     group: Callable[[Hashable], PoolKey],
 ) -> PoolStats:
-    """Snapshot the whole core, grouping full keys by ``PoolKey``."""
-    grouped: dict[PoolKey, list[KeyFigures]] = {}
-    for figures in core.all_figures(copy=False):  # read before any await
-        grouped.setdefault(group(figures.key), []).append(figures)
+    """Snapshot the whole core, grouping full keys by ``PoolKey``.
+
+    Costs one copy of each key's counts; the per-host ``HostStats`` are built
+    when read (:class:`HostTable`).
+    """
+    # One aiohttp pool per host nearly always: kept as is, a list only when
+    # a host has several (a NamedTuple is never a list).
+    grouped: dict[PoolKey, KeyFigures | list[KeyFigures]] = {}
+    for figures in core.all_figures():  # copies: read later
+        key = group(figures.key)
+        have = grouped.get(key)
+        if have is None:
+            grouped[key] = figures
+        elif isinstance(have, list):
+            have.append(figures)
+        else:
+            grouped[key] = [have, figures]
     room = core.total_room()
-    hosts = {
-        key: build_host_stats(figs, empty_room=room, empty_limit=limit_per_host)
-        for key, figs in grouped.items()
-    }
     totals = core.totals
     forgotten_keys, forgotten = core.forgotten
     return PoolStats(
@@ -258,7 +332,7 @@ def build_pool_stats(
         limit_per_host=limit_per_host,
         host_limits=MappingProxyType(dict(host_limits)),
         available=None if room is None else max(room, 0),
-        hosts=MappingProxyType(hosts),
+        hosts=HostTable(grouped, empty_room=room, empty_limit=limit_per_host),
         forgotten_hosts=forgotten_keys,
         forgotten=HostStats(**_counter_fields(forgotten)),  # type: ignore[arg-type]
         is_closed=core.closed,

@@ -112,19 +112,15 @@ class PoolView(Generic[K, C, G]):
         """Gauges and counters of one full key (zeros if unknown)."""
         ks = self._keys.get(key)
         if ks is not None:
-            return self._figures_of(ks, self.total_room(), copy=True)
+            return self._figures_of(ks, self.total_room())
         return self._drained_figures(key, self.total_room())
 
-    def all_figures(self, *, copy: bool = True) -> Iterator[KeyFigures]:
-        """Figures of every live key, then of every key in the history.
-
-        ``copy=False`` wraps the live counts instead of copying them, for a
-        caller that reads them all before the pool can change (``stats()``,
-        which never awaits in between).
-        """
+    def all_figures(self) -> Iterator[KeyFigures]:
+        """Figures of every live key, then of every key in the history; each
+        holds a copy of its counts, so it can be kept and read later."""
         room = self.total_room()
         for ks in self._keys.values():
-            yield self._figures_of(ks, room, copy=copy)
+            yield self._figures_of(ks, room)
         for key in self._history:
             yield self._drained_figures(key, room)  # type: ignore[arg-type]
 
@@ -149,7 +145,7 @@ class PoolView(Generic[K, C, G]):
         counters = Counters() if frozen is None else Counters(list(frozen))
         return KeyFigures(key, 0, 0, 0, 0, limit, min_room(limit, room), counters)
 
-    def _figures_of(self, ks: KeyState, room: int | None, *, copy: bool) -> KeyFigures:
+    def _figures_of(self, ks: KeyState, room: int | None) -> KeyFigures:
         return KeyFigures(
             ks.key,
             ks.acquired,
@@ -158,5 +154,5 @@ class PoolView(Generic[K, C, G]):
             len(ks.waiters),
             ks.limit,
             min_room(ks.room(), room),
-            Counters(ks.counts[:] if copy else ks.counts),
+            Counters(ks.counts[:]),
         )

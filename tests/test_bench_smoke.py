@@ -55,6 +55,11 @@ def test_tiny_run_writes_json(
     for scenario in ("release_with_waiters", "hot_key", "stats_snapshot", "memory"):
         rows = data[scenario]
         assert [row["keys"] for row in rows] == data["config"]["keys"]
+    for row in data["stats_snapshot"]:
+        assert row["hosts_in_snapshot"] == row["keys"]
+        for way in ("snapshot", "scrape", "read_all"):
+            assert len(row[way]["ms"]) == data["config"]["snapshot_repeats"]
+            assert row[way]["ms_median"] > 0
     # Every key drained in the memory scenario leaves no live key behind.
     assert all(row["live_keys_after_drain"] == 0 for row in data["memory"])
     assert not list(target.parent.glob("*.tmp"))

@@ -14,6 +14,7 @@ from yarl import URL
 import aioconnpool
 from aioconnpool import HostStats, PoolConnector, PoolKey, PoolStats
 from aioconnpool._compat import check_aiohttp_version
+from aioconnpool._exporting import busiest
 from tests.conftest import url
 
 Build = Callable[..., tuple[aiohttp.ClientSession, PoolConnector]]
@@ -129,6 +130,73 @@ async def test_stats_are_immutable_snapshots(
         assert snapshot.hold_time.count == 1  # histograms are copies too
     now = conn.stats(url(server, "/"))
     assert (now.released["eof"], now.hold_time.count) == (2, 2)
+
+
+async def test_a_host_read_later_shows_the_snapshots_figures(
+    server: TestServer, make_session: Build
+) -> None:
+    """``PoolStats.hosts`` builds each ``HostStats`` when it is first read:
+    one read after the pool moved on must still show the snapshot's moment."""
+    session, conn = make_session()
+    target = url(server, "/small", host="later.test")
+    key = PoolKey("later.test", server.port, False)  # type: ignore[arg-type]
+    await (await session.get(target)).read()
+    snap = conn.stats()
+    for _ in range(2):
+        await (await session.get(target)).read()
+    host = snap.hosts[key]  # first read, after two more requests
+    assert (host.requests, host.reused, host.released["eof"]) == (1, 0, 1)
+    assert (host.idle, host.hold_time.count, host.wait_time.count) == (1, 1, 1)
+    assert snap.hosts[key] is host  # built once
+    assert conn.stats(key).requests == 3
+
+
+async def test_hosts_is_a_read_only_mapping_of_host_stats(
+    server: TestServer, make_session: Build
+) -> None:
+    session, conn = make_session(limit_per_host=4)
+    names = ["m1.test", "m2.test", "m3.test"]
+    for i, name in enumerate(names):
+        for _ in range(i + 1):
+            await (await session.get(url(server, "/small", host=name))).read()
+    snap = conn.stats()
+    keys = [PoolKey(n, server.port, False) for n in names]  # type: ignore[arg-type]
+    assert list(snap.hosts) == keys
+    assert len(snap.hosts) == 3
+    assert keys[1] in snap.hosts
+    assert PoolKey("no.test", 80, False) not in snap.hosts
+    assert snap.hosts.get(PoolKey("no.test", 80, False)) is None
+    with pytest.raises(KeyError):
+        snap.hosts[PoolKey("no.test", 80, False)]
+    with pytest.raises(TypeError):
+        snap.hosts[keys[0]] = HostStats()  # type: ignore[index]
+    as_dict = {k: conn.stats(k) for k in keys}
+    assert snap.hosts == as_dict
+    assert dict(snap.hosts) == as_dict
+    assert [h.requests for h in snap.hosts.values()] == [1, 2, 3]
+    assert "HostStats(" in repr(snap.hosts)
+    assert "m3.test" in repr(snap)
+    assert snap.to_dict()["hosts"][str(keys[2])]["requests"] == 3
+
+
+async def test_ranking_the_busiest_hosts_builds_none_of_them(
+    server: TestServer, make_session: Build
+) -> None:
+    """The exporters rank every host each scrape; over a snapshot that must
+    read request counts only, and rank exactly as over built ``HostStats``."""
+    session, conn = make_session(limit_per_host=4)
+    for i, n in enumerate([2, 5, 1, 5, 3]):
+        for _ in range(n):
+            host = f"r{i}.test"
+            await (await session.get(url(server, "/small", host=host))).read()
+    snap = conn.stats()
+    top = busiest(snap.hosts, 3)
+    assert not snap.hosts._built  # type: ignore[attr-defined]
+    assert [k.host for k in top] == ["r1.test", "r3.test", "r4.test"]
+    assert top == busiest(dict(snap.hosts), 3)
+    everyone = busiest(snap.hosts, 10)
+    assert everyone == busiest(dict(snap.hosts), 10)
+    assert len(everyone) == 5
 
 
 async def test_credentials_never_reach_stats_or_repr(
