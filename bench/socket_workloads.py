@@ -390,6 +390,7 @@ async def measure(spec: Spec) -> dict[str, Any]:
         else:
             raise ValueError(f"unknown workload {spec.workload!r}")
         before = await server_info(spec.port)
+        time_wait = tcp_time_wait_sockets()
         gc.collect()
         collector = GcTimer()
         if not spec.gc:
@@ -428,6 +429,7 @@ async def measure(spec: Spec) -> dict[str, Any]:
         "client_cpu_share": client_cpu / elapsed,
         "server_cpu_share": (after["cpu_s"] - before["cpu_s"]) / elapsed,
         "server_open_before": int(before["open"]) - 1,  # minus the info request
+        "tcp_time_wait_before": time_wait,
         "gc": {
             "collections": collector.collections,
             "seconds": collector.seconds,
@@ -441,6 +443,25 @@ async def measure(spec: Spec) -> dict[str, Any]:
     if waits is not None:
         result["wait"] = waits.summary()
     return result
+
+
+def tcp_time_wait_sockets(path: str = "/proc/net/sockstat") -> int | None:
+    """TCP sockets in TIME_WAIT on this host (Linux), or ``None``.
+
+    Recorded before every run: tens of thousands of them (left by earlier
+    runs that closed their connections first) make each ``connect()``
+    search longer for a free local port, which slows the rows that open a
+    connection per request, such as the force-close floor.
+    """
+    try:
+        with open(path, encoding="ascii") as f:
+            for line in f:
+                if line.startswith("TCP:"):
+                    fields = line.split()
+                    return int(fields[fields.index("tw") + 1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _over_budget(spec: Spec, tally: Tally, start: float) -> None:

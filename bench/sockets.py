@@ -317,6 +317,9 @@ def summarize(cell: Cell) -> dict[str, Any]:
         out["median_req_per_s"] = statistics.median(rates)
         out["errors"] = sum(sum(r["errors"].values()) for r in ok)
         out["max_server_cpu_share"] = max(r["server_cpu_share"] for r in ok)
+        waits = [r.get("tcp_time_wait_before") for r in ok]
+        known = [w for w in waits if w is not None]
+        out["max_tcp_time_wait_before"] = max(known) if known else None
         if all("gc" in r for r in ok):
             out["median_gc_share"] = statistics.median(r["gc"]["share"] for r in ok)
             out["median_req_per_s_outside_gc"] = statistics.median(
@@ -626,6 +629,7 @@ def report(results: dict[str, Any]) -> str:
             [("ours/floor", lambda r: _x(r["ours_vs_aiohttp_floor"]))],
         ),
         "  (ours/floor: aioconnpool against aiohttp's force-close floor)",
+        _time_wait_line(s["crawl"]),
         _collector_table(s["crawl"], (AIOHTTP, OURS), outside=False),
         COLLECTOR_NOTE,
         "",
@@ -680,6 +684,22 @@ def report(results: dict[str, Any]) -> str:
         out += ["", "request errors:", *(f"  {e}" for e in errors)]
     out += ["", f"total run time: {results['elapsed_s']:.0f} s"]
     return "\n".join(out)
+
+
+def _time_wait_line(rows: list[dict[str, Any]]) -> str:
+    """The most TIME_WAIT sockets any run of each row started with: many of
+    them slow down every ``connect()`` (see ``tcp_time_wait_sockets``)."""
+    cells = []
+    for row in rows:
+        counts = [
+            s.get("max_tcp_time_wait_before")
+            for s in row["clients"].values()
+            if s.get("max_tcp_time_wait_before") is not None
+        ]
+        cells.append(f"{row['row']}: {max(counts):,}" if counts else f"{row['row']}: -")
+    return "  (TIME_WAIT sockets at the start of a run, most in the row: " + (
+        "; ".join(cells) + ")"
+    )
 
 
 def _value(target: dict[str, Any]) -> str:

@@ -124,6 +124,21 @@ def test_sockets_tiny_run_reports_every_section_and_row(
         assert f"{client} req/s outside the collector" in out
     assert "httpx req/s outside the collector" in out
     assert "results written" in out
+    assert "TIME_WAIT sockets at the start of a run" in out
+
+
+def test_time_wait_count_is_read_from_sockstat(tmp_path: Path) -> None:
+    workloads = load_bench_script("socket_workloads")
+    sockstat = tmp_path / "sockstat"
+    sockstat.write_text(
+        "sockets: used 8\nTCP: inuse 3 orphan 0 tw 4711 alloc 5 mem 2\n"
+        "UDP: inuse 0 mem 0\n",
+        encoding="ascii",
+    )
+    assert workloads.tcp_time_wait_sockets(str(sockstat)) == 4711
+    sockstat.write_text("UDP: inuse 0 mem 0\n", encoding="ascii")
+    assert workloads.tcp_time_wait_sockets(str(sockstat)) is None
+    assert workloads.tcp_time_wait_sockets(str(tmp_path / "missing")) is None
 
 
 def test_sockets_tiny_run_writes_json(
@@ -163,6 +178,8 @@ def test_sockets_tiny_run_writes_json(
                 assert run["errors"] == {}
                 assert summary["median_req_per_s"] > 0
                 _check_collector(run, summary)
+                tw = run["tcp_time_wait_before"]
+                assert tw is None or (isinstance(tw, int) and tw >= 0)
                 # The collector is off in the control's runs only.
                 assert summary["spec"]["gc"] is (name != "queued_gc_off")
                 if name == "queued_gc_off":
