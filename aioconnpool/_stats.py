@@ -252,7 +252,7 @@ class HostTable(Mapping[PoolKey, HostStats]):
 
     def __init__(
         self,
-        figures: Mapping[PoolKey, KeyFigures | list[KeyFigures]],
+        figures: dict[PoolKey, KeyFigures | list[KeyFigures]],
         *,
         empty_room: int | None,
         empty_limit: int | None,
@@ -277,6 +277,9 @@ class HostTable(Mapping[PoolKey, HostStats]):
 
     def __iter__(self) -> Iterator[PoolKey]:
         return iter(self._figures)
+
+    def __reversed__(self) -> Iterator[PoolKey]:
+        return reversed(self._figures)
 
     def __len__(self) -> int:
         return len(self._figures)

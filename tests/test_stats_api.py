@@ -162,6 +162,7 @@ async def test_hosts_is_a_read_only_mapping_of_host_stats(
     snap = conn.stats()
     keys = [PoolKey(n, server.port, False) for n in names]  # type: ignore[arg-type]
     assert list(snap.hosts) == keys
+    assert list(reversed(snap.hosts)) == keys[::-1]  # type: ignore[arg-type]
     assert len(snap.hosts) == 3
     assert keys[1] in snap.hosts
     assert PoolKey("no.test", 80, False) not in snap.hosts
