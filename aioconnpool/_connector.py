@@ -344,6 +344,12 @@ class PoolConnector(TCPConnector):
             if ticket.state == QUEUED:
                 await self._wait(ticket, traces)
                 if _granted_conn(ticket) is not None:
+                    # Granted a loop turn ago: the server may have closed it
+                    # since (aiohttp's own connector re-checks after waking).
+                    decision = self._core.recheck(ticket)
+                    if decision is not NOTHING:
+                        self._carry_out(decision)
+                if _granted_conn(ticket) is not None:
                     if not traces:
                         return self._take_granted(ticket, req, key)
                     return await self._hand_over(ticket, req, traces)

@@ -308,6 +308,37 @@ class PoolCore(PoolView[K, C, G]):
         rec.served += 1
         return True
 
+    def recheck(self, ticket: Ticket) -> Decision:
+        """The request behind ``ticket`` is about to take the idle connection
+        it was granted while it waited; ask ``is_alive`` again first.
+
+        A woken request runs a loop turn after its grant, and the peer's close
+        of that connection may be read in between. A dead one is counted
+        released (``error``: it served nothing) and closed (``server``), and
+        the ticket's slot is filled again: another live idle connection, else
+        a permit to connect. The slot never leaves the ticket, so nobody else
+        is woken and the request keeps its turn. ``NOTHING`` when the
+        connection is alive or no longer the pool's (closed with the pool:
+        ``handed_over`` then reports it).
+        """
+        conn = ticket.conn
+        if ticket.state != GRANTED or conn is None:
+            return NOTHING
+        rec = self._conns.get(conn)
+        if rec is None or rec.state != ACQUIRED or self._idle.is_alive(conn):
+            return NOTHING
+        ks = rec.key
+        now = self._clock()
+        self._count_release(ks, "error", now, rec.acquired_at)
+        ks.acquired -= 1
+        self._acquired -= 1
+        del self._conns[conn]
+        self._count_close(ks, "server", now, rec.created_at, rec.served)
+        closes = [Closing(conn, "server", ks.key)]
+        ticket.granted_at = now  # a permit's connect time starts now
+        self._fill_slot(ks, ticket, closes, now)
+        return Decision((), closes)
+
     def connect_succeeded(self, ticket: Ticket, conn: C) -> Decision:
         """A connection opened under ``ticket``'s permit; it is now acquired.
 
@@ -569,6 +600,18 @@ class PoolCore(PoolView[K, C, G]):
         else:  # served at once (most requests): the first bucket, no search
             ks.counts[HISTOGRAMS_AT + WAIT * BUCKETS] += 1
             self._totals.n[HISTOGRAMS_AT + WAIT * BUCKETS] += 1
+        self._fill_slot(ks, ticket, closes, now, handoff)
+
+    def _fill_slot(
+        self,
+        ks: KeyState,
+        ticket: Ticket,
+        closes: list[Closing],
+        now: float,
+        handoff: ConnRecord | None = None,
+    ) -> None:
+        """Put a connection in the slot ``ticket`` holds: ``handoff``, else a
+        live idle one of ``ks``, else a permit to connect."""
         rec = handoff
         dropped: list[tuple[ConnRecord, str]] = []
         if rec is None and ks.idle:

@@ -50,7 +50,8 @@ RELEASE_HOWS: tuple[str, ...] = (
     "eof",  # the body was received to the end (read, or arrived with the headers)
     "release",  # released before the end: release(), async-with exit...
     "close",  # closed by the caller before the end
-    "error",  # the request failed: reset, bad response, read timeout, raising trace
+    "error",  # the request failed (reset, bad response, read timeout, raising
+    # trace), or its idle grant died before it ran (the request goes on)
     "cancelled",  # the task was cancelled while holding the connection
     "gc",  # garbage-collected without being released (a leak in the caller)
     "connector_closed",  # the connector closed under it

@@ -158,10 +158,14 @@ class Driver:
         self.connects = 0
         self.closes = 0  # idle connections found expired when reused
 
-    def complete(self, ticket: Ticket) -> None:
-        """The request behind a granted ticket takes its connection."""
+    def complete(self, ticket: Ticket, *, woken: bool = False) -> None:
+        """The request behind a granted ticket takes its connection (a woken
+        one asks the core to re-check its idle grant first, as the connector
+        does: the server may have closed it since)."""
         if ticket.state != GRANTED:
             raise RuntimeError(f"expected a granted ticket, got {ticket!r}")
+        if woken and ticket.conn is not None:
+            self.closes += len(self.core.recheck(ticket).close)
         if ticket.conn is None:
             handle = self.next_handle
             self.next_handle += 1
@@ -187,7 +191,7 @@ class Driver:
         self.closes += len(decision.close)
         for ticket in decision.wake:
             self.wakes += 1
-            self.complete(ticket)
+            self.complete(ticket, woken=True)
 
 
 def _timed_batches(

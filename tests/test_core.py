@@ -111,6 +111,11 @@ def reuse(core: Core, key: str, conn: str) -> Ticket:
     return ticket
 
 
+def conn_of(ticket: Ticket) -> Hashable | None:
+    """``ticket.conn``, read afresh (an earlier assert narrowed it for mypy)."""
+    return ticket.conn
+
+
 def closings(decision: Decision | None) -> list[tuple[object, str]]:
     """The (connection, reason) pairs a decision closes, in order."""
     assert decision is not None
@@ -705,6 +710,76 @@ def test_dead_idle_connection_closed_when_waking_waiter() -> None:
     assert closings(decision) == [("c1", "server")]
     assert waiter.conn is None
     assert core.connecting == 1
+    check_consistent(core)
+
+
+def test_recheck_trades_a_grant_that_died_for_another_idle_connection() -> None:
+    """The request woken with an idle grant runs a loop turn later; if the
+    peer closed that connection meanwhile, it gets the key's next live idle
+    one, in the same slot: nobody else moves."""
+    dead: set[str] = set()
+    core = make_core(limit=2, is_alive=lambda conn: conn not in dead)
+    connect(core, "a", "c1")
+    connect(core, "a", "c2")
+    for conn in ("c1", "c2"):
+        assert nothing(core.release(conn, "eof", None))
+    connect(core, "b", "held")
+    connect(core, "b", "held2")
+    waiter = queued(core, "a")
+    other = queued(core, "b")
+    decision = core.release("held", "eof", "error")
+    assert decision is not None
+    assert list(decision.wake) == [waiter]
+    assert waiter.conn == "c1"
+    assert nothing(core.recheck(waiter))  # alive: nothing to do
+    dead.add("c1")
+    assert nothing(core.conn_lost("c1"))  # granted: left for the recheck
+    decision = core.recheck(waiter)
+    assert closings(decision) == [("c1", "server")]
+    assert not decision.wake
+    assert (waiter.state, conn_of(waiter)) == (GRANTED, "c2")
+    assert other.state == QUEUED
+    a = core.figures("a").counters
+    assert (a.reused, a.released["error"], a.closed["server"]) == (2, 1, 1)
+    assert core.acquired == 2
+    assert core.idle == 0
+    assert core.handed_over(waiter)
+    check_consistent(core)
+
+
+def test_recheck_gives_a_permit_when_no_live_idle_connection_is_left() -> None:
+    dead: set[str] = set()
+    clock = FakeClock()
+    core = make_core(per_key=1, is_alive=lambda conn: conn not in dead, clock=clock)
+    connect(core, "a", "c1")
+    waiter = queued(core, "a")
+    decision = core.release("c1", "eof", None)  # straight to the waiter
+    assert decision is not None
+    assert list(decision.wake) == [waiter]
+    assert waiter.conn == "c1"
+    clock.advance(2.0)
+    dead.add("c1")
+    assert closings(core.recheck(waiter)) == [("c1", "server")]
+    assert (waiter.state, conn_of(waiter)) == (GRANTED, None)
+    assert (core.acquired, core.connecting) == (0, 1)
+    assert waiter.granted_at == clock.now  # its connect time starts now
+    assert nothing(core.connect_succeeded(waiter, "c2"))
+    a = core.figures("a").counters
+    assert (a.created, a.reused, a.released["error"]) == (2, 1, 1)
+    assert a.histogram(0).count == 2  # waited once each: no second wait
+    check_consistent(core)
+
+
+def test_recheck_leaves_grants_closed_with_the_pool_alone() -> None:
+    dead: set[str] = set()
+    core = make_core(per_key=1, is_alive=lambda conn: conn not in dead)
+    connect(core, "a", "c1")
+    waiter = queued(core, "a")
+    assert core.release("c1", "eof", None) is not None
+    core.close()
+    dead.add("c1")
+    assert nothing(core.recheck(waiter))
+    assert not core.handed_over(waiter)
     check_consistent(core)
 
 

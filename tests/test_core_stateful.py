@@ -392,6 +392,33 @@ class PoolMachine(RuleBasedStateMachine):
     def hand_over(self, i: int) -> None:
         self.take(self.grants[i % len(self.grants)])
 
+    @precondition(lambda self: self.grants)
+    @rule(i=INDEX, dies=st.booleans(), noticed=st.booleans())
+    def recheck_grant(self, i: int, dies: bool, noticed: bool) -> None:
+        """A request woken with an idle grant comes to take it a loop turn
+        later: the core asks again whether it is alive (the peer may have
+        closed it since), and fills the slot again if not."""
+        ticket = self.grants[i % len(self.grants)]
+        conn = ticket.conn
+        assert isinstance(conn, str)
+        if not dies:
+            assert nothing(self.core.recheck(ticket))
+            assert (ticket.state, ticket.conn) == (GRANTED, conn)
+            return
+        self.dead.add(conn)
+        if noticed:  # an acquired connection's loss waits for its release
+            assert nothing(self.core.conn_lost(conn))
+        decision = self.core.recheck(ticket)
+        assert not decision.wake
+        assert (conn, "server") in [(c.conn, c.reason) for c in decision.close]
+        self.expected.bump_released("error")
+        self.grants.remove(ticket)
+        self.apply(decision, released=conn)
+        self.dead.discard(conn)
+        assert ticket.conn != conn
+        self.granted(ticket)  # the same ticket, its slot filled again
+        assert nothing(self.core.recheck(ticket))
+
     @precondition(lambda self: self.acquired)
     @rule(
         i=INDEX,
