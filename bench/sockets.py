@@ -6,7 +6,9 @@ to itself on a 2-core machine; the server's CPU share is reported per run to
 show it was not the bottleneck). Each measured run is a fresh Python process
 (``bench/socket_workloads.py``) with a fresh client; runs of a row are
 interleaved across clients, in a rotating order, so a change in machine load
-hits them alike. Figures are medians over the repeats.
+hits them alike. Figures are medians over the repeats; ours / aiohttp is
+also given run by run (repeat i of each, run back to back), which cancels
+what the machine's speed does between repeats.
 
 1. hot host -- one host, keep-alive, 100 concurrent workers, N requests
    (after a warm-up that opens the connections): aiohttp, aioconnpool, httpx;
@@ -359,6 +361,9 @@ def build_results(cells: list[Cell]) -> dict[str, list[dict[str, Any]]]:
             }
             entry: dict[str, Any] = {"row": row, "clients": group}
             entry["ratio_ours_aiohttp"] = _ratio(group.get(OURS), group.get(AIOHTTP))
+            entry["paired_ours_aiohttp"] = paired_ratios(
+                group.get(OURS), group.get(AIOHTTP)
+            )
             rows.append(entry)
         sections[section] = rows
     crawl = sections["crawl"]
@@ -386,6 +391,33 @@ def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
     return ra / rb if ra and rb else None
 
 
+def paired_ratios(
+    ours: dict[str, Any] | None, theirs: dict[str, Any] | None
+) -> dict[str, float] | None:
+    """Run-by-run ratios of two clients' req/s: median, min and max.
+
+    Repeat ``i`` of each client runs back to back, so their ratio cancels
+    what the shared machine's speed does over minutes (it moved by up to 2x
+    here); the ratio of the two medians does not. ``None`` unless some
+    repeat has an ``ok`` run for both.
+    """
+    if ours is None or theirs is None:
+        return None
+    ratios = [
+        a["req_per_s"] / b["req_per_s"]
+        for a, b in zip(ours["runs"], theirs["runs"], strict=False)
+        if a["status"] == b["status"] == "ok" and b["req_per_s"]
+    ]
+    if not ratios:
+        return None
+    return {
+        "median": statistics.median(ratios),
+        "min": min(ratios),
+        "max": max(ratios),
+        "pairs": len(ratios),
+    }
+
+
 def _worst_step(
     rows: list[dict[str, Any]], client: str, key: str = "median_req_per_s"
 ) -> float | None:
@@ -400,9 +432,10 @@ def targets(sections: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """The issue's targets, checked against this run's figures.
 
     The checks use the headline figures, measured with the collector on. The
-    entries marked ``diagnostic`` come after them: the queued sweep's worst
-    step outside the collector and with it off, to show how much of a step
-    is the collector's; they are no target and never stand in for one.
+    entries marked ``diagnostic`` come after them: the hot host's ratio run
+    by run (see ``paired_ratios``), and the queued sweep's worst step outside
+    the collector and with it off, to show how much of a step is the
+    collector's; they are no target and never stand in for one.
     """
     out: list[dict[str, Any]] = []
 
@@ -421,6 +454,7 @@ def targets(sections: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
     hot = sections["hot"][0]
     check("hot host", hot["ratio_ours_aiohttp"], 0.95, "ours / aiohttp >= 0.95", False)
+    hot_pairs = hot.get("paired_ours_aiohttp")
     keyed = [r for r in sections["crawl"] if r["row"].startswith("K=")]
     if keyed:
         last = keyed[-1]
@@ -451,6 +485,13 @@ def targets(sections: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
             else "ours at each N >= 0.9 x ours at the next smaller N",
             False,
         )
+    check(
+        "diagnostic: hot host, run by run",
+        hot_pairs["median"] if hot_pairs else None,
+        0.95,
+        "median of ours / aiohttp over back-to-back runs >= 0.95",
+        True,
+    )
     step_rule = "lowest req/s at one N / req/s at the next smaller N >= 0.9"
     for client in (OURS, AIOHTTP):
         check(
@@ -521,18 +562,34 @@ def _throughput_table(
     label: str,
     extra: Sequence[tuple[str, Callable[[dict[str, Any]], str]]] = (),
 ) -> str:
-    headers = [label, *clients, "ours/aiohttp", *(h for h, _ in extra), "server CPU"]
+    headers = [
+        label,
+        *clients,
+        "ours/aiohttp",
+        "run by run",
+        *(h for h, _ in extra),
+        "server CPU",
+    ]
     body = [
         [
             row["row"],
             *(_rate_text(row["clients"].get(c)) for c in clients),
             _x(row["ratio_ours_aiohttp"]),
+            _paired_text(row.get("paired_ours_aiohttp")),
             *(f(row) for _, f in extra),
             _server_cpu(row),
         ]
         for row in rows
     ]
     return _table(headers, body)
+
+
+def _paired_text(pairs: dict[str, float] | None) -> str:
+    if pairs is None:
+        return "-"
+    if pairs["pairs"] == 1:
+        return _x(pairs["median"])
+    return f"{_x(pairs['median'])} ({pairs['min']:.2f}-{pairs['max']:.2f})"
 
 
 def _share_text(summary: dict[str, Any] | None) -> str:
@@ -612,6 +669,8 @@ def report(results: dict[str, Any]) -> str:
         f"req/s: median of {cfg['repeats']} runs, each in a fresh process "
         "(N / time from first request issued to last response read); "
         "server CPU: the loopback server's highest CPU share in any run of the row",
+        "ours/aiohttp: ratio of the medians; run by run: median (min-max) of "
+        "ours / aiohttp over runs made back to back",
         f"budget {cfg['budget_s']:.0f} s per run: a run over it is stopped, and "
         "that client skips the larger sizes",
         "",
@@ -666,8 +725,8 @@ def report(results: dict[str, Any]) -> str:
         out.append(f"  {t['target']}: {t['rule']}: {_value(t)} -> {verdict}")
     out += [
         "",
-        "diagnostic only, not targets (how much of the queued sweep's worst step "
-        "is the collector's):",
+        "diagnostic only, not targets (the hot host run by run; how much of the "
+        "queued sweep's worst step is the collector's):",
     ]
     for t in diagnostics:
         verdict = {True: "yes", False: "no", None: "not measured"}[t["holds"]]

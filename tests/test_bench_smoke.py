@@ -125,6 +125,24 @@ def test_sockets_tiny_run_reports_every_section_and_row(
     assert "httpx req/s outside the collector" in out
     assert "results written" in out
     assert "TIME_WAIT sockets at the start of a run" in out
+    assert "run by run" in out
+
+
+def test_paired_ratios_pair_runs_in_order_and_skip_failed_ones() -> None:
+    sockets = load_bench_script("sockets")
+
+    def runs(*rates: float | None) -> dict[str, Any]:
+        return {
+            "runs": [
+                {"status": "failed"} if r is None else {"status": "ok", "req_per_s": r}
+                for r in rates
+            ]
+        }
+
+    pairs = sockets.paired_ratios(runs(110, 90, None, 300), runs(100, 100, 50, 200))
+    assert pairs == {"median": 1.1, "min": 0.9, "max": 1.5, "pairs": 3}
+    assert sockets.paired_ratios(runs(None), runs(100)) is None
+    assert sockets.paired_ratios(None, runs(100)) is None
 
 
 def test_time_wait_count_is_read_from_sockstat(tmp_path: Path) -> None:
@@ -170,6 +188,10 @@ def test_sockets_tiny_run_writes_json(
         for row in rows:
             assert set(row["clients"]) == SOCKET_CLIENTS[name]
             assert row["ratio_ours_aiohttp"] is not None
+            # --tiny: one run each, so the one pair's ratio is the ratio.
+            pairs = row["paired_ours_aiohttp"]
+            assert pairs["pairs"] == 1
+            assert pairs["median"] == pytest.approx(row["ratio_ours_aiohttp"])
             for summary in row["clients"].values():
                 assert summary["status"] == "ok"
                 [run] = summary["runs"]  # --tiny: one run each
@@ -206,7 +228,7 @@ def test_sockets_tiny_run_writes_json(
     assert [t["target"] for t in checks[: len(real)]] == real
     assert not any(t["diagnostic"] for t in checks[: len(real)])
     diagnostics = checks[len(real) :]
-    assert len(diagnostics) == 4
+    assert len(diagnostics) == 5
     for check in diagnostics:
         assert check["diagnostic"] is True
         assert check["target"].startswith("diagnostic: ")
