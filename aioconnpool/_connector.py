@@ -82,6 +82,18 @@ def _granted_conn(ticket: Ticket) -> Hashable | None:
     return ticket.conn
 
 
+def _unusable(proto: Any) -> str | None:
+    """Why an idle connection granted a loop turn ago cannot serve the
+    request that comes to take it now, or ``None`` if it can: closed by the
+    peer meanwhile, or holding bytes that answer no request (an acquired
+    connection's reads are not screened the way an idle one's are)."""
+    if not proto.is_connected():
+        return "server"
+    if proto.should_close:
+        return "error"
+    return None
+
+
 def _how_failed(exc: BaseException) -> str:
     return "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
 
@@ -343,12 +355,14 @@ class PoolConnector(TCPConnector):
         async with ceil_timeout(timeout.connect, timeout.ceil_threshold):
             if ticket.state == QUEUED:
                 await self._wait(ticket, traces)
-                if _granted_conn(ticket) is not None:
+                granted = _granted_conn(ticket)
+                if granted is not None:
                     # Granted a loop turn ago: the server may have closed it
-                    # since (aiohttp's own connector re-checks after waking).
-                    decision = self._core.recheck(ticket)
-                    if decision is not NOTHING:
-                        self._carry_out(decision)
+                    # or written to it since (aiohttp's own connector checks
+                    # is_connected() after waking).
+                    reason = _unusable(granted)
+                    if reason is not None:
+                        self._carry_out(self._core.grant_lost(ticket, reason))
                 if _granted_conn(ticket) is not None:
                     if not traces:
                         return self._take_granted(ticket, req, key)

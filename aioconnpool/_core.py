@@ -308,24 +308,25 @@ class PoolCore(PoolView[K, C, G]):
         rec.served += 1
         return True
 
-    def recheck(self, ticket: Ticket) -> Decision:
-        """The request behind ``ticket`` is about to take the idle connection
-        it was granted while it waited; ask ``is_alive`` again first.
+    def grant_lost(self, ticket: Ticket, reason: str = "server") -> Decision:
+        """The idle connection granted to ``ticket`` cannot serve its request.
 
-        A woken request runs a loop turn after its grant, and the peer's close
-        of that connection may be read in between. A dead one is counted
-        released (``error``: it served nothing) and closed (``server``), and
-        the ticket's slot is filled again: another live idle connection, else
-        a permit to connect. The slot never leaves the ticket, so nobody else
-        is woken and the request keeps its turn. ``NOTHING`` when the
-        connection is alive or no longer the pool's (closed with the pool:
-        ``handed_over`` then reports it).
+        A request woken from the queue runs a loop turn after its grant, and
+        the connector checks the connection again when it comes to take it:
+        the peer may have closed it meanwhile (``"server"``) or sent bytes
+        nobody asked for (``"error"``). It is counted released (``error``: it
+        served nothing) and closed for ``reason``, and the ticket's slot is
+        filled again: another live idle connection, else a permit to connect.
+        The slot never leaves the ticket, so nobody else is woken and the
+        request keeps its turn. ``NOTHING`` when the ticket holds no acquired
+        connection of the pool (closed with the pool meanwhile: ``handed_over``
+        then reports it).
         """
         conn = ticket.conn
         if ticket.state != GRANTED or conn is None:
             return NOTHING
         rec = self._conns.get(conn)
-        if rec is None or rec.state != ACQUIRED or self._idle.is_alive(conn):
+        if rec is None or rec.state != ACQUIRED:
             return NOTHING
         ks = rec.key
         now = self._clock()
@@ -333,10 +334,10 @@ class PoolCore(PoolView[K, C, G]):
         ks.acquired -= 1
         self._acquired -= 1
         del self._conns[conn]
-        self._count_close(ks, "server", now, rec.created_at, rec.served)
-        closes = [Closing(conn, "server", ks.key)]
-        ticket.granted_at = now  # a permit's connect time starts now
-        self._fill_slot(ks, ticket, closes, now)
+        self._count_close(ks, reason, now, rec.created_at, rec.served)
+        closes = [Closing(conn, reason, ks.key)]
+        # Also restarts a permit's connect time at now.
+        self._grant(ks, ticket, closes, now, count_wait=False)
         return Decision((), closes)
 
     def connect_succeeded(self, ticket: Ticket, conn: C) -> Decision:
@@ -588,30 +589,23 @@ class PoolCore(PoolView[K, C, G]):
         closes: list[Closing],
         now: float,
         handoff: ConnRecord | None = None,
+        *,
+        count_wait: bool = True,
     ) -> None:
         """Give ``ticket`` a slot of ``ks``: ``handoff`` (a connection of
         ``ks`` released this instant), else an idle connection if a live one
-        is left, else permission to connect."""
+        is left, else permission to connect. ``count_wait=False`` when the
+        ticket already holds the slot and only its connection is replaced
+        (``grant_lost``): its wait was counted when it was first granted."""
         ticket.state = GRANTED
         ticket.granted_at = now
-        waited = now - ticket.since
-        if waited:
-            self._observe(ks, WAIT, waited)
-        else:  # served at once (most requests): the first bucket, no search
-            ks.counts[HISTOGRAMS_AT + WAIT * BUCKETS] += 1
-            self._totals.n[HISTOGRAMS_AT + WAIT * BUCKETS] += 1
-        self._fill_slot(ks, ticket, closes, now, handoff)
-
-    def _fill_slot(
-        self,
-        ks: KeyState,
-        ticket: Ticket,
-        closes: list[Closing],
-        now: float,
-        handoff: ConnRecord | None = None,
-    ) -> None:
-        """Put a connection in the slot ``ticket`` holds: ``handoff``, else a
-        live idle one of ``ks``, else a permit to connect."""
+        if count_wait:
+            waited = now - ticket.since
+            if waited:
+                self._observe(ks, WAIT, waited)
+            else:  # served at once (most requests): the first bucket, no search
+                ks.counts[HISTOGRAMS_AT + WAIT * BUCKETS] += 1
+                self._totals.n[HISTOGRAMS_AT + WAIT * BUCKETS] += 1
         rec = handoff
         dropped: list[tuple[ConnRecord, str]] = []
         if rec is None and ks.idle:

@@ -9,6 +9,10 @@ A request's life: ``Queued`` -> ``Dequeued`` (if it had to wait), or
 ``Rejected`` (``block=False``); then ``Acquired(reused=True)``, or
 ``ConnectStarted`` -> ``ConnectEnded`` -> ``Acquired(reused=False)`` (or
 ``ConnectFailed``); then ``Released``. A connection's end: ``Closed``.
+Rarely, an idle connection granted to a queued request is found closed (or
+written to) by the server when the request comes to take it: that grant ends
+``Released(how="error")`` -> ``Closed`` at once, and the same request goes
+on to its next ``Acquired`` or ``ConnectStarted``.
 ``LeakSuspected`` comes from leak detection (``leak_threshold``).
 """
 

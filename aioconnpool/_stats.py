@@ -295,6 +295,21 @@ class HostTable(Mapping[PoolKey, HostStats]):
             return sum(f.counters.n[N_REQUESTS] for f in figures)
         return figures.counters.n[N_REQUESTS]  # type: ignore[no-any-return]
 
+    def copy(self) -> dict[PoolKey, HostStats]:
+        """Every host's ``HostStats`` in a new dict (``MappingProxyType.copy``
+        did the same before ``hosts`` became lazy)."""
+        return dict(self.items())
+
+    def __or__(self, other: object) -> dict[PoolKey, HostStats]:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return {**self, **other}
+
+    def __ror__(self, other: object) -> dict[PoolKey, HostStats]:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return {**other, **self}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({dict(self.items())!r})"
 

@@ -158,14 +158,10 @@ class Driver:
         self.connects = 0
         self.closes = 0  # idle connections found expired when reused
 
-    def complete(self, ticket: Ticket, *, woken: bool = False) -> None:
-        """The request behind a granted ticket takes its connection (a woken
-        one asks the core to re-check its idle grant first, as the connector
-        does: the server may have closed it since)."""
+    def complete(self, ticket: Ticket) -> None:
+        """The request behind a granted ticket takes its connection."""
         if ticket.state != GRANTED:
             raise RuntimeError(f"expected a granted ticket, got {ticket!r}")
-        if woken and ticket.conn is not None:
-            self.closes += len(self.core.recheck(ticket).close)
         if ticket.conn is None:
             handle = self.next_handle
             self.next_handle += 1
@@ -191,7 +187,7 @@ class Driver:
         self.closes += len(decision.close)
         for ticket in decision.wake:
             self.wakes += 1
-            self.complete(ticket, woken=True)
+            self.complete(ticket)
 
 
 def _timed_batches(

@@ -713,44 +713,43 @@ def test_dead_idle_connection_closed_when_waking_waiter() -> None:
     check_consistent(core)
 
 
-def test_recheck_trades_a_grant_that_died_for_another_idle_connection() -> None:
+def test_lost_grant_is_traded_for_another_idle_connection() -> None:
     """The request woken with an idle grant runs a loop turn later; if the
-    peer closed that connection meanwhile, it gets the key's next live idle
-    one, in the same slot: nobody else moves."""
+    connector then finds the connection closed by the peer, the request gets
+    the key's next live idle one, in the same slot: nobody else moves."""
     dead: set[str] = set()
-    core = make_core(limit=2, is_alive=lambda conn: conn not in dead)
-    connect(core, "a", "c1")
-    connect(core, "a", "c2")
-    for conn in ("c1", "c2"):
+    core = make_core(limit=3, is_alive=lambda conn: conn not in dead)
+    for conn in ("c1", "c2", "c3"):
+        connect(core, "a", conn)
+    for conn in ("c1", "c2", "c3"):
         assert nothing(core.release(conn, "eof", None))
-    connect(core, "b", "held")
-    connect(core, "b", "held2")
+    for conn in ("held", "held2", "held3"):
+        connect(core, "b", conn)
     waiter = queued(core, "a")
     other = queued(core, "b")
     decision = core.release("held", "eof", "error")
     assert decision is not None
     assert list(decision.wake) == [waiter]
     assert waiter.conn == "c1"
-    assert nothing(core.recheck(waiter))  # alive: nothing to do
-    dead.add("c1")
-    assert nothing(core.conn_lost("c1"))  # granted: left for the recheck
-    decision = core.recheck(waiter)
-    assert closings(decision) == [("c1", "server")]
+    dead.update({"c1", "c2"})
+    assert nothing(core.conn_lost("c1"))  # granted: left for the connector
+    decision = core.grant_lost(waiter, "server")
+    # c2 died too: found dead on the way to c3.
+    assert closings(decision) == [("c1", "server"), ("c2", "server")]
     assert not decision.wake
-    assert (waiter.state, conn_of(waiter)) == (GRANTED, "c2")
+    assert (waiter.state, conn_of(waiter)) == (GRANTED, "c3")
     assert other.state == QUEUED
     a = core.figures("a").counters
-    assert (a.reused, a.released["error"], a.closed["server"]) == (2, 1, 1)
-    assert core.acquired == 2
+    assert (a.reused, a.released["error"], a.closed["server"]) == (2, 1, 2)
+    assert core.acquired == 3
     assert core.idle == 0
     assert core.handed_over(waiter)
     check_consistent(core)
 
 
-def test_recheck_gives_a_permit_when_no_live_idle_connection_is_left() -> None:
-    dead: set[str] = set()
+def test_lost_grant_gives_a_permit_when_no_live_idle_connection_is_left() -> None:
     clock = FakeClock()
-    core = make_core(per_key=1, is_alive=lambda conn: conn not in dead, clock=clock)
+    core = make_core(per_key=1, clock=clock)
     connect(core, "a", "c1")
     waiter = queued(core, "a")
     decision = core.release("c1", "eof", None)  # straight to the waiter
@@ -758,28 +757,28 @@ def test_recheck_gives_a_permit_when_no_live_idle_connection_is_left() -> None:
     assert list(decision.wake) == [waiter]
     assert waiter.conn == "c1"
     clock.advance(2.0)
-    dead.add("c1")
-    assert closings(core.recheck(waiter)) == [("c1", "server")]
+    # Bytes nobody asked for arrived on it meanwhile.
+    assert closings(core.grant_lost(waiter, "error")) == [("c1", "error")]
     assert (waiter.state, conn_of(waiter)) == (GRANTED, None)
     assert (core.acquired, core.connecting) == (0, 1)
     assert waiter.granted_at == clock.now  # its connect time starts now
     assert nothing(core.connect_succeeded(waiter, "c2"))
     a = core.figures("a").counters
     assert (a.created, a.reused, a.released["error"]) == (2, 1, 1)
+    assert a.closed["error"] == 1
     assert a.histogram(0).count == 2  # waited once each: no second wait
     check_consistent(core)
 
 
-def test_recheck_leaves_grants_closed_with_the_pool_alone() -> None:
-    dead: set[str] = set()
-    core = make_core(per_key=1, is_alive=lambda conn: conn not in dead)
+def test_lost_grant_of_a_pool_closed_meanwhile_changes_nothing() -> None:
+    core = make_core(per_key=1)
     connect(core, "a", "c1")
     waiter = queued(core, "a")
     assert core.release("c1", "eof", None) is not None
     core.close()
-    dead.add("c1")
-    assert nothing(core.recheck(waiter))
+    assert nothing(core.grant_lost(waiter))
     assert not core.handed_over(waiter)
+    assert nothing(core.grant_lost(waiter))  # spent
     check_consistent(core)
 
 

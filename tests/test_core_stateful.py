@@ -393,31 +393,24 @@ class PoolMachine(RuleBasedStateMachine):
         self.take(self.grants[i % len(self.grants)])
 
     @precondition(lambda self: self.grants)
-    @rule(i=INDEX, dies=st.booleans(), noticed=st.booleans())
-    def recheck_grant(self, i: int, dies: bool, noticed: bool) -> None:
+    @rule(i=INDEX, reason=st.sampled_from(["server", "error"]), noticed=st.booleans())
+    def grant_lost(self, i: int, reason: str, noticed: bool) -> None:
         """A request woken with an idle grant comes to take it a loop turn
-        later: the core asks again whether it is alive (the peer may have
-        closed it since), and fills the slot again if not."""
+        later and the connector finds it unusable (closed by the peer, or
+        holding bytes nobody asked for): the slot is filled again."""
         ticket = self.grants[i % len(self.grants)]
         conn = ticket.conn
         assert isinstance(conn, str)
-        if not dies:
-            assert nothing(self.core.recheck(ticket))
-            assert (ticket.state, ticket.conn) == (GRANTED, conn)
-            return
-        self.dead.add(conn)
         if noticed:  # an acquired connection's loss waits for its release
             assert nothing(self.core.conn_lost(conn))
-        decision = self.core.recheck(ticket)
+        decision = self.core.grant_lost(ticket, reason)
         assert not decision.wake
-        assert (conn, "server") in [(c.conn, c.reason) for c in decision.close]
+        assert decision.close[0][:2] == (conn, reason)
         self.expected.bump_released("error")
         self.grants.remove(ticket)
         self.apply(decision, released=conn)
-        self.dead.discard(conn)
         assert ticket.conn != conn
         self.granted(ticket)  # the same ticket, its slot filled again
-        assert nothing(self.core.recheck(ticket))
 
     @precondition(lambda self: self.acquired)
     @rule(

@@ -1,12 +1,15 @@
-"""A connection granted to a waiting request, then closed by the server before
-that request runs.
+"""A connection granted to a waiting request, then closed or written to by the
+server before that request runs.
 
 A request woken from the queue runs one loop turn after the pool granted it an
 idle connection. If the server's FIN for that connection is read in between,
 the request would get a closing transport and fail with
 ``ClientConnectionResetError`` ("Cannot write to closing transport"), which
-aiohttp does not retry. aiohttp's own connector re-checks ``is_connected()``
-after waking; so must we: the request takes another connection instead.
+aiohttp does not retry; if bytes nobody asked for are read in between (a
+``408`` some servers send before closing an idle connection), the request
+would read them as its own response. aiohttp's own connector re-checks
+``is_connected()`` after waking; we also check that nothing arrived: either
+way the request takes another connection instead.
 
 The server runs in a thread of its own, so the test can hold the client's
 event loop still while the server answers one request and closes another
@@ -86,10 +89,11 @@ class ThreadedServer:
                 except OSError:
                     return
 
-    def close_first(self, path: str) -> None:
-        """Send FIN on the connection whose first request was ``path``."""
+    def first(self, path: str) -> socket.socket:
+        """The server's socket of the connection whose first request was
+        ``path``."""
         [sock] = [s for p, s in self.first_paths if p == path]
-        sock.shutdown(socket.SHUT_RDWR)
+        return sock
 
     def close(self) -> None:
         self.release.set()
@@ -124,8 +128,32 @@ async def _until(condition: Callable[[], bool]) -> None:
     raise AssertionError("condition never met")
 
 
-async def test_connection_closed_between_grant_and_pickup_is_replaced(
-    threaded_server: ThreadedServer, make_session: Build
+STRAY = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 5\r\n\r\nstray"
+
+
+def _fin(sock: socket.socket) -> None:
+    sock.shutdown(socket.SHUT_RDWR)
+
+
+def _stray(sock: socket.socket) -> None:
+    sock.sendall(STRAY)
+
+
+def _stray_then_fin(sock: socket.socket) -> None:
+    sock.sendall(STRAY)
+    sock.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [(_fin, "server"), (_stray, "error"), (_stray_then_fin, "error")],
+    ids=["fin", "stray-bytes", "stray-bytes-then-fin"],
+)
+async def test_connection_spoiled_between_grant_and_pickup_is_replaced(
+    threaded_server: ThreadedServer,
+    make_session: Build,
+    fault: Callable[[socket.socket], None],
+    reason: str,
 ) -> None:
     srv = threaded_server
     session, conn = make_session(limit=1)
@@ -137,9 +165,9 @@ async def test_connection_closed_between_grant_and_pickup_is_replaced(
     a = asyncio.ensure_future(session.get(base.format("j") + "/hold"))
     await _until(srv.holding.is_set)
 
-    async def fetch_b() -> bytes:
+    async def fetch_b() -> tuple[int, bytes]:
         async with session.get(base.format("k") + "/again") as resp:
-            return await resp.read()
+            return resp.status, await resp.read()
 
     b = asyncio.ensure_future(fetch_b())
     await _until(lambda: conn.stats().waiting == 1)
@@ -147,27 +175,28 @@ async def test_connection_closed_between_grant_and_pickup_is_replaced(
 
     loop = asyncio.get_running_loop()
 
-    def close_c_while_loop_is_held() -> None:
-        # Runs in the loop turn that reads A's answer, before that read: the
-        # FIN for C is then ready at the next poll, behind A's wake-up, which
-        # grants C to B; B itself runs a turn later.
-        srv.close_first("/stale")
+    def spoil_c_while_loop_is_held() -> None:
+        # Runs in the loop turn that reads A's answer, before that read: what
+        # the server does to C is then ready at the next poll, behind A's
+        # wake-up, which grants C to B; B itself runs a turn later.
+        fault(srv.first("/stale"))
         _hold_the_loop(0.1)
 
     srv.release.set()
     _hold_the_loop(0.1)  # A's answer reaches the client's socket buffer
-    loop.call_soon(close_c_while_loop_is_held)
+    loop.call_soon(spoil_c_while_loop_is_held)
     resp_a = await a
     assert await resp_a.read() == b"ok"
     resp_a.release()
-    assert await b == b"ok"  # on a new connection, not the closed one
+    assert await b == (200, b"ok")  # on a new connection, not C
 
     stats = conn.stats()
     k = stats.hosts[next(key for key in stats.hosts if key.host == "k.test")]
     assert (k.created, k.requests, k.reused) == (2, 2, 1)
-    # The grant of C ended unused: released "error", closed "server".
+    # The grant of C ended unused: released "error", closed for the reason.
     assert k.released["error"] == 1
     assert k.released["eof"] == 2
-    assert k.closed["server"] == 1
+    assert k.closed[reason] == 1
+    assert sum(k.closed.values()) == 1
     assert violations(stats) == []
     assert stats.acquired == stats.waiting == stats.connecting == 0

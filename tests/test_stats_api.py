@@ -173,6 +173,11 @@ async def test_hosts_is_a_read_only_mapping_of_host_stats(
         snap.hosts[keys[0]] = HostStats()  # type: ignore[index]
     as_dict = {k: conn.stats(k) for k in keys}
     assert snap.hosts == as_dict
+    # What a MappingProxyType also did: copy() and | give plain dicts.
+    assert snap.hosts.copy() == as_dict  # type: ignore[attr-defined]
+    assert type(snap.hosts.copy()) is dict  # type: ignore[attr-defined]
+    assert snap.hosts | {} == as_dict  # type: ignore[operator]
+    assert {} | snap.hosts == as_dict  # type: ignore[operator]
     assert dict(snap.hosts) == as_dict
     assert [h.requests for h in snap.hosts.values()] == [1, 2, 3]
     assert "HostStats(" in repr(snap.hosts)
