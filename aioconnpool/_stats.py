@@ -199,9 +199,7 @@ def build_host_stats(
             **_counter_fields(f.counters),  # type: ignore[arg-type]
         )
     acquired = idle = connecting = waiting = 0
-    # Figures carry their own copies: one pool (the usual case) is used as
-    # is, several are summed into a new object.
-    total = figures[0].counters if len(figures) == 1 else Counters()
+    total = Counters()  # none or several pools: summed into a new object
     live_rooms: list[int | None] = []
     all_rooms: list[int | None] = []
     limits: list[int | None] = []
@@ -210,8 +208,7 @@ def build_host_stats(
         idle += f.idle
         connecting += f.connecting
         waiting += f.waiting
-        if total is not f.counters:
-            total.add(f.counters)
+        total.add(f.counters)
         limits.append(f.limit)
         all_rooms.append(f.room)
         if f.acquired or f.idle or f.connecting or f.waiting:
