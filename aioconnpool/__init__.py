@@ -9,9 +9,10 @@ observable and fast.
 
 import logging
 
-from ._compat import SUPPORTED_RANGE
-from ._connector import PoolConnector
-from ._counters import CLOSE_REASONS, RELEASE_HOWS
+from ._aiohttp.compat import SUPPORTED_RANGE
+from ._aiohttp.connector import PoolConnector
+from ._aiohttp.leaks import LeakInfo
+from ._core.counters import CLOSE_REASONS, RELEASE_HOWS
 from ._errors import AioConnPoolError, PoolClosedError, PoolFullError, PoolTimeoutError
 from ._events import (
     Acquired,
@@ -28,7 +29,6 @@ from ._events import (
 )
 from ._histogram import Histogram
 from ._keys import PoolKey
-from ._leaks import LeakInfo
 from ._stats import ConnectionInfo, HostStats, PoolStats
 
 # A library logs, the application decides where it goes (as urllib3 does).

@@ -13,7 +13,7 @@ from ._keys import PoolKey
 from ._stats import HostStats, HostTable, PoolStats
 
 if TYPE_CHECKING:
-    from ._connector import PoolConnector
+    from . import PoolConnector
 
 __all__ = ["busiest", "snapshot_on_loop"]
 

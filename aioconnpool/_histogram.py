@@ -4,7 +4,7 @@ total (queue wait, connect, hold, connection lifetime).
 Buckets are fixed, shared by every histogram, so that per-key histograms add
 up to the totals by plain addition and exporters (Prometheus, OpenTelemetry)
 can pass them on as they are. Observing is one ``bisect`` and two increments;
-the counts live in ``Counters.n`` (see ``_counters``).
+the counts live in ``Counters.n`` (see ``_core.counters``).
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from . import CLOSE_REASONS, RELEASE_HOWS, HostStats, PoolConnector, PoolKey, PoolStats
-from ._counters import COUNTER_NAMES
+from ._core.counters import COUNTER_NAMES
 from ._exporting import busiest, snapshot_on_loop
 
 __all__ = ["OTHER", "PoolCollector", "register", "unregister"]

@@ -27,9 +27,9 @@ from rich.console import Console
 from yarl import URL
 
 from aioconnpool import ConnectionInfo, HostStats, PoolConnector, PoolKey, PoolStats
-from aioconnpool.__main__ import CrawlOptions, _console, main, run_crawl
 from aioconnpool._export import stats_to_dict
-from aioconnpool._render import HOST_HEADERS, pool_blocks, to_text
+from aioconnpool.cli.main import CrawlOptions, _console, main, run_crawl
+from aioconnpool.cli.render import HOST_HEADERS, pool_blocks, to_text
 from tests.conftest import table, url
 
 Build = Callable[..., tuple[aiohttp.ClientSession, PoolConnector]]

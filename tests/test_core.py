@@ -17,7 +17,7 @@ from aioconnpool._core import (
     PoolCore,
     Ticket,
 )
-from aioconnpool._counters import CLOSE_REASONS, RELEASE_HOWS, Counters
+from aioconnpool._core.counters import CLOSE_REASONS, RELEASE_HOWS, Counters
 
 Core = PoolCore[str, str, str]
 

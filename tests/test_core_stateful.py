@@ -33,7 +33,7 @@ from aioconnpool._core import (
     PoolCore,
     Ticket,
 )
-from aioconnpool._counters import CLOSE_REASONS, RELEASE_HOWS, Counters
+from aioconnpool._core.counters import CLOSE_REASONS, RELEASE_HOWS, Counters
 
 KEYS = ("a:1", "a:2", "b:1", "c:1")
 KEY_LIMITS = st.sampled_from([1, 2, None, 3])

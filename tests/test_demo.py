@@ -15,9 +15,9 @@ from io import StringIO
 import pytest
 from rich.console import Console
 
-from aioconnpool.__main__ import main
-from aioconnpool._demo import HOSTS, DemoOptions, plan_jobs, run_demo
-from aioconnpool._render import HOST_HEADERS
+from aioconnpool.cli.demo import HOSTS, DemoOptions, plan_jobs, run_demo
+from aioconnpool.cli.main import main
+from aioconnpool.cli.render import HOST_HEADERS
 from tests.conftest import table
 
 REQUESTS = 60

@@ -13,7 +13,7 @@ from yarl import URL
 
 import aioconnpool
 from aioconnpool import HostStats, PoolConnector, PoolKey, PoolStats
-from aioconnpool._compat import check_aiohttp_version
+from aioconnpool._aiohttp.compat import check_aiohttp_version
 from aioconnpool._exporting import busiest
 from tests.conftest import url
 

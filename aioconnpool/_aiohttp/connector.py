@@ -25,18 +25,12 @@ from aiohttp.connector import Connection
 from aiohttp.helpers import ceil_timeout
 from yarl import URL
 
-from . import _compat
-from ._core import CLOSED, NOTHING, QUEUED, REJECTED, Decision, PoolCore, Ticket
-from ._errors import PoolClosedError, PoolFullError, PoolTimeoutError
-from ._events import PoolEvent
-from ._keys import PoolKey, pool_key_of, to_pool_key
-from ._leaks import LeakDetector, LeakInfo
-from ._options import validate_pool_options, validate_tcp_options
-from ._protocol import PoolProtocol
-from ._records import min_room
-from ._release_paths import classify_release
-from ._reporting import describe_wait, log_closing
-from ._stats import (
+from .._core.pool import CLOSED, NOTHING, QUEUED, REJECTED, Decision, PoolCore, Ticket
+from .._core.records import min_room
+from .._errors import PoolClosedError, PoolFullError, PoolTimeoutError
+from .._events import PoolEvent
+from .._keys import PoolKey, pool_key_of, to_pool_key
+from .._stats import (
     ConnectionInfo,
     HostStats,
     PoolStats,
@@ -44,6 +38,12 @@ from ._stats import (
     build_host_stats,
     build_pool_stats,
 )
+from . import compat as _compat
+from .leaks import LeakDetector, LeakInfo
+from .options import validate_pool_options, validate_tcp_options
+from .protocol import PoolProtocol
+from .release_paths import classify_release
+from .reporting import describe_wait, log_closing
 
 if TYPE_CHECKING:
     from aiohttp.client import ClientTimeout

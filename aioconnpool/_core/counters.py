@@ -22,7 +22,7 @@ import operator
 from bisect import bisect_left
 from typing import Any
 
-from ._histogram import BOUNDS, BUCKETS, DURATIONS, Histogram
+from .._histogram import BOUNDS, BUCKETS, DURATIONS, Histogram
 
 __all__ = [
     "CLOSED_AT",

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from yarl import URL
 
-from ._keys import mask_userinfo
+from .._keys import mask_userinfo
 
 __all__ = ["HostLimits", "HostPattern", "parse_host_pattern"]
 

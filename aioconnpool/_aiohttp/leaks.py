@@ -19,8 +19,8 @@ import traceback
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from ._events import LeakSuspected, PoolEvent
-from ._keys import PoolKey
+from .._events import LeakSuspected, PoolEvent
+from .._keys import PoolKey
 
 __all__ = ["LeakDetector", "LeakInfo"]
 

@@ -20,7 +20,7 @@ import asyncio
 import sys
 from typing import Any
 
-from ._compat import PAYLOAD_ATTR, SHOULD_CLOSE_ATTR, caller_stop_marker
+from .compat import PAYLOAD_ATTR, SHOULD_CLOSE_ATTR, caller_stop_marker
 
 __all__ = ["classify_release"]
 

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from typing import Any, NamedTuple
 
-from ._counters import Counters, Counts
+from .counters import Counters, Counts
 
 __all__ = [
     "ACQUIRED",
@@ -138,7 +138,7 @@ class KeyState:
     ``waiters`` and ``idle`` are the shared empty ``NO_WAITERS`` / ``NO_IDLE``
     while empty (see ``_NothingYet``). ``connecting`` is a count: the tickets
     themselves are indexed once for the whole pool. ``counts`` is the key's
-    counts list (see ``_counters``), which the history keeps when it drains.
+    counts list (see ``counters``), which the history keeps when it drains.
     """
 
     __slots__ = (

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from aiohttp.client_proto import ResponseHandler
 
-from ._records import IDLE, ConnRecord
+from .._core.records import IDLE, ConnRecord
 
 __all__ = ["PoolHooks", "PoolProtocol"]
 

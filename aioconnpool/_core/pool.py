@@ -74,8 +74,9 @@ from bisect import bisect_left
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
-from . import _events as ev
-from ._counters import (
+from .. import _events as ev
+from .._histogram import BOUNDS, BUCKETS
+from .counters import (
     CLOSED_INDEX,
     HISTOGRAMS_AT,
     N_CONNECT_ERRORS,
@@ -89,11 +90,10 @@ from ._counters import (
     Counters,
     bucket_index,
 )
-from ._histogram import BOUNDS, BUCKETS
-from ._history import KeyHistory
-from ._idle import IdleStore
-from ._ready import ReadyQueue
-from ._records import (
+from .history import KeyHistory
+from .idle import IdleStore
+from .ready import ReadyQueue
+from .records import (
     ACQUIRED,
     CLOSED,
     DONE,
@@ -111,7 +111,7 @@ from ._records import (
     Ticket,
     positive,
 )
-from ._view import PoolView
+from .view import PoolView
 
 __all__ = [
     "CLOSED",

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 
-from ._records import ACQUIRED, IDLE, NO_IDLE, ConnRecord, KeyState
+from .records import ACQUIRED, IDLE, NO_IDLE, ConnRecord, KeyState
 
 __all__ = ["IdleStore"]
 

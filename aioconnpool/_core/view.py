@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator
 from typing import Generic, TypeVar
 
-from ._counters import N_CREATED, Counters
-from ._history import KeyHistory
-from ._idle import IdleStore
-from ._records import IDLE, ConnRecord, KeyFigures, KeyState, Ticket, min_room
+from .counters import N_CREATED, Counters
+from .history import KeyHistory
+from .idle import IdleStore
+from .records import IDLE, ConnRecord, KeyFigures, KeyState, Ticket, min_room
 
 __all__ = ["PoolView"]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp.helpers import sentinel
 
-from ._host_limits import HostLimits
+from .._core.host_limits import HostLimits
 
 __all__ = [
     "PoolOptions",

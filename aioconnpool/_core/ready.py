@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import itertools
 
-from ._records import KeyState
+from .records import KeyState
 
 __all__ = ["ReadyQueue"]
 

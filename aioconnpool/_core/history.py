@@ -2,7 +2,7 @@
 
 A crawler touches millions of hosts; keeping a live entry for each would make
 memory grow with every host ever seen. A drained key's state is dropped and
-only its counts (``_counters``) are kept here, most recent last, up to a
+only its counts (``counters``) are kept here, most recent last, up to a
 cap; the oldest are then summed into one ``forgotten`` aggregate so that
 totals stay exact.
 The group index (``PoolKey`` -> full keys) covers live and remembered keys.
@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
-from ._counters import Counters, Counts, new_counts
+from .counters import Counters, Counts, new_counts
 
 __all__ = ["KeyHistory"]
 
@@ -81,7 +81,7 @@ class KeyHistory:
                 self._groups[group] = next(iter(members))
 
     def get(self, key: Hashable) -> tuple[Any, ...] | None:
-        """The frozen counts of a drained ``key`` (see ``_counters``)."""
+        """The frozen counts of a drained ``key`` (see ``counters``)."""
         return self._counters.get(key)
 
     def __iter__(self) -> Iterator[Hashable]:

@@ -34,12 +34,12 @@ from typing import TYPE_CHECKING, Generic, TextIO, TypeVar
 import aiohttp
 from aiohttp import web
 
-from ._connector import PoolConnector
-from ._events import Closed, PoolEvent
-from ._keys import PoolKey
-from ._render import Block, Label, LiveView, emit, pool_blocks, reuse_table
-from ._stats import PoolStats
-from .testing import LoopbackResolver
+from .._aiohttp.connector import PoolConnector
+from .._events import Closed, PoolEvent
+from .._keys import PoolKey
+from .._stats import PoolStats
+from ..testing import LoopbackResolver
+from .render import Block, Label, LiveView, emit, pool_blocks, reuse_table
 
 if TYPE_CHECKING:
     from rich.console import Console
