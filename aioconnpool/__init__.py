@@ -12,7 +12,7 @@ import logging
 from ._aiohttp.compat import SUPPORTED_RANGE
 from ._aiohttp.connector import PoolConnector
 from ._aiohttp.leaks import LeakInfo
-from ._core.counters import CLOSE_REASONS, RELEASE_HOWS
+from ._core.counters import CLOSE_REASONS, COUNTER_NAMES, RELEASE_HOWS
 from ._errors import AioConnPoolError, PoolClosedError, PoolFullError, PoolTimeoutError
 from ._events import (
     Acquired,
@@ -29,7 +29,7 @@ from ._events import (
 )
 from ._histogram import Histogram
 from ._keys import PoolKey
-from ._stats import ConnectionInfo, HostStats, PoolStats
+from ._stats import ConnectionInfo, HostStats, HostTable, PoolStats
 
 # A library logs, the application decides where it goes (as urllib3 does).
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -39,6 +39,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "CLOSE_REASONS",
+    "COUNTER_NAMES",
     "RELEASE_HOWS",
     "SUPPORTED_RANGE",
     "Acquired",
@@ -51,6 +52,7 @@ __all__ = [
     "Dequeued",
     "Histogram",
     "HostStats",
+    "HostTable",
     "LeakInfo",
     "LeakSuspected",
     "PoolClosedError",

@@ -9,8 +9,7 @@ import heapq
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from ._keys import PoolKey
-from ._stats import HostStats, HostTable, PoolStats
+from . import HostStats, HostTable, PoolKey, PoolStats
 
 if TYPE_CHECKING:
     from . import PoolConnector

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from ._core import KeyFigures, PoolCore
 from ._core.counters import (
     CLOSE_REASONS,
     N_CONNECT_ERRORS,
@@ -18,7 +19,6 @@ from ._core.counters import (
     RELEASE_HOWS,
     Counters,
 )
-from ._core.pool import KeyFigures, PoolCore
 from ._export import stats_to_dict
 from ._histogram import Histogram
 from ._keys import PoolKey, pool_key_of

@@ -74,8 +74,15 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "pip install 'aioconnpool[prometheus]'"
     ) from exc
 
-from . import CLOSE_REASONS, RELEASE_HOWS, HostStats, PoolConnector, PoolKey, PoolStats
-from ._core.counters import COUNTER_NAMES
+from . import (
+    CLOSE_REASONS,
+    COUNTER_NAMES,
+    RELEASE_HOWS,
+    HostStats,
+    PoolConnector,
+    PoolKey,
+    PoolStats,
+)
 from ._exporting import busiest, snapshot_on_loop
 
 __all__ = ["OTHER", "PoolCollector", "register", "unregister"]

@@ -18,11 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.connector import Connection
+
+from .._core import NOTHING
+from .carry_out import DecisionRunner
 from .compat import PAYLOAD_ATTR, SHOULD_CLOSE_ATTR, caller_stop_marker
+from .protocol import PoolProtocol
 
-__all__ = ["classify_release"]
+if TYPE_CHECKING:
+    from aiohttp.client_reqrep import ConnectionKey
+
+__all__ = ["PoolConnection", "Releasing", "classify_release"]
 
 
 def classify_release(
@@ -78,3 +87,69 @@ def classify_release(
     if protocol.should_close:
         return "eof", "error"  # trailing bytes after the response
     return "eof", None
+
+
+class PoolConnection(Connection):
+    """aiohttp's ``Connection``, telling the pool it was released on purpose.
+
+    A connection that is garbage-collected unreleased still reaches the pool
+    through aiohttp's ``Connection.__del__``; the flag lets the pool count
+    that as a leak (``"gc"``) instead of a close.
+    """
+
+    def release(self) -> None:
+        self._give_back(closing=False)
+
+    def close(self) -> None:
+        self._give_back(closing=True)
+
+    def _give_back(self, *, closing: bool) -> None:
+        self._notify_release()
+        if self._protocol is not None:
+            connector: Releasing = self._connector  # type: ignore[assignment]
+            connector._pool_release(self._protocol, closing=closing, explicit=True)
+            self._protocol = None
+
+
+class Releasing(DecisionRunner):
+    """How a connection comes back from aiohttp (see the module docstring)."""
+
+    def _release(
+        self,
+        key: ConnectionKey,
+        protocol: ResponseHandler,
+        *,
+        should_close: bool = False,
+    ) -> None:
+        # Reached only from aiohttp's own code: a garbage-collected Connection,
+        # or the CONNECT tunnel of a proxy, whose protocol the pool never held.
+        self._pool_release(protocol, closing=should_close, explicit=False)
+
+    def _pool_release(
+        self, protocol: ResponseHandler, *, closing: bool, explicit: bool
+    ) -> None:
+        """A connection comes back from aiohttp; let the core decide its fate."""
+        how, reason = classify_release(
+            protocol, closing=closing, force_close=self._force_close, explicit=explicit
+        )
+        if self._leaks is not None:
+            self._leaks.released(protocol)
+        decision = self._core.release(protocol, how, reason)
+        if decision is None:
+            # Not ours to pool (a proxy tunnel), or closed with the connector.
+            protocol.close()
+            return
+        if decision is not NOTHING or self._pending_events:
+            self._carry_out(decision)
+        elif self._expiry_handle is None and reason is None:
+            self._arm_expiry()  # kept idle: its keep-alive must be timed
+
+    def _on_idle_data(self, protocol: PoolProtocol) -> bool:
+        """Bytes arrived on ``protocol``: if it is idle, drop it (True)."""
+        if not self._core.is_idle(protocol):
+            return False
+        self._carry_out(self._core.conn_lost(protocol, "error"))
+        return True
+
+    def _on_lost(self, protocol: PoolProtocol) -> None:
+        self._carry_out(self._core.conn_lost(protocol))

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Hashable
 
+from .._core import PoolCore
 from .._core.host_limits import HostLimits
-from .._core.pool import PoolCore
 from .._keys import PoolKey, pool_key_of
 from .options import PoolOptions
 

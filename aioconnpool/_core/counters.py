@@ -116,7 +116,9 @@ COUNTER_NAMES: tuple[str, ...] = (
     "rejected",
     "wait_timeouts",
 )
-"""The scalar counters, in the order of their indices (``N_REQUESTS``...)."""
+"""The names of the scalar counters of ``HostStats`` and ``PoolStats``
+(``requests``, ``created``...), in the order of their indices here
+(``N_REQUESTS``...); exporters iterate over them."""
 
 
 def bucket_index(which: int, seconds: float) -> int:

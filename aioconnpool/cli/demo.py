@@ -34,10 +34,7 @@ from typing import TYPE_CHECKING, Generic, TextIO, TypeVar
 import aiohttp
 from aiohttp import web
 
-from .._aiohttp.connector import PoolConnector
-from .._events import Closed, PoolEvent
-from .._keys import PoolKey
-from .._stats import PoolStats
+from .. import Closed, PoolConnector, PoolEvent, PoolKey, PoolStats
 from ..testing import LoopbackResolver
 from .render import Block, Label, LiveView, emit, pool_blocks, reuse_table
 

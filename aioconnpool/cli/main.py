@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING, TextIO
 import aiohttp
 from yarl import URL
 
-from .._aiohttp.connector import PoolConnector
-from .._export import stats_to_dict
+from .. import PoolConnector
 from .._keys import mask_userinfo
 from .demo import (
     DemoOptions,
@@ -247,7 +246,7 @@ async def run_crawl(
         )
     failed = [o for o in watched.results if o.error is not None]
     if as_json:
-        print(json.dumps(stats_to_dict(watched.stats), indent=2), file=out)
+        print(json.dumps(watched.stats.to_dict(), indent=2), file=out)
         if failed and err is not None:
             print("\n".join(outcome_lines(watched.results)), file=err)
     else:

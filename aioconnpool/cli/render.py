@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, TextIO, TypeAlias
 
-from .._keys import PoolKey
-from .._stats import HostStats, PoolStats
+from .. import HostStats, PoolKey, PoolStats
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType

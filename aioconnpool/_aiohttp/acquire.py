@@ -1,0 +1,256 @@
+"""Acquisition: how a request gets its connection.
+
+aiohttp calls ``connect()``; the request is served by an idle connection at
+once (``PoolCore.reuse``, the keep-alive hot path), or takes a ticket
+(``PoolCore.arrive``): granted at once, refused (``block=False``), or queued
+until a release grants it (``_wait``, with ``acquire_timeout``). A grant is an
+idle connection to hand over (checked again if it waited a loop turn) or a
+permit to open a new one (``_open``, with ``TCPConnector``'s own DNS, TLS and
+proxy code). Whatever fails or is cancelled on the way gives its ticket back,
+so the core never loses a slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.connector import Connection
+from aiohttp.helpers import ceil_timeout
+
+from .._core import CLOSED, NOTHING, QUEUED, REJECTED, Ticket
+from .._errors import PoolClosedError, PoolFullError, PoolTimeoutError
+from .._keys import pool_key_of
+from . import compat as _compat
+from .carry_out import DecisionRunner
+from .protocol import PoolProtocol
+from .release_paths import PoolConnection
+from .reporting import describe_wait
+
+if TYPE_CHECKING:
+    from aiohttp.client import ClientTimeout
+    from aiohttp.client_reqrep import ClientRequest, ConnectionKey
+    from aiohttp.tracing import Trace
+
+log = logging.getLogger("aioconnpool")
+
+__all__ = ["Acquiring"]
+
+
+def _granted_conn(ticket: Ticket) -> Hashable | None:
+    """The idle connection granted to ``ticket``, read afresh after an await."""
+    return ticket.conn
+
+
+def _unusable(proto: Any) -> str | None:
+    """Why an idle connection granted a loop turn ago cannot serve the
+    request that comes to take it now, or ``None`` if it can: closed by the
+    peer meanwhile, or holding bytes that answer no request (an acquired
+    connection's reads are not screened the way an idle one's are)."""
+    if not proto.is_connected():
+        return "server"
+    if proto.should_close:
+        return "error"
+    return None
+
+
+def _how_failed(exc: BaseException) -> str:
+    return "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+
+
+# Reasons after which unsent bytes may still sit in the socket.
+
+
+def _being_cancelled() -> bool:
+    """Whether someone asked to cancel the current task (Python 3.11+;
+    on older versions, assume so: the CancelledError is left alone)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() > 0
+
+
+class Acquiring(DecisionRunner):
+    """``connect()`` and the ways to a connection (see the module docstring)."""
+
+    async def connect(
+        self, req: ClientRequest, traces: list[Trace], timeout: ClientTimeout
+    ) -> Connection:
+        """Get a connection for ``req``: reuse, wait for a slot, or open one."""
+        key = req.connection_key  # a property that builds a new tuple: once
+        if _compat.KEY_LACKS_SERVER_HOSTNAME:
+            key = _compat.with_server_hostname(key, req)
+        if not traces:  # reuse traces go through a ticket (they may raise)
+            conn, decision = self._core.reuse(key)
+            if decision is not NOTHING or self._pending_events:
+                self._carry_out(decision)
+            if conn is not None:
+                return self._connection_for(conn, req, key)
+        ticket, decision = self._core.arrive(key, block=self._options.block)
+        if decision is not NOTHING or self._pending_events:
+            self._carry_out(decision)
+        if ticket.conn is not None:
+            if not traces:  # the common case, without a coroutine of its own
+                return self._take_granted(ticket, req, key)
+            return await self._hand_over(ticket, req, traces)
+        if ticket.state == CLOSED:
+            raise PoolClosedError("Connector is closed.")
+        if ticket.state == REJECTED:
+            pool_key = pool_key_of(key)
+            raise PoolFullError(
+                f"No connection free for {pool_key} and block=False: "
+                f"{self._situation(key)}",
+                pool_key,
+            )
+        async with ceil_timeout(timeout.connect, timeout.ceil_threshold):
+            if ticket.state == QUEUED:
+                await self._wait(ticket, traces)
+                granted = _granted_conn(ticket)
+                if granted is not None:
+                    # Granted a loop turn ago: the server may have closed it
+                    # or written to it since (aiohttp's own connector checks
+                    # is_connected() after waking).
+                    reason = _unusable(granted)
+                    if reason is not None:
+                        self._carry_out(self._core.grant_lost(ticket, reason))
+                if _granted_conn(ticket) is not None:
+                    if not traces:
+                        return self._take_granted(ticket, req, key)
+                    return await self._hand_over(ticket, req, traces)
+            proto = await self._open(ticket, req, traces, timeout)
+        if self._leaks is not None:
+            self._leaks.acquired(proto, pool_key_of(key))
+        return PoolConnection(self, key, proto, self._loop)
+
+    async def _hand_over(
+        self, ticket: Ticket, req: ClientRequest, traces: list[Trace]
+    ) -> Connection:
+        """Give the idle connection granted to ``ticket`` to its request,
+        once the reuse traces have been sent."""
+        try:
+            for trace in traces:
+                await trace.send_connection_reuseconn()
+        except BaseException as exc:
+            # aiohttp forgets the socket here; we put it back in the pool.
+            self._carry_out(self._core.abandon(ticket, _how_failed(exc)))
+            raise
+        return self._take_granted(ticket, req, ticket.key)  # type: ignore[arg-type]
+
+    def _take_granted(
+        self, ticket: Ticket, req: ClientRequest, key: ConnectionKey
+    ) -> Connection:
+        """The request takes the idle connection granted to ``ticket``."""
+        proto = ticket.conn
+        if not self._core.handed_over(ticket):
+            # The pool closed while this task was on its way here.
+            raise PoolClosedError("Connector is closed.")
+        return self._connection_for(proto, req, key)
+
+    def _connection_for(
+        self, proto: Any, req: ClientRequest, key: ConnectionKey
+    ) -> Connection:
+        """Wrap an idle connection the request now holds."""
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("Reusing connection to %s", pool_key_of(key))
+        if self._leaks is not None:
+            self._leaks.acquired(proto, pool_key_of(key))
+        if req.proxy is not None:
+            _compat.update_proxy_headers(self, req)
+        return PoolConnection(self, key, proto, self._loop)
+
+    async def _wait(self, ticket: Ticket, traces: list[Trace]) -> None:
+        """Wait in the queue until the core grants ``ticket`` a slot."""
+        future: asyncio.Future[None] = self._loop.create_future()
+        ticket.token = future
+        timeout = self._options.acquire_timeout
+        timer = None
+        if timeout is not None:
+            timer = self._loop.call_at(
+                ticket.since + timeout, self._wait_timed_out, ticket, timeout
+            )
+        try:
+            for trace in traces:
+                await trace.send_connection_queued_start()
+            await future
+            for trace in traces:
+                await trace.send_connection_queued_end()
+        except BaseException as exc:
+            self._carry_out(self._core.abandon(ticket, _how_failed(exc)))
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if ticket.state == CLOSED:
+            raise PoolClosedError("Connector is closed.")
+
+    def _wait_timed_out(self, ticket: Ticket, timeout: float) -> None:
+        future = ticket.token
+        if isinstance(future, asyncio.Future) and future.done():
+            return  # cancelled (aiohttp's connect timeout, say) or granted
+        if not self._core.time_out(ticket):
+            return  # granted or refused in the meantime: nothing to do
+        key = pool_key_of(ticket.key)
+        error = PoolTimeoutError(
+            f"Timed out after {timeout:g} s (acquire_timeout) waiting for a "
+            f"connection to {key}: {self._situation(ticket.key)}",
+            key,
+            timeout,
+        )
+        if isinstance(future, asyncio.Future) and not future.done():
+            future.set_exception(error)
+        self._deliver()
+
+    async def _open(
+        self,
+        ticket: Ticket,
+        req: ClientRequest,
+        traces: list[Trace],
+        timeout: ClientTimeout,
+    ) -> ResponseHandler:
+        """Open a new connection under ``ticket``'s permit."""
+        if log.isEnabledFor(logging.DEBUG):
+            key = pool_key_of(ticket.key)
+            log.debug(
+                "Starting new %s connection (%d): %s:%d",
+                "HTTPS" if key.ssl else "HTTP",
+                self._core.connection_count(ticket.key),
+                key.host,
+                key.port,
+            )
+        try:
+            for trace in traces:
+                await trace.send_connection_create_start()
+            proto = await self._create_connection(req, traces, timeout)
+        except BaseException as exc:
+            self._carry_out(self._core.connect_failed(ticket))
+            if (
+                isinstance(exc, asyncio.CancelledError)
+                and self._core.closed
+                and not _being_cancelled()
+            ):
+                # TCPConnector.close() cancels its DNS lookups; that
+                # CancelledError would reach a request nobody cancelled.
+                raise PoolClosedError("Connector is closed.") from exc
+            raise
+        decision = self._core.connect_succeeded(ticket, proto)
+        self._carry_out(decision)
+        if ticket.state == CLOSED:
+            raise PoolClosedError("Connector is closed.")
+        if isinstance(proto, PoolProtocol):
+            proto.track(self._core.record_of(proto))
+        try:
+            for trace in traces:
+                await trace.send_connection_create_end()
+        except BaseException as exc:
+            # aiohttp leaks the new socket here; we close and count it.
+            how = _how_failed(exc)
+            self._carry_out(self._core.release(proto, how, how) or NOTHING)
+            raise
+        return proto
+
+    def _situation(self, key: Hashable) -> str:
+        return describe_wait(
+            self._core, self._host_limits, self._pool_limit_per_host, key
+        )

@@ -1,0 +1,141 @@
+"""What every event of the core shares: counting, key life, and the idle put.
+
+:class:`Bookkeeping` holds the steps that arrivals, releases and closes all
+take: count an acquisition's end and a connection's close (per key and in
+total, with their histograms and events), open a key on its first request and
+retire it when it holds nothing, keep a connection idle or settle the ones the
+idle store let go. It changes state only as part of an event of a subclass,
+never on its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+from bisect import bisect_left
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from .. import _events as ev
+from .._histogram import BOUNDS, BUCKETS
+from .counters import (
+    CLOSED_INDEX,
+    HISTOGRAMS_AT,
+    RELEASED_INDEX,
+    SUMS_AT,
+    bucket_index,
+)
+from .ready import ReadyQueue
+from .records import (
+    Closing,
+    ConnRecord,
+    KeyState,
+)
+from .view import C, G, K, PoolView
+
+__all__ = ["CONNECT", "HOLD", "LIFETIME", "WAIT", "Bookkeeping"]
+
+
+# Histogram numbers, in the order of _histogram.DURATIONS.
+WAIT, CONNECT, HOLD, LIFETIME = range(4)
+
+
+class Bookkeeping(PoolView[K, C, G]):
+    """The state :class:`~aioconnpool._core.pool.PoolCore` builds, and the
+    steps its events share."""
+
+    _group: Callable[[K], G]
+    _clock: Callable[[], float]
+    _ready: ReadyQueue
+    _seqs: itertools.count[int]
+    _events: list[ev.PoolEvent] | None
+
+    # ------------------------------------------------------ events
+
+    def observe(self, sink: list[ev.PoolEvent] | None) -> None:
+        """Append an event for every step to ``sink`` from now on (``None``:
+        stop). The caller empties it; events carry ``group(key)`` as key."""
+        self._events = sink
+
+    # ---------------------------------------------------- key life
+
+    def _open_key(self, key: K) -> KeyState:
+        counters = self._history.revive(key)
+        ks = KeyState(key, self._limit_for(key), counters)
+        self._keys[key] = ks
+        return ks
+
+    def _retire_if_empty(self, ks: KeyState) -> None:
+        if not ks.is_empty() or self._keys.get(ks.key) is not ks:
+            return
+        del self._keys[ks.key]
+        self._history.retire(ks.key, ks.counts)
+
+    # ---------------------------------------------------- idle put
+
+    def _keep(
+        self, ks: KeyState, rec: ConnRecord, closes: list[Closing], now: float
+    ) -> None:
+        """``rec`` comes back keep-alive: idle it, unless the idle policy
+        closes it (or others) instead."""
+        dropped: list[tuple[ConnRecord, str]] = []
+        self._idle.put(ks, rec, now, dropped)
+        if dropped:
+            self._settle_closings(dropped, closes, now)
+
+    def _settle_closings(
+        self, dropped: list[tuple[ConnRecord, str]], closes: list[Closing], now: float
+    ) -> None:
+        """Forget and count connections the idle store closed; keys left
+        with nothing retire."""
+        for rec, reason in dropped:
+            ks = rec.key
+            del self._conns[rec.handle]
+            self._count_close(ks, reason, now, rec.created_at, rec.served)
+            closes.append(Closing(rec.handle, reason, ks.key))
+        # Only once every closing is counted: a retired key's counters are
+        # folded into the history and must not change afterwards.
+        for rec, _reason in dropped:
+            self._retire_if_empty(rec.key)
+
+    # ---------------------------------------------------- counting
+
+    def _count_release(self, ks: KeyState, how: str, now: float, since: float) -> None:
+        """An acquisition (held since ``since``) ended ``how``."""
+        counts, totals = ks.counts, self._totals.n
+        i = RELEASED_INDEX[how]
+        counts[i] += 1
+        totals[i] += 1
+        held = now - since
+        # bucket_index, inlined: hot
+        i = HISTOGRAMS_AT + HOLD * BUCKETS + bisect_left(BOUNDS, held)
+        counts[i] += 1
+        totals[i] += 1
+        counts[SUMS_AT + HOLD] += held
+        totals[SUMS_AT + HOLD] += held
+        if self._events is not None:
+            self._events.append(ev.Released(self._ekey(ks.key), now, how, now - since))
+
+    def _count_close(
+        self, ks: KeyState, reason: str, now: float, born: float, served: int
+    ) -> None:
+        """A connection (created at ``born``) was closed for ``reason``."""
+        i = CLOSED_INDEX[reason]
+        ks.counts[i] += 1
+        self._totals.n[i] += 1
+        self._observe(ks, LIFETIME, now - born)
+        if self._events is not None:
+            self._events.append(
+                ev.Closed(self._ekey(ks.key), now, reason, now - born, served)
+            )
+
+    def _ekey(self, key: Hashable) -> Any:
+        """An event's key: the group (``PoolKey`` in the connector)."""
+        return self._group(key)  # type: ignore[arg-type]
+
+    def _observe(self, ks: KeyState, which: int, seconds: float) -> None:
+        i = bucket_index(which, seconds)  # one lookup for the key and the totals
+        counts, totals = ks.counts, self._totals.n
+        counts[i] += 1
+        counts[SUMS_AT + which] += seconds
+        totals[i] += 1
+        totals[SUMS_AT + which] += seconds

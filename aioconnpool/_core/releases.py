@@ -1,0 +1,109 @@
+"""Releases and hand-off: an acquired connection, or a granted slot, comes back.
+
+:meth:`Releases.release` counts how the acquisition ended, then keeps the
+connection idle or closes it; the freed slot goes to the next ready waiter,
+and a keep-alive connection whose own key has the first waiter goes straight
+to them (the hand-off), without passing through the idle store.
+:meth:`Releases.abandon` is the same for a request that gives up its ticket
+before using it.
+"""
+
+from __future__ import annotations
+
+from .grants import Grants
+from .records import (
+    ACQUIRED,
+    DONE,
+    GRANTED,
+    NOTHING,
+    QUEUED,
+    Closing,
+    ConnRecord,
+    Decision,
+    Ticket,
+)
+from .view import C, G, K
+
+__all__ = ["Releases"]
+
+
+class Releases(Grants[K, C, G]):
+    """Releases, hand-off and abandoned tickets (see the module docstring)."""
+
+    def release(self, conn: C, how: str, close_reason: str | None) -> Decision | None:
+        """An acquired connection comes back.
+
+        ``how`` names how the acquisition ended (``"eof"``, ``"release"``...).
+        ``close_reason`` is ``None`` to keep the connection alive, else why it
+        must be closed. Returns ``None`` when ``conn`` is not an acquired
+        connection of this pool (already closed with the pool, or never ours):
+        the caller should then just close it.
+        """
+        rec = self._conns.get(conn)
+        if rec is None or rec.state != ACQUIRED:
+            return None
+        ks = rec.key
+        now = self._clock()
+        self._count_release(ks, how, now, rec.acquired_at)
+        ks.acquired -= 1
+        self._acquired -= 1
+        closes: list[Closing] = []
+        ready = self._ready.count
+        if (
+            close_reason is None
+            and ks.waiters
+            and (not ready or (ready == 1 and ks.ready_token >= 0))
+            and not ks.idle
+            and self._idle.plain
+            and self._idle.is_alive(conn)
+        ):
+            # Someone of this key waits, and no other key's waiter can be
+            # first in line: the connection goes straight to them, as the
+            # idle store would give it (it keeps everything, and the key has
+            # no other idle connection to prefer).
+            rec.idle_since = now
+            return self._slot_freed(ks, closes, now, rec)
+        if close_reason is None:
+            dropped: list[tuple[ConnRecord, str]] = []  # _keep, inlined: hot
+            self._idle.put(ks, rec, now, dropped)
+            if dropped:
+                self._settle_closings(dropped, closes, now)
+            elif not ks.waiters and not self._ready.count:
+                # The common case, kept idle with nobody waiting: the key
+                # holds that connection (no retiring) and nobody can be woken.
+                return NOTHING
+        else:
+            del self._conns[conn]
+            self._count_close(ks, close_reason, now, rec.created_at, rec.served)
+            closes.append(Closing(conn, close_reason, ks.key))
+        return self._slot_freed(ks, closes, now)
+
+    def abandon(self, ticket: Ticket, how: str = "cancelled") -> Decision:
+        """The request behind ``ticket`` gave up (cancelled, timed out, failed).
+
+        Queued: it leaves the queue without a trace. Granted: the slot, and the
+        idle connection if one was handed over, go back to the pool. Idempotent.
+        """
+        ks = self._keys.get(ticket.key)
+        state = ticket.state
+        if ks is None or state not in (QUEUED, GRANTED):
+            return NOTHING
+        ticket.state = DONE
+        if state == QUEUED:
+            self._unqueue(ks, ticket, "cancelled")
+            return NOTHING
+        if ticket.conn is None:  # an unused permit to connect
+            del self._permits[ticket]
+            ks.connecting -= 1
+            self._connecting -= 1
+            return self._slot_freed(ks, [])
+        rec = self._conns.get(ticket.conn)
+        if rec is None or rec.state != ACQUIRED:
+            return NOTHING  # closed (and counted) with the pool meanwhile
+        now = self._clock()
+        self._count_release(ks, how, now, rec.acquired_at)
+        ks.acquired -= 1
+        self._acquired -= 1
+        closes: list[Closing] = []
+        self._keep(ks, rec, closes, now)
+        return self._slot_freed(ks, closes, now)
