@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_cli import add_mode_flags, write_json
+from harness.cli import add_mode_flags, write_json
 
 from aioconnpool._core import CLOSED, GRANTED, Decision, KeyFigures, PoolCore, Ticket
 from aioconnpool._exporting import busiest

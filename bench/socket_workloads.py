@@ -63,7 +63,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
-from loopback_server import HOST, ServerProcess, raise_fd_limit, server_info
+from harness.server import HOST, ServerProcess, raise_fd_limit, server_info
 
 from aioconnpool import PoolConnector
 from aioconnpool.testing import LoopbackResolver

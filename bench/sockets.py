@@ -1,6 +1,6 @@
 """Socket benchmarks: aioconnpool against aiohttp's TCPConnector and httpx.
 
-Every request goes over real sockets to ``bench/loopback_server.py``, a fast
+Every request goes over real sockets to ``bench/harness/server.py``, a fast
 keep-alive HTTP/1.1 server in a process of its own (so the client has a core
 to itself on a 2-core machine; the server's CPU share is reported per run to
 show it was not the bottleneck). Each measured run is a fresh Python process
@@ -80,8 +80,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench_cli import add_mode_flags, write_json
-from loopback_server import IDLE_TIMEOUT
+from harness.cli import add_mode_flags, write_json
+from harness.server import IDLE_TIMEOUT
 from socket_workloads import Spec
 
 HERE = Path(__file__).resolve().parent

@@ -23,7 +23,8 @@ def load_bench_script(name: str) -> ModuleType:
         sys.path.insert(0, str(BENCH_DIR))
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCH_DIR / f"{name}.py")
+    path = BENCH_DIR.joinpath(*name.split(".")).with_suffix(".py")
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)

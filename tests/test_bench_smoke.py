@@ -372,7 +372,7 @@ async def _exchange(port: int, request: bytes) -> tuple[bytes, bool]:
 
 
 def test_loopback_server_keep_alive_and_close() -> None:
-    server_mod = load_bench_script("loopback_server")
+    server_mod = load_bench_script("harness.server")
 
     async def scenario(port: int) -> None:
         get = b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"

@@ -18,7 +18,7 @@ no parsing beyond finding the end of the head and an optional
 
 Run on its own (prints ``PORT <n>`` once listening, stops when stdin closes)::
 
-    .venv/bin/python bench/loopback_server.py [--port 0] [--idle-timeout 2]
+    .venv/bin/python bench/harness/server.py [--port 0] [--idle-timeout 2]
 
 or from a benchmark: ``with ServerProcess() as server: ... server.port``.
 """
