@@ -15,7 +15,8 @@ of the pool's bookkeeping grows with the number of keys and of waiters:
 
 Every figure printed is measured on this run; nothing is hard-coded. Timed
 loops run with the garbage collector disabled, as ``timeit`` does, so a full
-collection of the benchmark's own heap is not billed to one operation.
+collection of the benchmark's own heap is not billed to one operation
+(``harness.timing``).
 
 Usage::
 
@@ -25,23 +26,21 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import gc
-import os
-import platform
 import random
 import statistics
 import sys
 import time
 import tracemalloc
 from collections import deque
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.cli import add_mode_flags, write_json
+from harness.cli import mode_parser, pick_mode, progress_printer, publish, run_record
+from harness.report import ratio, size, spread, table, title
+from harness.timing import calls_per_op, timed_batches
 
 from aioconnpool._core import CLOSED, GRANTED, Decision, KeyFigures, PoolCore, Ticket
 from aioconnpool._exporting import busiest
@@ -69,6 +68,7 @@ class Config:
     ops: int  # operations per timed batch
     repeats: int  # timed batches; the median is reported
     snapshot_repeats: int
+    flag_help: str = ""  # --quick and --tiny: what the flag does (--help)
 
 
 FULL = Config(
@@ -92,6 +92,7 @@ QUICK = Config(
     ops=10_000,
     repeats=5,
     snapshot_repeats=5,
+    flag_help="keys up to 10,000 instead of 100,000",
 )
 TINY = Config(
     mode="tiny",
@@ -103,7 +104,9 @@ TINY = Config(
     ops=300,
     repeats=3,
     snapshot_repeats=3,
+    flag_help="a smoke test: everything tiny (< 2 s)",
 )
+MODES = (FULL, QUICK, TINY)
 
 
 # ---------------------------------------------------------------- helpers
@@ -189,46 +192,27 @@ class Driver:
             self.wakes += 1
             self.complete(ticket)
 
-
-def _timed_batches(
-    run_batch: Callable[[int], None], batches: int, ops: int
-) -> list[float]:
-    """ns per operation of each of ``batches`` calls of ``run_batch(batch)``."""
-    results: list[float] = []
-    gc.collect()
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for batch in range(batches):
-            start = time.perf_counter_ns()
-            run_batch(batch)
-            elapsed = time.perf_counter_ns() - start
-            results.append(elapsed / ops)
-    finally:
-        if was_enabled:
-            gc.enable()
-    return results
+    def leave_idle(self, key: int) -> None:
+        """A request on ``key`` that releases its connection keep-alive."""
+        self.arrive(key)
+        self.carry_out(self.core.release(self.acquired.pop(), "eof", None))
 
 
-def _calls_per_op(run_batch: Callable[[int], None], batch: int, ops: int) -> float:
-    """Python and C function calls per operation in one (untimed) batch.
-
-    A machine-independent measure of the work done: flat if the algorithm
-    is, whatever the caches do to the time.
-    """
-    calls = 0
-
-    def profiler(frame: object, event: str, arg: object) -> None:
-        nonlocal calls
-        if event in ("call", "c_call"):
-            calls += 1
-
-    sys.setprofile(profiler)
-    try:
-        run_batch(batch)
-    finally:
-        sys.setprofile(None)
-    return calls / ops
+def _per_op(
+    run_batch: Callable[[int], None], cfg: Config, *, count_calls: bool = True
+) -> dict[str, Any]:
+    """ns per operation of ``cfg.repeats`` timed batches of ``cfg.ops``
+    operations, after one more that warms up and is discarded; with
+    ``count_calls``, one more batch, untimed, counts the calls per operation."""
+    batches = cfg.repeats + 1
+    ns = timed_batches(run_batch, batches, cfg.ops)[1:]
+    counted: dict[str, Any] = {}
+    if count_calls:
+        counted = {
+            "ops_per_batch": cfg.ops,
+            "calls_per_op": calls_per_op(run_batch, batches, cfg.ops),
+        }
+    return {**counted, "ns_per_op": ns, "ns_per_op_median": statistics.median(ns)}
 
 
 def _waiters_for(keys: int, cfg: Config) -> int:
@@ -254,7 +238,7 @@ def release_with_waiters(
         drv.arrive(rng.randrange(keys))
     fill = core.acquired
     queued = core.waiting
-    batches = cfg.repeats + 1  # the first batch warms up and is discarded
+    batches = cfg.repeats + 1  # the first batch warms up (see _per_op)
     # One more batch, untimed, counts the calls per operation.
     plan = [rng.randrange(keys) for _ in range((batches + 1) * cfg.ops)]
     ops = cfg.ops
@@ -271,8 +255,7 @@ def release_with_waiters(
 
     wakes_before = drv.wakes
     reuses_before, connects_before = drv.reuses, drv.connects
-    ns = _timed_batches(run_batch, batches, ops)[1:]
-    calls = _calls_per_op(run_batch, batches, ops)
+    per_op = _per_op(run_batch, cfg)
     total_ops = (batches + 1) * ops
     return {
         "keys": keys,
@@ -288,10 +271,7 @@ def release_with_waiters(
             drv.reuses - reuses_before, drv.connects - connects_before
         ),
         "idle_closed_on_reuse": drv.closes,
-        "ops_per_batch": ops,
-        "calls_per_op": calls,
-        "ns_per_op": ns,
-        "ns_per_op_median": statistics.median(ns),
+        **per_op,
     }
 
 
@@ -322,21 +302,19 @@ def cache_control(keys: int, cfg: Config, seed: int) -> dict[str, Any]:
     charges for working on a random key among ``keys``.
     """
     rng = random.Random(seed)
-    table = {key: _Probe() for key in range(keys)}
-    batches = cfg.repeats + 1
+    probes = {key: _Probe() for key in range(keys)}
     ops = cfg.ops
-    plan = [rng.randrange(keys) for _ in range(batches * ops)]
+    plan = [rng.randrange(keys) for _ in range((cfg.repeats + 1) * ops)]
 
     def run_batch(batch: int) -> None:
         for i in range(batch * ops, (batch + 1) * ops):
             key = plan[i]
-            probe = table[key]
+            probe = probes[key]
             probe.count += 1
             probe.items[key] = None
             del probe.items[key]
 
-    ns = _timed_batches(run_batch, batches, ops)[1:]
-    return {"keys": keys, "ns_per_op": ns, "ns_per_op_median": statistics.median(ns)}
+    return {"keys": keys, **_per_op(run_batch, cfg, count_calls=False)}
 
 
 # ---------------------------------------------------------------- scenario 2
@@ -347,11 +325,9 @@ def hot_key(keys: int, cfg: Config) -> dict[str, Any]:
     core = _new_core(_unlimited)
     drv = Driver(core)
     for key in range(1, keys):
-        drv.arrive(key)
-        drv.carry_out(core.release(drv.acquired.pop(), "eof", None))
+        drv.leave_idle(key)
     hot = 0
     reuses_before, connects_before = drv.reuses, drv.connects
-    batches = cfg.repeats + 1
     ops = cfg.ops
 
     def run_batch(batch: int) -> None:
@@ -363,18 +339,14 @@ def hot_key(keys: int, cfg: Config) -> dict[str, Any]:
             arrive(hot)
             carry_out(release(acquired.pop(), "eof", None))
 
-    ns = _timed_batches(run_batch, batches, ops)[1:]
-    calls = _calls_per_op(run_batch, batches, ops)
+    per_op = _per_op(run_batch, cfg)
     return {
         "keys": keys,
         "live_keys": sum(1 for _ in _live_keys(core)),
         "reuse_share": _share(
             drv.reuses - reuses_before, drv.connects - connects_before
         ),
-        "ops_per_batch": ops,
-        "calls_per_op": calls,
-        "ns_per_op": ns,
-        "ns_per_op_median": statistics.median(ns),
+        **per_op,
     }
 
 
@@ -387,8 +359,7 @@ def _core_with_idle_keys(
     core = _new_core(_per_key, clock=clock)
     drv = Driver(core)
     for key in range(keys):
-        drv.arrive(key)
-        drv.carry_out(core.release(drv.acquired.pop(), "eof", None))
+        drv.leave_idle(key)
     return core
 
 
@@ -427,7 +398,7 @@ def stats_snapshot(keys: int, cfg: Config) -> dict[str, Any]:
         ("scrape", scrape),
         ("read_all", read_all),
     ):
-        ns = _timed_batches(run_batch, cfg.snapshot_repeats, 1)
+        ns = timed_batches(run_batch, cfg.snapshot_repeats, 1)
         median_ms = statistics.median(ns) / 1e6
         out[name] = {
             "ms": [n / 1e6 for n in ns],
@@ -455,8 +426,7 @@ def memory(keys: int) -> dict[str, Any]:
         baseline = tracemalloc.get_traced_memory()[0]
         drv = Driver(core)
         for key in range(keys):
-            drv.arrive(key)
-            drv.carry_out(core.release(drv.acquired.pop(), "eof", None))
+            drv.leave_idle(key)
         gc.collect()
         live = tracemalloc.get_traced_memory()[0] - baseline
         idle_live = core.idle
@@ -511,38 +481,10 @@ def _fmt_ns(ns: float) -> str:
     return f"{ns:,.0f}"
 
 
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines.extend(
-        "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows
-    )
-    return "\n".join("  " + line for line in lines)
-
-
-def _ratio(value: float, base: float) -> str:
-    return f"{value / base:.2f}x" if base else "-"
-
-
-def _spread(values: Sequence[float]) -> str:
-    return f"{min(values):,.0f}-{max(values):,.0f}"
-
-
 def report(results: dict[str, Any]) -> str:
     cfg = results["config"]
     out: list[str] = [
-        f"aioconnpool core scaling ({cfg['mode']} mode) -- "
-        f"Python {results['python']}, {results['platform']}, "
-        f"{results['cpu_count']} CPUs",
+        title("core scaling", results),
         f"limit={TOTAL_LIMIT} total, limit_per_host={PER_KEY_LIMIT} "
         f"(scenarios 1, 3, 4), history={HISTORY}",
         f"ns/op: median of {cfg['repeats']} batches of {cfg['ops']:,} ops "
@@ -556,7 +498,7 @@ def report(results: dict[str, Any]) -> str:
     s1 = results["release_with_waiters"]
     base = s1[0]["ns_per_op_median"]
     out.append(
-        _table(
+        table(
             [
                 "keys",
                 "waiters",
@@ -579,8 +521,8 @@ def report(results: dict[str, Any]) -> str:
                     f"{r['reuse_share']:.0%}",
                     f"{r['calls_per_op']:.1f}",
                     _fmt_ns(r["ns_per_op_median"]),
-                    _spread(r["ns_per_op"]),
-                    _ratio(r["ns_per_op_median"], base),
+                    spread(r["ns_per_op"]),
+                    ratio(r["ns_per_op_median"], base),
                 ]
                 for r in s1
             ],
@@ -593,7 +535,7 @@ def report(results: dict[str, Any]) -> str:
     out += [
         "",
         f"1b. same, waiter count swept at keys={sweep[0]['keys']:,}",
-        _table(
+        table(
             [
                 "keys",
                 "waiters",
@@ -612,22 +554,22 @@ def report(results: dict[str, Any]) -> str:
                     f"{r['wakes_per_op']:.2f}",
                     f"{r['calls_per_op']:.1f}",
                     _fmt_ns(r["ns_per_op_median"]),
-                    _spread(r["ns_per_op"]),
-                    _ratio(r["ns_per_op_median"], sbase),
+                    spread(r["ns_per_op"]),
+                    ratio(r["ns_per_op_median"], sbase),
                 ]
                 for r in sweep
             ],
         ),
         "",
         "1c. control, no pool: look up a random one of K small objects and touch it",
-        _table(
+        table(
             ["keys", "ns/op", "min-max", f"vs K={control[0]['keys']:,}"],
             [
                 [
                     f"{r['keys']:,}",
                     _fmt_ns(r["ns_per_op_median"]),
-                    _spread(r["ns_per_op"]),
-                    _ratio(r["ns_per_op_median"], cbase),
+                    spread(r["ns_per_op"]),
+                    ratio(r["ns_per_op_median"], cbase),
                 ]
                 for r in control
             ],
@@ -639,7 +581,7 @@ def report(results: dict[str, Any]) -> str:
         "",
         "2. hot key (arrive + reuse idle + release keep-alive on one key; "
         "the other keys hold one idle connection each)",
-        _table(
+        table(
             [
                 "keys",
                 "live keys",
@@ -656,8 +598,8 @@ def report(results: dict[str, Any]) -> str:
                     f"{r['reuse_share']:.1%}",
                     f"{r['calls_per_op']:.1f}",
                     _fmt_ns(r["ns_per_op_median"]),
-                    _spread(r["ns_per_op"]),
-                    _ratio(r["ns_per_op_median"], hbase),
+                    spread(r["ns_per_op"]),
+                    ratio(r["ns_per_op_median"], hbase),
                 ]
                 for r in s2
             ],
@@ -669,7 +611,7 @@ def report(results: dict[str, Any]) -> str:
         f"3. stats snapshot (build_pool_stats, median of {cfg['snapshot_repeats']}):"
         " the snapshot alone; a scrape (rank every host,",
         f"   read the busiest {SCRAPE_HOSTS}); every host read",
-        _table(
+        table(
             [
                 "keys",
                 "hosts",
@@ -702,7 +644,7 @@ def report(results: dict[str, Any]) -> str:
         "",
         "4. memory (tracemalloc; one idle connection per key, then every key "
         "drained: half closed on release, half expired)",
-        _table(
+        table(
             [
                 "keys",
                 "live",
@@ -717,11 +659,11 @@ def report(results: dict[str, Any]) -> str:
             [
                 [
                     f"{r['keys']:,}",
-                    _fmt_bytes(r["bytes_live"]),
-                    _fmt_bytes(r["bytes_per_live_key"]),
-                    _fmt_bytes(r["bytes_after_drain"]),
-                    _fmt_bytes(r["bytes_after_drain_per_peak_key"]),
-                    _fmt_bytes(r["bytes_in_emptied_dict_tables"]),
+                    size(r["bytes_live"]),
+                    size(r["bytes_per_live_key"]),
+                    size(r["bytes_after_drain"]),
+                    size(r["bytes_after_drain_per_peak_key"]),
+                    size(r["bytes_in_emptied_dict_tables"]),
                     f"{r['live_keys_after_drain']:,}",
                     f"{r['history_keys_after_drain']:,}",
                     f"{r['forgotten_keys']:,}",
@@ -779,34 +721,15 @@ def run(cfg: Config, seed: int, progress: Callable[[str], None]) -> dict[str, An
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Benchmark of aioconnpool's accounting core (no sockets)."
-    )
-    add_mode_flags(
-        parser,
-        quick="keys up to 10,000 instead of 100,000",
-        tiny="a smoke test: everything tiny (< 2 s)",
-        results=RESULTS,
+    parser = mode_parser(
+        "Benchmark of aioconnpool's accounting core (no sockets).", RESULTS, MODES
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     args = parser.parse_args(argv)
-    cfg = TINY if args.tiny else QUICK if args.quick else FULL
-
-    def progress(msg: str) -> None:
-        if args.verbose:
-            print(f"... {msg}", file=sys.stderr, flush=True)
-
-    measured = run(cfg, args.seed, progress)
+    cfg = pick_mode(args, MODES)
+    measured = run(cfg, args.seed, progress_printer(args))
     results: dict[str, Any] = {
-        "benchmark": "core_scaling",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"
-        ),
-        "command": [sys.executable, *(sys.argv if argv is None else [__file__, *argv])],
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
+        **run_record("core_scaling", __file__, argv),
         "seed": args.seed,
         "config": {
             "mode": cfg.mode,
@@ -822,10 +745,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         **measured,
     }
-    print(report(results))
-    if not args.no_write:
-        write_json(args.output, results)
-        print(f"\nresults written to {args.output}")
+    publish(args, results, report(results))
     return 0
 
 

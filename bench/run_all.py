@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from harness.cli import switches_on
+
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ("core_scaling.py", "sockets.py")
 
@@ -32,16 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         parser.add_argument(flag, action="store_true", help=text)
     args = parser.parse_args(argv)
-    flags = [
-        flag
-        for flag, on in (
-            ("--quick", args.quick),
-            ("--tiny", args.tiny),
-            ("--no-write", args.no_write),
-            ("--verbose", args.verbose),
-        )
-        if on
-    ]
+    flags = switches_on(args)
     failed: list[str] = []
     for name in SCRIPTS:
         command = [sys.executable, str(HERE / name), *flags]

@@ -44,13 +44,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+from harness.clients import host_name, pool_connector
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the tests package importable
     sys.path.insert(0, str(ROOT))
 
 from aioconnpool import PoolConnector  # noqa: E402
-from aioconnpool.testing import LoopbackResolver  # noqa: E402
 from tests.faulty import FaultServer, client_sockets, settle_pool, violations  # noqa: E402
 
 LIMIT = 20
@@ -119,7 +119,7 @@ def make_plan(seed: int, requests: int, hosts: int) -> list[Step]:
         if fault in ENDLESS and ending not in ("cancel", "timeout"):
             ending = rng.choice(("cancel", "timeout"))
         delay = rng.uniform(0.001, 0.03)  # never 0: total=0 means "no timeout"
-        host = f"h{int(rng.paretovariate(1.2)) % hosts}.test"  # a few hot hosts
+        host = host_name(int(rng.paretovariate(1.2)) % hosts)  # a few hot hosts
         plan.append(Step(host, server, fault, ending, round(delay, 4)))
     return plan
 
@@ -254,11 +254,8 @@ async def soak(
         "slow-accept": FaultServer(accept_delay=0.005),
     }
     ports = tuple(s.port for s in servers.values())
-    connector = PoolConnector(
-        limit=LIMIT,
-        limit_per_host=LIMIT_PER_HOST,
-        keepalive_timeout=KEEPALIVE,
-        resolver=LoopbackResolver(suffix=".test"),
+    connector = pool_connector(
+        limit=LIMIT, limit_per_host=LIMIT_PER_HOST, keepalive_timeout=KEEPALIVE
     )
     for srv in servers.values():
         await srv.__aenter__()

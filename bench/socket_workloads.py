@@ -7,8 +7,8 @@ caches, and a run that goes over its time budget can be stopped at once:
 at the budget the script prints what it completed and exits without
 unwinding (cancelling 50,000 queued httpx requests is itself quadratic).
 
-Clients: ``aiohttp`` (``TCPConnector``), ``aioconnpool`` (``PoolConnector``),
-``httpx`` (``AsyncClient``). Workloads:
+Clients (opened by ``harness.clients``): ``aiohttp`` (``TCPConnector``),
+``aioconnpool`` (``PoolConnector``), ``httpx`` (``AsyncClient``). Workloads:
 
 * ``hot`` -- ``concurrency`` workers loop over one keep-alive host until ``n``
   requests are done; timed after a warm-up that opens the connections;
@@ -48,32 +48,27 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
-import gc
 import json
 import os
 import random
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+from harness.clients import Client, Fetch, host_name, open_client, url_for
+from harness.machine import tcp_time_wait_sockets
 from harness.server import HOST, ServerProcess, raise_fd_limit, server_info
+from harness.timing import GcTimer, collector_paused, percentiles
 
-from aioconnpool import PoolConnector
-from aioconnpool.testing import LoopbackResolver
-
-CLIENTS = ("aiohttp", "aioconnpool", "httpx")
 WORKLOADS = ("hot", "crawl", "queued", "burst", "sustained")
 FAIRNESS = ("burst", "sustained")
 BIG_HOST = "big.test"
-
-Fetch = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -114,87 +109,6 @@ class Tally:
     errors: Counter[str] = field(default_factory=Counter)
 
 
-class BadStatus(Exception):
-    pass
-
-
-# ------------------------------------------------------------------ clients
-
-
-@dataclass
-class Client:
-    fetch: Fetch
-    pool: Callable[[], dict[str, int]] = dict
-
-
-def _connector(spec: Spec) -> aiohttp.TCPConnector:
-    # The same keywords for both connectors; aiohttp's DNS cache is left at
-    # its defaults (use_dns_cache=True, ttl_dns_cache=10) for both.
-    kwargs: dict[str, Any] = {
-        "limit": spec.limit,
-        "limit_per_host": spec.limit_per_host,
-        "force_close": spec.force_close,
-        "resolver": LoopbackResolver(suffix=".test"),
-    }
-    if spec.client == "aioconnpool":
-        return PoolConnector(**kwargs)
-    return aiohttp.TCPConnector(**kwargs)
-
-
-@asynccontextmanager
-async def open_client(
-    spec: Spec, trace_configs: Sequence[aiohttp.TraceConfig] = ()
-) -> AsyncIterator[Client]:
-    if spec.client == "httpx":
-        import httpx  # only here: the other clients' processes do without it
-
-        if spec.limit_per_host or spec.force_close or trace_configs:
-            raise ValueError("httpx has no per-host limit, force_close or traces")
-        limits = httpx.Limits(
-            max_connections=spec.limit, max_keepalive_connections=spec.limit
-        )
-        # No timeouts at all (the pool timeout would fail queued requests);
-        # the run's budget stops a run that takes too long.
-        async with httpx.AsyncClient(
-            limits=limits, timeout=httpx.Timeout(None)
-        ) as client:
-
-            async def fetch_httpx(url: str) -> None:
-                resp = await client.get(url)
-                if resp.status_code != 200:
-                    raise BadStatus(resp.status_code)
-
-            yield Client(fetch_httpx)
-        return
-    if spec.client not in ("aiohttp", "aioconnpool"):
-        raise ValueError(f"unknown client {spec.client!r}")
-    connector = _connector(spec)
-    async with aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=None),
-        trace_configs=list(trace_configs) or None,
-    ) as session:
-
-        async def fetch_aiohttp(url: str) -> None:
-            async with session.get(url) as resp:
-                await resp.read()
-                if resp.status != 200:
-                    raise BadStatus(resp.status)
-
-        def pool() -> dict[str, int]:
-            if not isinstance(connector, PoolConnector):
-                return {}
-            stats = connector.stats()
-            return {
-                "requests": stats.requests,
-                "created": stats.created,
-                "reused": stats.reused,
-                "idle_at_end": stats.idle,
-            }
-
-        yield Client(fetch_aiohttp, pool)
-
-
 async def _guarded(fetch: Fetch, url: str, tally: Tally) -> None:
     try:
         await fetch(url)
@@ -210,7 +124,7 @@ async def _guarded(fetch: Fetch, url: str, tally: Tally) -> None:
 
 
 def _base(spec: Spec) -> str:
-    return f"http://{HOST}:{spec.port}/"
+    return url_for(HOST, spec.port)
 
 
 async def _hot(
@@ -242,13 +156,13 @@ def _issue_all(
 
 
 def _crawl_urls(spec: Spec) -> list[str]:
-    return [f"http://h{i % spec.keys}.test:{spec.port}/" for i in range(spec.n)]
+    return [url_for(host_name(i % spec.keys), spec.port) for i in range(spec.n)]
 
 
 def _burst_urls(spec: Spec) -> list[str]:
-    urls = [f"http://{BIG_HOST}:{spec.port}/"] * spec.big
+    urls = [url_for(BIG_HOST, spec.port)] * spec.big
     urls += [
-        f"http://h{j}.test:{spec.port}/"
+        url_for(host_name(j), spec.port)
         for j in range(spec.small_hosts)
         for _ in range(spec.per_small)
     ]
@@ -260,8 +174,8 @@ def _sustained(
     client: Client, spec: Spec, tally: Tally
 ) -> Callable[[], Awaitable[Any]]:
     rng = random.Random(spec.seed)
-    big = f"http://{BIG_HOST}:{spec.port}/"
-    small = [f"http://h{j}.test:{spec.port}/" for j in range(spec.small_hosts)]
+    big = url_for(BIG_HOST, spec.port)
+    small = [url_for(host_name(j), spec.port) for j in range(spec.small_hosts)]
     remaining = spec.n
 
     async def worker(on_big: bool) -> None:
@@ -306,62 +220,6 @@ class WaitTimes:
         return {name: percentiles(waits) for name, waits in groups.items()}
 
 
-def percentiles(values: Sequence[float]) -> dict[str, float]:
-    """Nearest-rank p50 / p99 and the max, in milliseconds."""
-    if not values:
-        return {"count": 0, "p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
-    ordered = sorted(values)
-
-    def rank(q: float) -> float:
-        index = max(0, min(len(ordered) - 1, int(q * len(ordered) + 0.5) - 1))
-        return ordered[index] * 1e3
-
-    return {
-        "count": len(ordered),
-        "p50_ms": rank(0.50),
-        "p99_ms": rank(0.99),
-        "max_ms": ordered[-1] * 1e3,
-    }
-
-
-# --------------------------------------------------------------- collector
-
-
-class GcTimer:
-    """Times each garbage collection, per generation, while registered.
-
-    Measured, never estimated: ``gc.callbacks`` calls us at the start and the
-    stop of every collection, automatic or explicit. Collections do not nest
-    (CPython runs one at a time), so one pending start suffices.
-    """
-
-    def __init__(self) -> None:
-        self.collections = [0, 0, 0]
-        self.seconds = [0.0, 0.0, 0.0]
-        self._started: float | None = None
-
-    def _callback(self, phase: str, info: dict[str, int]) -> None:
-        now = time.perf_counter()
-        if phase == "start":
-            self._started = now
-        elif self._started is not None:  # a stop whose start we saw
-            generation = info["generation"]
-            self.collections[generation] += 1
-            self.seconds[generation] += now - self._started
-            self._started = None
-
-    def __enter__(self) -> GcTimer:
-        gc.callbacks.append(self._callback)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        gc.callbacks.remove(self._callback)
-
-    @property
-    def total_s(self) -> float:
-        return sum(self.seconds)
-
-
 # --------------------------------------------------------------------- run
 
 
@@ -370,7 +228,13 @@ async def measure(spec: Spec) -> dict[str, Any]:
     tally = Tally()
     waits = WaitTimes() if spec.workload in FAIRNESS else None
     traces = [waits.config] if waits is not None else []
-    async with open_client(spec, traces) as client:
+    async with open_client(
+        spec.client,
+        limit=spec.limit,
+        limit_per_host=spec.limit_per_host,
+        force_close=spec.force_close,
+        trace_configs=traces,
+    ) as client:
         if spec.workload == "hot":
             timed = await _hot(client, spec, tally)
             total = spec.n
@@ -391,31 +255,23 @@ async def measure(spec: Spec) -> dict[str, Any]:
             raise ValueError(f"unknown workload {spec.workload!r}")
         before = await server_info(spec.port)
         time_wait = tcp_time_wait_sockets()
-        gc.collect()
-        collector = GcTimer()
-        if not spec.gc:
-            gc.disable()
-        try:
-            # Registered (and the collector off, for the control) in the timed
-            # window only: the set-up's and the other runs' collections are
-            # not this run's.
-            with collector:
-                start = time.perf_counter()
-                cpu = time.process_time()
-                # A thread, not loop.call_later: a client whose queue handling
-                # blocks the event loop for seconds at a time must still be
-                # stopped on time.
-                watchdog = threading.Timer(
-                    spec.budget_s, _over_budget, (spec, tally, start)
-                )
-                watchdog.daemon = True
-                watchdog.start()
-                await timed()
-                elapsed = time.perf_counter() - start
-                client_cpu = time.process_time() - cpu
-        finally:
-            if not spec.gc:
-                gc.enable()
+        # Registered (and the collector off, for the control) in the timed
+        # window only: the set-up's and the other runs' collections are not
+        # this run's.
+        with collector_paused(not spec.gc), GcTimer() as collector:
+            start = time.perf_counter()
+            cpu = time.process_time()
+            # A thread, not loop.call_later: a client whose queue handling
+            # blocks the event loop for seconds at a time must still be
+            # stopped on time.
+            watchdog = threading.Timer(
+                spec.budget_s, _over_budget, (spec, tally, start)
+            )
+            watchdog.daemon = True
+            watchdog.start()
+            await timed()
+            elapsed = time.perf_counter() - start
+            client_cpu = time.process_time() - cpu
         watchdog.cancel()
         after = await server_info(spec.port)
         pool = client.pool()
@@ -443,25 +299,6 @@ async def measure(spec: Spec) -> dict[str, Any]:
     if waits is not None:
         result["wait"] = waits.summary()
     return result
-
-
-def tcp_time_wait_sockets(path: str = "/proc/net/sockstat") -> int | None:
-    """TCP sockets in TIME_WAIT on this host (Linux), or ``None``.
-
-    Recorded before every run: tens of thousands of them (left by earlier
-    runs that closed their connections first) make each ``connect()``
-    search longer for a free local port, which slows the rows that open a
-    connection per request, such as the force-close floor.
-    """
-    try:
-        with open(path, encoding="ascii") as f:
-            for line in f:
-                if line.startswith("TCP:"):
-                    fields = line.split()
-                    return int(fields[fields.index("tw") + 1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 def _over_budget(spec: Spec, tally: Tally, start: float) -> None:

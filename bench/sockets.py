@@ -64,30 +64,27 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import itertools
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness.cli import add_mode_flags, write_json
+from harness.cli import mode_parser, pick_mode, progress_printer, publish, run_record
+from harness.clients import AIOHTTP, HTTPX, OURS
+from harness.machine import load_average, versions
+from harness.report import ratio, spread, table, title
 from harness.server import IDLE_TIMEOUT
 from socket_workloads import Spec
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "socket_workloads.py"
 RESULTS = HERE / "results" / "sockets.json"
-OURS, AIOHTTP, HTTPX = "aioconnpool", "aiohttp", "httpx"
 LIMIT = 100
 CRAWL_PER_HOST = 2
 GC_OFF = "queued_gc_off"  # the collector-off control: never a headline figure
@@ -105,6 +102,7 @@ class Config:
     burst: tuple[int, int, int]  # big host requests, small hosts, per small host
     sustained: tuple[int, int, int, int]  # n, workers, on the big host, small hosts
     budget_s: float
+    flag_help: str = ""  # --quick and --tiny: what the flag does (--help)
 
 
 FULL = Config(
@@ -130,6 +128,7 @@ QUICK = Config(
     burst=(2_000, 400, 5),
     sustained=(5_000, 300, 150, 1_000),
     budget_s=60.0,
+    flag_help="N=5,000, 2 repeats (a few minutes)",
 )
 TINY = Config(
     mode="tiny",
@@ -142,7 +141,9 @@ TINY = Config(
     burst=(100, 20, 5),
     sustained=(300, 60, 30, 20),
     budget_s=30.0,
+    flag_help="a smoke test: everything tiny (seconds)",
 )
+MODES = (FULL, QUICK, TINY)
 
 
 @dataclass
@@ -515,16 +516,6 @@ def targets(sections: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- report
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines.extend(
-        "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows
-    )
-    return "\n".join("  " + line for line in lines)
-
-
 def _rate_text(summary: dict[str, Any] | None) -> str:
     if summary is None:
         return "-"
@@ -541,10 +532,6 @@ def _rate_text(summary: dict[str, Any] | None) -> str:
         return f"skipped ({summary['skipped']})"
     text = f"{summary['median_req_per_s']:,.0f}"
     return text + " (errors!)" if summary["errors"] else text
-
-
-def _x(value: float | None) -> str:
-    return f"{value:.2f}x" if value is not None else "-"
 
 
 def _server_cpu(row: dict[str, Any]) -> str:
@@ -574,34 +561,28 @@ def _throughput_table(
         [
             row["row"],
             *(_rate_text(row["clients"].get(c)) for c in clients),
-            _x(row["ratio_ours_aiohttp"]),
+            ratio(row["ratio_ours_aiohttp"]),
             _paired_text(row.get("paired_ours_aiohttp")),
             *(f(row) for _, f in extra),
             _server_cpu(row),
         ]
         for row in rows
     ]
-    return _table(headers, body)
+    return table(headers, body)
 
 
 def _paired_text(pairs: dict[str, float] | None) -> str:
     if pairs is None:
         return "-"
     if pairs["pairs"] == 1:
-        return _x(pairs["median"])
-    return f"{_x(pairs['median'])} ({pairs['min']:.2f}-{pairs['max']:.2f})"
+        return ratio(pairs["median"])
+    return f"{ratio(pairs['median'])} ({spread([pairs['min'], pairs['max']], '.2f')})"
 
 
-def _share_text(summary: dict[str, Any] | None) -> str:
-    if summary is None or "median_gc_share" not in summary:
+def _figure(summary: dict[str, Any] | None, key: str, spec: str) -> str:
+    if summary is None or key not in summary:
         return "-"
-    return f"{summary['median_gc_share']:.0%}"
-
-
-def _outside_text(summary: dict[str, Any] | None) -> str:
-    if summary is None or "median_req_per_s_outside_gc" not in summary:
-        return "-"
-    return f"{summary['median_req_per_s_outside_gc']:,.0f}"
+    return format(summary[key], spec)
 
 
 def _collector_table(
@@ -611,18 +592,24 @@ def _collector_table(
     req/s over the time outside the collector): one line per client and
     figure, one column per row of the section, so the labels stay whole."""
     body = [
-        [f"{c} collector share", *(_share_text(r["clients"].get(c)) for r in rows)]
+        [
+            f"{c} collector share",
+            *(_figure(r["clients"].get(c), "median_gc_share", ".0%") for r in rows),
+        ]
         for c in clients
     ]
     if outside:
         body += [
             [
                 f"{c} req/s outside the collector",
-                *(_outside_text(r["clients"].get(c)) for r in rows),
+                *(
+                    _figure(r["clients"].get(c), "median_req_per_s_outside_gc", ",.0f")
+                    for r in rows
+                ),
             ]
             for c in clients
         ]
-    return _table(["collector", *(r["row"] for r in rows)], body)
+    return table(["collector", *(r["row"] for r in rows)], body)
 
 
 COLLECTOR_NOTE = (
@@ -648,9 +635,7 @@ def _wait_table(row: dict[str, Any]) -> str:
                     f"{stats['max_ms']:,.1f}",
                 ]
             )
-    return _table(
-        ["client", "requests to", "req/s", "p50 ms", "p99 ms", "max ms"], body
-    )
+    return table(["client", "requests to", "req/s", "p50 ms", "p99 ms", "max ms"], body)
 
 
 def report(results: dict[str, Any]) -> str:
@@ -661,8 +646,7 @@ def report(results: dict[str, Any]) -> str:
     big, small_hosts, per_small = cfg["burst"]
     n_sus, workers, big_workers, sus_hosts = cfg["sustained"]
     out = [
-        f"aioconnpool socket benchmarks ({cfg['mode']} mode) -- Python "
-        f"{results['python']}, {results['platform']}, {results['cpu_count']} CPUs",
+        title("socket benchmarks", results),
         f"aiohttp {v['aiohttp']}, httpx {v['httpx']} (httpcore {v['httpcore']}), "
         f"aioconnpool {v['aioconnpool']}",
         f"load average before: {_load(load['before'])}; after: {_load(load['after'])}",
@@ -685,7 +669,7 @@ def report(results: dict[str, Any]) -> str:
             s["crawl"],
             (AIOHTTP, OURS),
             "hosts",
-            [("ours/floor", lambda r: _x(r["ours_vs_aiohttp_floor"]))],
+            [("ours/floor", lambda r: ratio(r["ours_vs_aiohttp_floor"]))],
         ),
         "  (ours/floor: aioconnpool against aiohttp's force-close floor)",
         _time_wait_line(s["crawl"]),
@@ -772,61 +756,28 @@ def _load(values: Sequence[float] | None) -> str:
 # ------------------------------------------------------------------ main
 
 
-def _loadavg() -> list[float] | None:
-    try:
-        return list(os.getloadavg())
-    except (AttributeError, OSError):
-        return None
-
-
-def _versions() -> dict[str, str]:
-    return {
-        name: metadata.version(name)
-        for name in ("aiohttp", "httpx", "httpcore", "aioconnpool")
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Socket benchmarks: aioconnpool vs aiohttp and httpx."
-    )
-    add_mode_flags(
-        parser,
-        quick="N=5,000, 2 repeats (a few minutes)",
-        tiny="a smoke test: everything tiny (seconds)",
-        results=RESULTS,
+    parser = mode_parser(
+        "Socket benchmarks: aioconnpool vs aiohttp and httpx.", RESULTS, MODES
     )
     parser.add_argument(
         "--budget", type=float, default=None, help="seconds per run before stopping it"
     )
     args = parser.parse_args(argv)
-    cfg = TINY if args.tiny else QUICK if args.quick else FULL
+    cfg = pick_mode(args, MODES)
     if args.budget is not None:
         cfg = replace(cfg, budget_s=args.budget)
-
-    def progress(msg: str) -> None:
-        if args.verbose:
-            print(f"... {msg}", file=sys.stderr, flush=True)
-
     started = time.perf_counter()
-    load_before = _loadavg()
+    load_before = load_average()
     # Port 0: every run starts a server of its own, on a fresh port (see the
     # module docstring, "One server per run").
     cells = plan(cfg, 0)
-    execute(cells, cfg.repeats, progress)
+    execute(cells, cfg.repeats, progress_printer(args))
     sections = build_results(cells)
     results: dict[str, Any] = {
-        "benchmark": "sockets",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"
-        ),
-        "command": [sys.executable, *(sys.argv if argv is None else [__file__, *argv])],
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "versions": _versions(),
-        "load_average": {"before": load_before, "after": _loadavg()},
+        **run_record("sockets", __file__, argv),
+        "versions": versions("aiohttp", "httpx", "httpcore", "aioconnpool"),
+        "load_average": {"before": load_before, "after": load_average()},
         "config": {
             "mode": cfg.mode,
             "repeats": cfg.repeats,
@@ -849,10 +800,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": targets(sections),
         "elapsed_s": time.perf_counter() - started,
     }
-    print(report(results))
-    if not args.no_write:
-        write_json(args.output, results)
-        print(f"\nresults written to {args.output}")
+    publish(args, results, report(results))
     failed = any(
         summary["status"] == "failed"
         for rows in sections.values()

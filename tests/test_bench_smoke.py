@@ -146,17 +146,17 @@ def test_paired_ratios_pair_runs_in_order_and_skip_failed_ones() -> None:
 
 
 def test_time_wait_count_is_read_from_sockstat(tmp_path: Path) -> None:
-    workloads = load_bench_script("socket_workloads")
+    machine = load_bench_script("harness.machine")
     sockstat = tmp_path / "sockstat"
     sockstat.write_text(
         "sockets: used 8\nTCP: inuse 3 orphan 0 tw 4711 alloc 5 mem 2\n"
         "UDP: inuse 0 mem 0\n",
         encoding="ascii",
     )
-    assert workloads.tcp_time_wait_sockets(str(sockstat)) == 4711
+    assert machine.tcp_time_wait_sockets(str(sockstat)) == 4711
     sockstat.write_text("UDP: inuse 0 mem 0\n", encoding="ascii")
-    assert workloads.tcp_time_wait_sockets(str(sockstat)) is None
-    assert workloads.tcp_time_wait_sockets(str(tmp_path / "missing")) is None
+    assert machine.tcp_time_wait_sockets(str(sockstat)) is None
+    assert machine.tcp_time_wait_sockets(str(tmp_path / "missing")) is None
 
 
 def test_sockets_tiny_run_writes_json(
@@ -342,11 +342,11 @@ def test_sockets_collector_figures_feed_only_the_diagnostics() -> None:
 
 
 def test_percentiles_are_nearest_rank() -> None:
-    workloads = load_bench_script("socket_workloads")
+    timing = load_bench_script("harness.timing")
     values = [i / 1000 for i in range(1, 101)]  # 1..100 ms
-    stats = workloads.percentiles(values)
+    stats = timing.percentiles(values)
     assert stats == {"count": 100, "p50_ms": 50.0, "p99_ms": 99.0, "max_ms": 100.0}
-    assert workloads.percentiles([])["count"] == 0
+    assert timing.percentiles([])["count"] == 0
 
 
 async def _exchange(port: int, request: bytes) -> tuple[bytes, bool]:

@@ -259,6 +259,7 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
         "crawler/index.html",
         "observability/index.html",
         "performance/index.html",
+        "architecture/index.html",
         "api/index.html",
         "changelog/index.html",
     } <= pages

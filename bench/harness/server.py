@@ -20,7 +20,9 @@ Run on its own (prints ``PORT <n>`` once listening, stops when stdin closes)::
 
     .venv/bin/python bench/harness/server.py [--port 0] [--idle-timeout 2]
 
-or from a benchmark: ``with ServerProcess() as server: ... server.port``.
+or from a benchmark: ``with ServerProcess() as server: ... server.port``
+(which starts this file as a script: it imports nothing but the standard
+library).
 """
 
 from __future__ import annotations
@@ -37,7 +39,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-__all__ = ["IDLE_TIMEOUT", "ServerProcess", "raise_fd_limit", "server_info"]
+__all__ = [
+    "HOST",
+    "IDLE_TIMEOUT",
+    "ServerProcess",
+    "raise_fd_limit",
+    "server_info",
+]
 
 HOST = "127.0.0.1"
 IDLE_TIMEOUT = 2.0  # seconds a keep-alive connection may stay idle
