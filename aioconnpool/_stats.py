@@ -96,7 +96,9 @@ class PoolStats:
     per-host history (``forgotten_hosts`` of them, whose counters are summed in
     ``forgotten``); so per-host figures plus ``forgotten`` add up to the totals.
     ``limit_per_host`` is the default per-host limit and ``host_limits`` the
-    overrides (normalised pattern -> limit). ``hosts`` is a read-only mapping
+    overrides (normalised pattern -> limit). ``fd_budget`` is the most sockets
+    the pool keeps open at once, idle ones included (``None``: no budget);
+    ``available`` counts it as a limit too. ``hosts`` is a read-only mapping
     (:class:`HostTable`) that builds each host's ``HostStats`` when first read,
     from figures copied when the snapshot was taken.
     """
@@ -108,6 +110,7 @@ class PoolStats:
     limit: int | None
     limit_per_host: int | None
     host_limits: Mapping[str, int | None]
+    fd_budget: int | None
     available: int | None
     requests: int
     created: int
@@ -346,6 +349,7 @@ def build_pool_stats(
         limit=core.limit,
         limit_per_host=limit_per_host,
         host_limits=MappingProxyType(dict(host_limits)),
+        fd_budget=core.max_open,
         available=None if room is None else max(room, 0),
         hosts=HostTable(grouped, empty_room=room, empty_limit=limit_per_host),
         forgotten_hosts=forgotten_keys,

@@ -99,6 +99,7 @@ _HELP = {
     "connecting": "Connections being opened.",
     "waiting": "Requests queued for a connection.",
     "limit": "Effective connection limit.",
+    "fd_budget": "The most sockets the pool keeps open at once, idle included.",
     "requests": "Connections requested.",
     "created": "Connections opened.",
     "reused": "Requests served by an idle connection.",
@@ -250,7 +251,11 @@ class PoolCollector:
         p = self.prefix
         host = (["connector"] if self._named else []) + ["host", "port", "scheme"]
         pool = ["connector"] if self._named else []
-        fams: dict[str, Metric] = {}
+        fams: dict[str, Metric] = {
+            "pool_fd_budget": GaugeMetricFamily(
+                f"{p}_pool_fd_budget", _HELP["fd_budget"], labels=pool
+            )
+        }
         for g in (*_GAUGES, "limit"):
             fams[g] = GaugeMetricFamily(f"{p}_{g}", _HELP[g], labels=host)
             fams[f"pool_{g}"] = GaugeMetricFamily(
@@ -288,6 +293,8 @@ class PoolCollector:
             _gauge(fams[f"pool_{g}"]).add_metric(const, getattr(snap, g))
         if snap.limit is not None:
             _gauge(fams["pool_limit"]).add_metric(const, snap.limit)
+        if snap.fd_budget is not None:
+            _gauge(fams["pool_fd_budget"]).add_metric(const, snap.fd_budget)
         bounds = snap.wait_time.bounds
         _add_row(fams, "pool_", const, _row(snap), bounds)
         # Gauges per top host, the rest under OTHER.

@@ -2,7 +2,7 @@
 
 Each script runs in a process of its own, one after the other, with the same
 mode flags; each prints its table and writes its JSON to ``bench/results/``
-(unless ``--no-write``). The default mode takes about 15 minutes on a 2-core
+(unless ``--no-write``). The default mode takes about 18 minutes on a 2-core
 machine, ``--quick`` a few minutes, ``--tiny`` seconds.
 
 Usage::
@@ -21,7 +21,7 @@ from pathlib import Path
 from harness.cli import switches_on
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("core_scaling.py", "sockets.py")
+SCRIPTS = ("core_scaling.py", "sockets.py", "fds.py")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,6 +71,7 @@ class Policy(NamedTuple):
     max_requests: int | None = None
     max_age: float | None = None
     reuse: str = "fifo"
+    max_open: int | None = None  # the socket budget (fd_budget)
 
 
 POLICIES = st.one_of(
@@ -86,7 +87,10 @@ POLICIES = st.one_of(
         max_requests=st.sampled_from([None, 2, 1]),
         max_age=st.sampled_from([None, 10.0]),
         reuse=st.sampled_from(["fifo", "lifo"]),
+        max_open=st.sampled_from([None, 2, 4]),
     ),
+    # The socket budget alone: it is what closes idle connections here.
+    st.sampled_from([1, 2, 3, 5]).map(lambda n: Policy(max_open=n)),
 )
 
 
@@ -155,6 +159,11 @@ class PoolMachine(RuleBasedStateMachine):
         self.conn_ids += 1
         return f"conn{self.conn_ids}"
 
+    def total_bound(self) -> int | None:
+        """What bounds acquired + connecting: the limit and the socket budget."""
+        bounds = [b for b in (self.total_limit, self.policy.max_open) if b is not None]
+        return min(bounds) if bounds else None
+
     def per_key_full(self, key: str) -> bool:
         fig = self.core.figures(key)
         return fig.limit is not None and fig.acquired + fig.connecting >= fig.limit
@@ -211,6 +220,10 @@ class PoolMachine(RuleBasedStateMachine):
                 )
             elif reason == "evicted":
                 assert policy.max_idle_keys is not None
+            elif reason == "fd_budget":
+                # The connections idle longest make room for a new socket.
+                assert policy.max_open is not None
+                assert all(i.since >= idle.since for i in self.idle.values())
             elif reason == "max_requests":
                 assert policy.max_requests is not None
                 assert self.served[conn] >= policy.max_requests
@@ -242,7 +255,8 @@ class PoolMachine(RuleBasedStateMachine):
         if any(t.key == key for t in self.queued) or self.per_key_full(key):
             return True
         in_use = len(self.acquired) + len(self.grants) + len(self.permits)
-        return self.total_limit is not None and in_use >= self.total_limit
+        bound = self.total_bound()
+        return bound is not None and in_use >= bound
 
     def arrive_one(self, key: str, block: bool = True) -> Ticket:
         waits = self.would_wait(key)
@@ -581,9 +595,10 @@ class PoolMachine(RuleBasedStateMachine):
     @invariant()
     def limits_hold(self) -> None:
         core = self.core
-        if self.total_limit is not None:
-            assert core.acquired + core.connecting <= self.total_limit
-            room = self.total_limit - core.acquired - core.connecting
+        bound = self.total_bound()
+        if bound is not None:
+            assert core.acquired + core.connecting <= bound
+            room = bound - core.acquired - core.connecting
             assert core.total_room() == room
         else:
             assert core.total_room() is None
@@ -610,6 +625,13 @@ class PoolMachine(RuleBasedStateMachine):
             assert len(per_key) <= policy.max_idle_keys
         if policy.max_requests is not None:
             assert all(self.served[c] < policy.max_requests for c in self.idle)
+
+    @invariant()
+    def sockets_within_budget(self) -> None:
+        core = self.core
+        assert core.open == core.acquired + core.connecting + core.idle
+        if self.policy.max_open is not None:
+            assert core.open <= self.policy.max_open
 
     @invariant()
     def no_waiter_while_room(self) -> None:

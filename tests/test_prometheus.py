@@ -149,6 +149,7 @@ async def test_exposition_after_a_crawl_equals_stats(
     for g in GAUGES:
         assert got[(f"aioconnpool_pool_{g}", ())] == getattr(stats, g)
     assert got[("aioconnpool_pool_limit", ())] == stats.limit
+    assert got[("aioconnpool_pool_fd_budget", ())] == stats.fd_budget
     assert_matches(got, expected_samples((), stats, "aioconnpool_pool_"))
     # Few hosts: nothing is summed under _other.
     assert not [k for k in got if ("host", OTHER) in k[1]]

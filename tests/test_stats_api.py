@@ -271,7 +271,7 @@ async def test_tcpconnector_keywords_pass_through() -> None:
 
 
 async def test_unlimited_connector_reports_none() -> None:
-    conn = PoolConnector(limit=0)
+    conn = PoolConnector(limit=0, fd_budget=None)
     try:
         stats = conn.stats()
         assert (stats.limit, stats.limit_per_host, stats.available) == (
@@ -280,6 +280,16 @@ async def test_unlimited_connector_reports_none() -> None:
             None,
         )
         assert conn.stats("http://a.test/").available is None
+    finally:
+        await conn.close()
+
+
+async def test_the_socket_budget_bounds_an_unlimited_connector() -> None:
+    conn = PoolConnector(limit=0, fd_budget=50)
+    try:
+        stats = conn.stats()
+        assert (stats.limit, stats.fd_budget, stats.available) == (None, 50, 50)
+        assert conn.stats("http://a.test/").available == 50
     finally:
         await conn.close()
 

@@ -98,6 +98,15 @@ class PoolConnector(Acquiring, Releasing):
     ``leak_threshold``
         seconds; a connection held longer logs one WARNING with the task and
         stack that acquired it, and is listed by :meth:`leaks`.
+    ``fd_budget``
+        the most sockets the pool keeps open at once (acquired, connecting
+        and idle): ``"auto"`` (the default) is half the process's soft
+        ``RLIMIT_NOFILE``; an int sets it; ``None`` turns it off (aiohttp's
+        behaviour). A new connection that would exceed it first closes the
+        connections idle longest (``closed["fd_budget"]``); when only
+        acquired ones are left, requests wait as on a full pool. So idle
+        keep-alive sockets never make the process run out of file
+        descriptors. ``PoolStats.fd_budget`` shows the value in force.
     ``stats_history``
         how many drained hosts keep their per-host counters in ``stats()``
         (default 10,000); older ones are summed into ``PoolStats.forgotten``.
@@ -117,6 +126,7 @@ class PoolConnector(Acquiring, Releasing):
         reuse: str = "fifo",
         leak_threshold: float | None = None,
         stats_history: int = 10_000,
+        fd_budget: int | str | None = "auto",
         **kwargs: Any,
     ) -> None:
         validate_tcp_options(kwargs)
@@ -133,6 +143,7 @@ class PoolConnector(Acquiring, Releasing):
             max_requests_per_connection=max_requests_per_connection,
             reuse=reuse,
             leak_threshold=leak_threshold,
+            fd_budget=fd_budget,
         )
         super().__init__(**kwargs)
         self._options = options
@@ -158,6 +169,7 @@ class PoolConnector(Acquiring, Releasing):
             max_idle=options.max_idle,
             max_idle_keys=options.max_hosts,
             reuse=options.reuse,
+            max_open=options.fd_budget,
         )
         self._expiry_handle: asyncio.TimerHandle | None = None
         self._listeners: list[Callable[[PoolEvent], object]] = []

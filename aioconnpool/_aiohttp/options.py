@@ -12,9 +12,11 @@ from aiohttp.helpers import sentinel
 from .._core.host_limits import HostLimits
 
 __all__ = [
+    "FD_BUDGET_SHARE",
     "PoolOptions",
     "check_count",
     "check_seconds",
+    "fd_budget_of",
     "validate_pool_options",
     "validate_tcp_options",
 ]
@@ -84,6 +86,36 @@ class PoolOptions:
     max_requests_per_connection: int | None
     reuse: str
     leak_threshold: float | None
+    fd_budget: int | None
+
+
+FD_BUDGET_SHARE = 0.5
+"""The share of the process's soft ``RLIMIT_NOFILE`` that ``fd_budget="auto"``
+gives one connector's sockets; the rest is left for files, DNS, servers and
+other connectors."""
+
+
+def fd_budget_of(value: object) -> int | None:
+    """``fd_budget`` as a number of sockets: ``"auto"`` from the soft
+    ``RLIMIT_NOFILE`` (none when unlimited, or where the platform has no such
+    limit), ``None`` for no budget, or an int >= 1."""
+    if value == "auto":
+        try:
+            import resource
+        except ImportError:  # not on this platform (Windows)
+            return None
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY or soft <= 0:
+            return None
+        return max(1, int(soft * FD_BUDGET_SHARE))
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            "fd_budget must be 'auto', None or an int, not "
+            f"{type(value).__name__}: {value!r}"
+        )
+    return check_count("fd_budget", value, minimum=1)
 
 
 def validate_pool_options(
@@ -100,6 +132,7 @@ def validate_pool_options(
     max_requests_per_connection: object,
     reuse: object,
     leak_threshold: object,
+    fd_budget: object,
 ) -> PoolOptions:
     """Check every option, then the ones that only make sense together.
 
@@ -130,6 +163,7 @@ def validate_pool_options(
         ),
         reuse=reuse,
         leak_threshold=check_positive_seconds("leak_threshold", leak_threshold),
+        fd_budget=fd_budget_of(fd_budget),
     )
     if not block and options.acquire_timeout is not None:
         raise ValueError(

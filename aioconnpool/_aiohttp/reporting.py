@@ -57,6 +57,12 @@ def describe_wait(
     else:
         source = "no per-host limit"
     total = f"limit={core.limit}" if core.limit is not None else "no total limit"
+    budget = core.max_open
+    if budget is not None and (core.limit is None or budget < core.limit):
+        total += (
+            f", fd_budget={budget}: the sockets the pool may hold, idle ones "
+            "included (raise RLIMIT_NOFILE or set fd_budget=)"
+        )
     return (
         f"{f.acquired} acquired + {f.connecting} connecting for this host "
         f"({source}), {core.acquired + core.connecting} in all ({total}), "

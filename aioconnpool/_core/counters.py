@@ -67,6 +67,7 @@ CLOSE_REASONS: tuple[str, ...] = (
     "max_requests",  # served max_requests_per_connection requests
     "pool_full",  # released while max_idle_per_host / max_idle were reached
     "evicted",  # its host was the least recently used beyond max_hosts
+    "fd_budget",  # idle longest when a new socket would exceed fd_budget
     "error",  # a protocol or transport error
     "cancelled",  # the task holding it was cancelled
     "force_close",  # the connector was built with force_close=True

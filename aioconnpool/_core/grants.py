@@ -321,6 +321,16 @@ class Grants(Bookkeeping[K, C, G]):
                     ev.Acquired(self._ekey(ks.key), now, True, now - rec.idle_since)
                 )
         else:
+            max_open = self._max_open
+            if max_open is not None:
+                # A new socket: make room under the budget by closing the
+                # connections idle longest. There are enough of them, since
+                # acquired + connecting stays under the budget (self._limit).
+                excess = (
+                    self._acquired + self._connecting + len(self._idle) + 1 - max_open
+                )
+                if excess > 0:
+                    self._idle.evict(excess, dropped, "fd_budget")
             ticket.conn = None
             self._permits[ticket] = None
             ks.connecting += 1

@@ -10,7 +10,8 @@ wanted (``take``) and when time passes (``expire``):
 * ``max_per_key`` (urllib3's ``pool_maxsize``): a key already keeping that many
   idle connections discards the one coming back (``"pool_full"``);
 * ``max_total``: over that many idle connections in all, the one idle longest
-  is closed (``"pool_full"``);
+  is closed (``"pool_full"``); the core's socket budget closes the same way
+  (:meth:`IdleStore.evict`, ``"fd_budget"``);
 * ``max_keys`` (urllib3's ``pool_connections``): at most that many keys keep
   idle connections; a new one makes the least recently used key close its
   idle connections (``"evicted"``);
@@ -131,11 +132,8 @@ class IdleStore:
             idle = ks.idle = OrderedDict()
         idle[rec.handle] = rec
         self._order[rec.handle] = rec
-        if self._max_total is not None:
-            while len(self._order) > self._max_total:
-                oldest = next(iter(self._order.values()))
-                self.remove(oldest)
-                closes.append((oldest, "pool_full"))
+        if self._max_total is not None and len(self._order) > self._max_total:
+            self.evict(len(self._order) - self._max_total, closes, "pool_full")
 
     def take(self, ks: KeyState, now: float, closes: Closings) -> ConnRecord | None:
         """The idle connection of ``ks`` to reuse next, now acquired; the
@@ -161,6 +159,15 @@ class IdleStore:
         if self._max_keys is not None:
             self._touch(ks)
         return None
+
+    def evict(self, count: int, closes: Closings, reason: str) -> None:
+        """Close the ``count`` connections idle longest, whatever their key
+        (there must be that many)."""
+        order = self._order
+        for _ in range(count):
+            rec = next(iter(order.values()))
+            self.remove(rec)
+            closes.append((rec, reason))
 
     def remove(self, rec: ConnRecord) -> None:
         """Take ``rec`` out of the idle pool (it is being closed)."""

@@ -35,7 +35,10 @@ use count, idle caps, host LRU) is the idle store's policy: see ``idle``.
 Invariants (checked by the hypothesis state machine in the tests):
 
 1. ``acquired + connecting <= limit`` in total and per key, always, including
-   when an idle connection is reused.
+   when an idle connection is reused. With a socket budget (``max_open``),
+   ``acquired + connecting + idle <= max_open`` too, whenever a connection is
+   about to be opened: the idle connections idle longest are closed to make
+   room (``"fd_budget"``), and ``acquired + connecting <= max_open`` always.
 2. Per-key gauges add up to the totals; per-key counters plus the counters of
    forgotten keys add up to the total counters.
 3. No waiter waits while a slot it may take is free: for every key with
@@ -94,7 +97,7 @@ from .counters import Counters
 from .history import KeyHistory
 from .idle import IdleStore
 from .ready import ReadyQueue
-from .records import ConnRecord, KeyState, Ticket
+from .records import ConnRecord, KeyState, Ticket, min_limit
 from .releases import Releases
 from .view import C, G, K
 
@@ -108,7 +111,8 @@ class PoolCore(Releases[K, C, G], Closes[K, C, G]):
     "unlimited". ``group`` maps a full key to the coarser key stats are grouped
     by. ``is_alive`` is asked before an idle connection is handed out. The
     idle policy options are those of :class:`~aioconnpool._core.idle.IdleStore`;
-    ``reuse`` is ``"fifo"`` or ``"lifo"``.
+    ``reuse`` is ``"fifo"`` or ``"lifo"``. ``max_open`` is the socket budget:
+    the most connections (acquired, connecting and idle) open at once.
     """
 
     def __init__(
@@ -127,10 +131,18 @@ class PoolCore(Releases[K, C, G], Closes[K, C, G]):
         max_idle: int | None = None,
         max_idle_keys: int | None = None,
         reuse: str = "fifo",
+        max_open: int | None = None,
     ) -> None:
         if reuse not in ("fifo", "lifo"):
             raise ValueError(f"reuse must be 'fifo' or 'lifo', got {reuse!r}")
-        self._limit = limit
+        if max_open is not None and max_open < 1:
+            raise ValueError(f"max_open must be >= 1 or None, got {max_open!r}")
+        self._max_open = max_open
+        # What bounds acquired + connecting: the total limit, and the socket
+        # budget (idle connections can be closed to make room; acquired and
+        # connecting ones cannot). The configured limit stays as it was given.
+        self._limit_given = limit
+        self._limit = min_limit(limit, max_open)
         self._limit_for = limit_for
         self._group = group
         self._clock = clock

@@ -26,6 +26,7 @@ __all__ = [
     "KeyFigures",
     "KeyState",
     "Ticket",
+    "min_limit",
     "min_room",
     "positive",
 ]
@@ -187,3 +188,10 @@ def min_room(a: int | None, b: int | None) -> int | None:
     if b is None:
         return max(a, 0)
     return max(min(a, b), 0)
+
+
+def min_limit(a: int | None, b: int | None) -> int | None:
+    """The tighter of two limits, ``None`` being "unlimited"."""
+    if a is None:
+        return b
+    return a if b is None else min(a, b)

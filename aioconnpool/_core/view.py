@@ -28,6 +28,8 @@ class PoolView(Generic[K, C, G]):
     """Read-only queries over the state ``PoolCore`` keeps."""
 
     _limit: int | None
+    _limit_given: int | None
+    _max_open: int | None
     _limit_for: Callable[[K], int | None]
     _keys: dict[Hashable, KeyState]
     _conns: dict[Hashable, ConnRecord]
@@ -71,7 +73,18 @@ class PoolView(Generic[K, C, G]):
 
     @property
     def limit(self) -> int | None:
-        return self._limit
+        """The total limit as configured (``None``: unlimited)."""
+        return self._limit_given
+
+    @property
+    def max_open(self) -> int | None:
+        """The socket budget (``None``: none)."""
+        return self._max_open
+
+    @property
+    def open(self) -> int:
+        """Sockets the pool holds: acquired, connecting and idle."""
+        return self._acquired + self._connecting + len(self._idle)
 
     @property
     def acquired(self) -> int:
