@@ -50,6 +50,7 @@ import contextlib
 import cProfile
 import json
 import os
+import pstats
 import random
 import threading
 import time
@@ -91,6 +92,9 @@ class Spec:
     seed: int = 1
     budget_s: float = 60.0
     gc: bool = True  # False: the collector is off in the timed window (control)
+    # True: count the Python and C calls of the timed window (cProfile, the
+    # collector off). Profiling slows the run: its req/s is no throughput.
+    count_calls: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -258,7 +262,11 @@ async def measure(spec: Spec) -> dict[str, Any]:
         # Registered (and the collector off, for the control) in the timed
         # window only: the set-up's and the other runs' collections are not
         # this run's.
-        with collector_paused(not spec.gc), GcTimer() as collector:
+        profiler = cProfile.Profile() if spec.count_calls else None
+        paused = not spec.gc or spec.count_calls
+        with collector_paused(paused), GcTimer() as collector:
+            if profiler is not None:
+                profiler.enable()
             start = time.perf_counter()
             cpu = time.process_time()
             # A thread, not loop.call_later: a client whose queue handling
@@ -272,6 +280,8 @@ async def measure(spec: Spec) -> dict[str, Any]:
             await timed()
             elapsed = time.perf_counter() - start
             client_cpu = time.process_time() - cpu
+            if profiler is not None:
+                profiler.disable()
         watchdog.cancel()
         after = await server_info(spec.port)
         pool = client.pool()
@@ -294,11 +304,21 @@ async def measure(spec: Spec) -> dict[str, Any]:
         # Collector time is inside the timed window, so this is always > 0.
         "req_per_s_outside_gc": total / (elapsed - collector.total_s),
     }
+    if profiler is not None:
+        calls = count_calls(profiler)
+        result["calls"] = calls
+        result["calls_per_request"] = calls / total
     if pool:
         result["pool"] = pool
     if waits is not None:
         result["wait"] = waits.summary()
     return result
+
+
+def count_calls(profiler: cProfile.Profile) -> int:
+    """Every call the profiler saw, Python and C, recursive ones included."""
+    stats = pstats.Stats(profiler)
+    return sum(entry[1] for entry in stats.stats.values())  # type: ignore[attr-defined]
 
 
 def _over_budget(spec: Spec, tally: Tally, start: float) -> None:

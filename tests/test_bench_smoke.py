@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -75,7 +76,7 @@ SOCKET_SECTIONS = (
     "4a. burst",
     "4b. sustained",
     "5. CONTROL, NOT A HEADLINE FIGURE",
-    "targets (issue 4)",
+    "targets (issue 16)",
     "diagnostic only, not targets",
 )
 SOCKET_CLIENTS = {
@@ -116,8 +117,9 @@ def test_sockets_tiny_run_reports_every_section_and_row(
         assert row in out
     assert "FAILED" not in out
     assert "skipped" not in out
-    for target in ("hot host", "crawl K=", "vs floor", "queued sweep"):
+    for target in ("hot host N=", "crawl K=", "vs floor", "queued N=", ", calls"):
         assert target in out
+    assert "calls/req aiohttp / ours" in out
     # The collector's figures, for the crawl and the queued sweep.
     for client in ("aiohttp", "aioconnpool"):
         assert f"{client} collector share" in out
@@ -223,12 +225,21 @@ def test_sockets_tiny_run_writes_json(
     # follow, each marked as such.
     checks = data["targets"]
     last_key = f"K={data['config']['crawl_keys'][-1]:,}"
-    real = ["hot host", f"crawl {last_key}", f"crawl {last_key} vs floor"]
-    real.append("queued sweep")
+    hot = f"hot host N={data['config']['hot_n']:,}"
+    real = [hot, f"{hot}, calls"]
+    for n in data["config"]["queued_n"]:
+        real += [f"queued N={n:,}", f"queued N={n:,}, calls"]
+    real.append(f"crawl {last_key} vs floor")
     assert [t["target"] for t in checks[: len(real)]] == real
     assert not any(t["diagnostic"] for t in checks[: len(real)])
+    # Every target was measured: pairs, floor and counted calls alike.
+    assert all(t["value"] is not None for t in checks[: len(real)])
+    for row in (*sections["hot"], *sections["queued"]):
+        for client in ("aiohttp", "aioconnpool"):
+            assert row["clients"][client]["calls_per_request"] > 0
+        assert "calls_per_request" not in row["clients"]["httpx"]
     diagnostics = checks[len(real) :]
-    assert len(diagnostics) == 5
+    assert len(diagnostics) == 4
     for check in diagnostics:
         assert check["diagnostic"] is True
         assert check["target"].startswith("diagnostic: ")
@@ -263,7 +274,9 @@ def test_sockets_budget_skips_larger_sizes() -> None:
     calls: list[tuple[str, str, int]] = []
 
     def run(spec: Any) -> dict[str, Any]:
-        if spec.gc:  # the gc-off control is not what this test is about
+        # Neither the gc-off control nor the call counts are what this test
+        # is about.
+        if spec.gc and not spec.count_calls:
             calls.append((spec.workload, spec.client, spec.n))
         if spec.workload == "queued" and spec.client == "httpx":
             return {"status": "over_budget", "budget_s": 1.0, "done": 3}
@@ -276,7 +289,9 @@ def test_sockets_budget_skips_larger_sizes() -> None:
             "server_cpu_share": 0.0,
         }
 
-    sockets.execute(cells, 2, lambda msg: None, run)
+    sockets.execute(
+        cells, replace(cfg, repeats=2, paired_repeats=2), lambda msg: None, run
+    )
     small, large = cfg.queued_n
     httpx_queued = [c for c in calls if c[:2] == ("queued", "httpx")]
     assert httpx_queued == [("queued", "httpx", small)]
@@ -289,8 +304,9 @@ def test_sockets_budget_skips_larger_sizes() -> None:
 
 
 def test_sockets_collector_figures_feed_only_the_diagnostics() -> None:
-    """The queued target is checked on req/s with the collector on; the
-    diagnostics use req/s outside the collector and the gc-off control."""
+    """The queued targets are checked on req/s with the collector on, pair by
+    pair, and on counted calls; the diagnostics use req/s outside the
+    collector and the gc-off control."""
     sockets = load_bench_script("sockets")
     cfg = sockets.TINY
     large = cfg.queued_n[-1]
@@ -312,21 +328,35 @@ def test_sockets_collector_figures_feed_only_the_diagnostics() -> None:
             "server_cpu_share": 0.0,
             "gc": {"collections": [0, 0, 0], "seconds": [0.0] * 3, "share": gc_share},
             "req_per_s_outside_gc": rate / (1.0 - gc_share),
+            # Counted calls: only in the counting runs.
+            **(
+                {"calls_per_request": 100.0 if spec.client == "aiohttp" else 90.0}
+                if spec.count_calls
+                else {}
+            ),
         }
 
-    sockets.execute(cells, 1, lambda msg: None, run)
+    sockets.execute(cells, cfg, lambda msg: None, run)
     sections = sockets.build_results(cells)
     [large_row] = [r for r in sections["queued"] if r["row"] == f"N={large:,}"]
     ours = large_row["clients"]["aioconnpool"]
     assert ours["median_gc_share"] == 0.5
     assert ours["median_req_per_s_outside_gc"] == 100.0
     checks = {t["target"]: t for t in sockets.targets(sections)}
-    queued = checks["queued sweep"]
-    assert (queued["value"], queued["holds"], queued["diagnostic"]) == (
-        0.5,
-        False,
-        False,
-    )
+    # Both clients got the same made-up rates: every pair's ratio is 1, so
+    # the collector's halving of the large N fails no target.
+    for n in cfg.queued_n:
+        queued = checks[f"queued N={n:,}"]
+        assert (queued["value"], queued["holds"], queued["diagnostic"]) == (
+            1.0,
+            True,
+            False,
+        )
+        counted = checks[f"queued N={n:,}, calls"]
+        assert counted["value"] == pytest.approx(100.0 / 90.0)
+        assert counted["holds"] is True
+        assert "aiohttp 100.0, ours 90.0" in counted["rule"]
+    assert ours["calls_per_request"] == 90.0
     for client in ("aioconnpool", "aiohttp"):
         outside = checks[
             f"diagnostic: queued sweep, req/s outside the collector, {client}"
