@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.client_reqrep import ClientRequest
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
@@ -15,6 +16,7 @@ import aioconnpool
 from aioconnpool import HostStats, PoolConnector, PoolKey, PoolStats
 from aioconnpool._aiohttp.compat import check_aiohttp_version
 from aioconnpool._exporting import busiest
+from aioconnpool.testing import LoopbackResolver
 from tests.conftest import url
 
 Build = Callable[..., tuple[aiohttp.ClientSession, PoolConnector]]
@@ -315,3 +317,30 @@ async def test_stats_after_close_are_a_final_report(
     assert stats.is_closed
     assert (stats.requests, stats.created, stats.open) == (1, 1, 0)
     assert stats.closed["connector_closed"] == 1
+
+
+async def test_connect_accepts_traces_none(server: TestServer) -> None:
+    """aiohttp's connectors accept ``traces=None`` (its own tests call them
+    so); the new, queued and reused paths all do here."""
+    conn = PoolConnector(limit=1, resolver=LoopbackResolver())
+    loop = asyncio.get_running_loop()
+    timeout = aiohttp.ClientTimeout()
+
+    def request() -> ClientRequest:
+        return ClientRequest("GET", URL(url(server, "/small")), loop=loop)
+
+    try:
+        first = await conn.connect(request(), None, timeout)
+        queued = asyncio.create_task(conn.connect(request(), None, timeout))
+        await asyncio.sleep(0.01)
+        assert conn.stats().waiting == 1
+        first.release()
+        second = await queued
+        second.release()
+        third = await conn.connect(request(), None, timeout)
+        third.release()
+        stats = conn.stats()
+        assert (stats.requests, stats.created, stats.reused) == (3, 1, 2)
+        assert stats.acquired == 0
+    finally:
+        await conn.close()

@@ -40,6 +40,10 @@ log = logging.getLogger("aioconnpool")
 __all__ = ["Acquiring"]
 
 
+# Never changed: stands for traces=None.
+_NO_TRACES: list[Trace] = []
+
+
 def _granted_conn(ticket: Ticket) -> Hashable | None:
     """The idle connection granted to ``ticket``, read afresh after an await."""
     return ticket.conn
@@ -76,10 +80,13 @@ class Acquiring(DecisionRunner):
     """``connect()`` and the ways to a connection (see the module docstring)."""
 
     async def connect(
-        self, req: ClientRequest, traces: list[Trace], timeout: ClientTimeout
+        self, req: ClientRequest, traces: list[Trace] | None, timeout: ClientTimeout
     ) -> Connection:
-        """Get a connection for ``req``: reuse, wait for a slot, or open one."""
+        """Get a connection for ``req``: reuse, wait for a slot, or open one.
+        ``traces`` may be ``None``, as with aiohttp's own connectors."""
         key = req.connection_key  # a property that builds a new tuple: once
+        if traces is None:  # aiohttp's connectors accept it (`if traces:`)
+            traces = _NO_TRACES
         if _compat.KEY_LACKS_SERVER_HOSTNAME:
             key = _compat.with_server_hostname(key, req)
         if not traces:  # reuse traces go through a ticket (they may raise)
