@@ -34,12 +34,19 @@ requests in flight a full collection walks every pending task, whatever the
 client. ``"gc": false`` in the spec disables the collector for the timed
 window only: a diagnostic control, not a headline figure.
 
+``"count_calls": true`` runs ``await timed()`` under ``cProfile`` with the
+collector off and adds ``"calls"`` (every call the profiler saw, Python and
+C: the sum of ``nc`` over its entries) and ``"calls_per_request"`` to the
+result. That count is deterministic for a given client and N; the run's
+timing is not a throughput figure (profiling slows it), so
+``bench/sockets.py`` keeps such runs out of every median and ratio.
+
 Usage (normally only by ``bench/sockets.py``; with ``"port": 0`` it starts
 a loopback server of its own, handy with ``--profile``)::
 
     .venv/bin/python bench/socket_workloads.py [--profile OUT.prof] \\
         '{"workload": "crawl", "client": "aioconnpool", "port": 0,
-          "n": 20000, "keys": 20000, "limit_per_host": 2}'
+          "n": 20000, "keys": 15000, "limit_per_host": 2}'
 """
 
 from __future__ import annotations
@@ -265,8 +272,6 @@ async def measure(spec: Spec) -> dict[str, Any]:
         profiler = cProfile.Profile() if spec.count_calls else None
         paused = not spec.gc or spec.count_calls
         with collector_paused(paused), GcTimer() as collector:
-            if profiler is not None:
-                profiler.enable()
             start = time.perf_counter()
             cpu = time.process_time()
             # A thread, not loop.call_later: a client whose queue handling
@@ -277,11 +282,15 @@ async def measure(spec: Spec) -> dict[str, Any]:
             )
             watchdog.daemon = True
             watchdog.start()
+            # The profiler sees the requests only, not the watchdog's start
+            # (cProfile profiles this thread alone).
+            if profiler is not None:
+                profiler.enable()
             await timed()
-            elapsed = time.perf_counter() - start
-            client_cpu = time.process_time() - cpu
             if profiler is not None:
                 profiler.disable()
+            elapsed = time.perf_counter() - start
+            client_cpu = time.process_time() - cpu
         watchdog.cancel()
         after = await server_info(spec.port)
         pool = client.pool()

@@ -234,10 +234,25 @@ def test_sockets_tiny_run_writes_json(
     assert not any(t["diagnostic"] for t in checks[: len(real)])
     # Every target was measured: pairs, floor and counted calls alike.
     assert all(t["value"] is not None for t in checks[: len(real)])
+    # One counting run per client and row, kept apart from the timed runs:
+    # the collector off, the calls counted over every request.
     for row in (*sections["hot"], *sections["queued"]):
         for client in ("aiohttp", "aioconnpool"):
-            assert row["clients"][client]["calls_per_request"] > 0
+            summary = row["clients"][client]
+            count = summary["count"]
+            assert count["status"] == "ok"
+            assert count["ok"] == count["requests"] > 0
+            assert count["gc"]["collections"] == [0, 0, 0]
+            assert count["calls"] >= count["requests"]
+            assert summary["calls_per_request"] == pytest.approx(
+                count["calls"] / count["requests"]
+            )
+            assert all("calls" not in run for run in summary["runs"])
         assert "calls_per_request" not in row["clients"]["httpx"]
+        assert "count" not in row["clients"]["httpx"]
+    for name in ("crawl", "burst", "sustained", "queued_gc_off"):
+        for row in sections[name]:
+            assert all("count" not in s for s in row["clients"].values())
     diagnostics = checks[len(real) :]
     assert len(diagnostics) == 4
     for check in diagnostics:
@@ -369,6 +384,61 @@ def test_sockets_collector_figures_feed_only_the_diagnostics() -> None:
     text = sockets._collector_table(sections["queued"], ("aioconnpool",), outside=True)
     assert "aioconnpool collector share" in text
     assert "50%" in text
+
+
+def test_sockets_modes_follow_issue_16() -> None:
+    """Pairs on the hot host and the queued sweep; the crawl up to 15,000."""
+    sockets = load_bench_script("sockets")
+    assert [m.paired_repeats for m in sockets.MODES] == [7, 3, 1]
+    assert sockets.FULL.repeats == 3
+    assert sockets.FULL.crawl_keys == (1, 10, 1_000, 5_000, 15_000)
+    assert sockets.FULL.crawl_n == 20_000
+    assert sockets.FULL.queued_n == (1_000, 10_000, 50_000)
+    cfg = replace(sockets.TINY, repeats=2, paired_repeats=3)
+    cells = sockets.plan(cfg, port=1)
+    counted: list[tuple[str, str, str]] = []
+
+    def run(spec: Any) -> dict[str, Any]:
+        if spec.count_calls:
+            # A counting run that fails is reported, not dropped.
+            if spec.workload == "hot" and spec.client == "aioconnpool":
+                return {"status": "failed", "returncode": 1, "stderr": "boom"}
+            return {"status": "ok", "calls": 10 * spec.n, "calls_per_request": 10.0}
+        return {
+            "status": "ok",
+            "requests": spec.n,
+            "ok": spec.n,
+            "errors": {},
+            "req_per_s": 1.0,
+            "server_cpu_share": 0.0,
+        }
+
+    messages: list[str] = []
+    sockets.execute(cells, cfg, messages.append, run)
+    for cell in cells:
+        timed = 3 if cell.section in ("hot", "queued") else 2
+        assert len(cell.runs) == timed, (cell.section, cell.row, cell.client)
+        assert all(r["status"] == "ok" for r in cell.runs)
+        if cell.count is not None:
+            counted.append((cell.section, cell.row, cell.client))
+    rows = [("hot", f"N={cfg.hot_n:,}")]
+    rows += [("queued", f"N={n:,}") for n in cfg.queued_n]
+    assert counted == [
+        (section, row, client)
+        for section, row in rows
+        for client in ("aiohttp", "aioconnpool")
+    ]
+    assert "FAILED: boom" in messages
+    sections = sockets.build_results(cells)
+    [hot] = sections["hot"]
+    assert hot["paired_ours_aiohttp"]["pairs"] == 3
+    assert sockets._calls_text(hot) == "10.0 / FAILED"
+    assert sockets._calls_text(sections["queued"][0]) == "10.0 / 10.0"
+    assert hot["clients"]["aioconnpool"]["status"] == "ok"  # its timed runs
+    checks = {t["target"]: t for t in sockets.targets(sections)}
+    calls = checks[f"hot host N={cfg.hot_n:,}, calls"]
+    assert (calls["value"], calls["holds"]) == (None, None)
+    assert "3 pairs, range 1.00-1.00" in checks[f"hot host N={cfg.hot_n:,}"]["rule"]
 
 
 def test_percentiles_are_nearest_rank() -> None:
