@@ -26,7 +26,7 @@ from aiohttp.connector import Connection
 from .._core import NOTHING
 from .carry_out import DecisionRunner
 from .compat import PAYLOAD_ATTR, SHOULD_CLOSE_ATTR, caller_stop_marker
-from .protocol import PoolProtocol
+from .protocol import HeldPoolProtocol, PoolProtocol
 
 if TYPE_CHECKING:
     from aiohttp.client_reqrep import ConnectionKey
@@ -129,6 +129,8 @@ class Releasing(DecisionRunner):
         self, protocol: ResponseHandler, *, closing: bool, explicit: bool
     ) -> None:
         """A connection comes back from aiohttp; let the core decide its fate."""
+        if protocol.__class__ is HeldPoolProtocol:  # no request holds it now:
+            protocol.__class__ = PoolProtocol  # its reads are screened again
         how, reason = classify_release(
             protocol, closing=closing, force_close=self._force_close, explicit=explicit
         )
