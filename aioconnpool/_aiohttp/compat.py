@@ -23,6 +23,7 @@ __all__ = [
     "abort",
     "caller_stop_marker",
     "check_aiohttp_version",
+    "ended_at_eof",
     "fail_unread_body",
     "update_proxy_headers",
     "with_server_hostname",
@@ -68,6 +69,26 @@ PAYLOAD_ATTR = "_payload"
 SHOULD_CLOSE_ATTR = "_should_close"
 """The attribute of ``ResponseHandler`` set when the response said
 ``Connection: close`` (or was HTTP/1.0 without keep-alive)."""
+
+
+def ended_at_eof(protocol: Any) -> bool:
+    """Whether ``protocol`` came back in the common state: its response read
+    to the end with no error, nothing left to parse, its socket open, and the
+    body stream not stopped early by the caller.
+
+    ``should_close`` is false only with the body at its end, no error, no
+    upgrade and nothing left unparsed (the same in aiohttp 3.11 to 3.14);
+    ``ResponseHandler.is_connected()`` is read inline. The release path's
+    fast lane: when this is true, ``classify_release`` would answer
+    ``("eof", None)`` for an explicit ``release()`` without ``force_close``.
+    """
+    if protocol.should_close:
+        return False
+    transport = protocol.transport
+    if transport is None or transport.is_closing():
+        return False
+    payload = protocol._payload
+    return payload is None or payload.exception() is None
 
 
 KEY_LACKS_SERVER_HOSTNAME = "server_hostname" not in client_reqrep.ConnectionKey._fields

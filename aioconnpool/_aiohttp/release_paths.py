@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.connector import Connection
 
-from .._core import NOTHING
+from .._core import NOTHING, Decision
 from .carry_out import DecisionRunner
-from .compat import PAYLOAD_ATTR, SHOULD_CLOSE_ATTR, caller_stop_marker
+from .compat import PAYLOAD_ATTR, SHOULD_CLOSE_ATTR, caller_stop_marker, ended_at_eof
 from .protocol import HeldPoolProtocol, PoolProtocol
 
 if TYPE_CHECKING:
@@ -95,19 +95,46 @@ class PoolConnection(Connection):
     A connection that is garbage-collected unreleased still reaches the pool
     through aiohttp's ``Connection.__del__``; the flag lets the pool count
     that as a leak (``"gc"``) instead of a close.
+
+    ``release()`` is the release path's fast lane: a response read to the end
+    (``compat.ended_at_eof``) is counted ``"eof"`` and kept alive in one step,
+    straight to the core; anything else goes through ``classify_release``.
+    Release callbacks are run, as aiohttp's ``Connection`` does, when there
+    are any.
     """
 
     def release(self) -> None:
-        self._give_back(closing=False)
+        if self._callbacks:
+            self._notify_release()
+        protocol = self._protocol
+        if protocol is None:
+            return
+        connector: Releasing = self._connector  # type: ignore[assignment]
+        if (
+            connector._leaks is None
+            and not connector._force_close
+            and ended_at_eof(protocol)
+        ):
+            if protocol.__class__ is HeldPoolProtocol:  # screened again
+                protocol.__class__ = PoolProtocol
+            decision = connector._core.release(protocol, "eof", None)
+            if (
+                decision is not NOTHING
+                or connector._pending_events
+                or connector._expiry_handle is None
+            ):
+                connector._release_decided(protocol, decision, None)
+        else:
+            connector._pool_release(protocol, closing=False, explicit=True)
+        self._protocol = None
 
     def close(self) -> None:
-        self._give_back(closing=True)
-
-    def _give_back(self, *, closing: bool) -> None:
-        self._notify_release()
-        if self._protocol is not None:
+        if self._callbacks:
+            self._notify_release()
+        protocol = self._protocol
+        if protocol is not None:
             connector: Releasing = self._connector  # type: ignore[assignment]
-            connector._pool_release(self._protocol, closing=closing, explicit=True)
+            connector._pool_release(protocol, closing=True, explicit=True)
             self._protocol = None
 
 
@@ -136,7 +163,14 @@ class Releasing(DecisionRunner):
         )
         if self._leaks is not None:
             self._leaks.released(protocol)
-        decision = self._core.release(protocol, how, reason)
+        self._release_decided(
+            protocol, self._core.release(protocol, how, reason), reason
+        )
+
+    def _release_decided(
+        self, protocol: ResponseHandler, decision: Decision | None, reason: str | None
+    ) -> None:
+        """Act on the core's answer to a release (kept alive: ``reason`` None)."""
         if decision is None:
             # Not ours to pool (a proxy tunnel), or closed with the connector.
             protocol.close()
