@@ -3,7 +3,7 @@
 aiohttp calls ``connect()``; the request is served by an idle connection at
 once (``PoolCore.reuse``, the keep-alive hot path), or takes a ticket
 (``PoolCore.arrive``): granted at once, refused (``block=False``), or queued
-until a release grants it (``_wait``, with ``acquire_timeout``). A grant is an
+until a release grants it (with ``acquire_timeout``). A grant is an
 idle connection to hand over (checked again if it waited a loop turn) or a
 permit to open a new one (``_open``, with ``TCPConnector``'s own DNS, TLS and
 proxy code). Whatever fails or is cancelled on the way gives its ticket back,
@@ -32,7 +32,7 @@ from .reporting import describe_wait
 
 if TYPE_CHECKING:
     from aiohttp.client import ClientTimeout
-    from aiohttp.client_reqrep import ClientRequest, ConnectionKey
+    from aiohttp.client_reqrep import ClientRequest
     from aiohttp.tracing import Trace
 
 log = logging.getLogger("aioconnpool")
@@ -42,23 +42,6 @@ __all__ = ["Acquiring"]
 
 # Never changed: stands for traces=None.
 _NO_TRACES: list[Trace] = []
-
-
-def _granted_conn(ticket: Ticket) -> Hashable | None:
-    """The idle connection granted to ``ticket``, read afresh after an await."""
-    return ticket.conn
-
-
-def _unusable(proto: Any) -> str | None:
-    """Why an idle connection granted a loop turn ago cannot serve the
-    request that comes to take it now, or ``None`` if it can: closed by the
-    peer meanwhile, or holding bytes that answer no request (an acquired
-    connection's reads are not screened the way an idle one's are)."""
-    if not proto.is_connected():
-        return "server"
-    if proto.should_close:
-        return "error"
-    return None
 
 
 def _how_failed(exc: BaseException) -> str:
@@ -83,84 +66,103 @@ class Acquiring(DecisionRunner):
         self, req: ClientRequest, traces: list[Trace] | None, timeout: ClientTimeout
     ) -> Connection:
         """Get a connection for ``req``: reuse, wait for a slot, or open one.
-        ``traces`` may be ``None``, as with aiohttp's own connectors."""
+        ``traces`` may be ``None``, as with aiohttp's own connectors.
+
+        One coroutine per request, whatever the path: the keep-alive reuse,
+        a grant at once and the wait in the queue all end in the same few
+        lines at the bottom, and the wait awaits its future here rather than
+        in a coroutine of its own.
+        """
         key = req.connection_key  # a property that builds a new tuple: once
         if traces is None:  # aiohttp's connectors accept it (`if traces:`)
             traces = _NO_TRACES
         if _compat.KEY_LACKS_SERVER_HOSTNAME:
             key = _compat.with_server_hostname(key, req)
+        proto: Any = None
         if not traces:  # reuse traces go through a ticket (they may raise)
-            conn, decision = self._core.reuse(key)
+            proto, decision = self._core.reuse(key)
             if decision is not NOTHING or self._pending_events:
                 self._carry_out(decision)
-            if conn is not None:
-                return self._connection_for(conn, req, key)
-        ticket, decision = self._core.arrive(key, block=self._options.block)
-        if decision is not NOTHING or self._pending_events:
-            self._carry_out(decision)
-        if ticket.conn is not None:
-            if not traces:  # the common case, without a coroutine of its own
-                return self._take_granted(ticket, req, key)
-            return await self._hand_over(ticket, req, traces)
-        if ticket.state == CLOSED:
-            raise PoolClosedError("Connector is closed.")
-        if ticket.state == REJECTED:
-            pool_key = pool_key_of(key)
-            raise PoolFullError(
-                f"No connection free for {pool_key} and block=False: "
-                f"{self._situation(key)}",
-                pool_key,
-            )
-        async with ceil_timeout(timeout.connect, timeout.ceil_threshold):
-            if ticket.state == QUEUED:
-                await self._wait(ticket, traces)
-                granted = _granted_conn(ticket)
-                if granted is not None:
-                    # Granted a loop turn ago: the server may have closed it
-                    # or written to it since (aiohttp's own connector checks
-                    # is_connected() after waking).
-                    reason = _unusable(granted)
-                    if reason is not None:
-                        self._carry_out(self._core.grant_lost(ticket, reason))
-                if _granted_conn(ticket) is not None:
-                    if not traces:
-                        return self._take_granted(ticket, req, key)
-                    return await self._hand_over(ticket, req, traces)
-            proto = await self._open(ticket, req, traces, timeout)
-        if self._leaks is not None:
-            self._leaks.acquired(proto, pool_key_of(key))
-        if proto.__class__ is PoolProtocol:  # held: reads skip the idle screen
-            proto.__class__ = HeldPoolProtocol
-        return PoolConnection(self, key, proto, self._loop)
-
-    async def _hand_over(
-        self, ticket: Ticket, req: ClientRequest, traces: list[Trace]
-    ) -> Connection:
-        """Give the idle connection granted to ``ticket`` to its request,
-        once the reuse traces have been sent."""
-        try:
-            for trace in traces:
-                await trace.send_connection_reuseconn()
-        except BaseException as exc:
-            # aiohttp forgets the socket here; we put it back in the pool.
-            self._carry_out(self._core.abandon(ticket, _how_failed(exc)))
-            raise
-        return self._take_granted(ticket, req, ticket.key)  # type: ignore[arg-type]
-
-    def _take_granted(
-        self, ticket: Ticket, req: ClientRequest, key: ConnectionKey
-    ) -> Connection:
-        """The request takes the idle connection granted to ``ticket``."""
-        proto = ticket.conn
-        if not self._core.handed_over(ticket):
-            # The pool closed while this task was on its way here.
-            raise PoolClosedError("Connector is closed.")
-        return self._connection_for(proto, req, key)
-
-    def _connection_for(
-        self, proto: Any, req: ClientRequest, key: ConnectionKey
-    ) -> Connection:
-        """Wrap an idle connection the request now holds."""
+        if proto is None:
+            ticket, decision = self._core.arrive(key, block=self._options.block)
+            if decision is not NOTHING or self._pending_events:
+                self._carry_out(decision)
+            proto = ticket.conn
+            if proto is None:
+                if ticket.state == CLOSED:
+                    raise PoolClosedError("Connector is closed.")
+                if ticket.state == REJECTED:
+                    pool_key = pool_key_of(key)
+                    raise PoolFullError(
+                        f"No connection free for {pool_key} and block=False: "
+                        f"{self._situation(key)}",
+                        pool_key,
+                    )
+                async with ceil_timeout(timeout.connect, timeout.ceil_threshold):
+                    if ticket.state == QUEUED:
+                        # The wait for a grant (bounded by acquire_timeout),
+                        # inline: no coroutine of its own per queued request.
+                        future = self._loop.create_future()
+                        ticket.token = future
+                        timer = None
+                        limit = self._options.acquire_timeout
+                        if limit is not None:
+                            timer = self._loop.call_at(
+                                ticket.since + limit,
+                                self._wait_timed_out,
+                                ticket,
+                                limit,
+                            )
+                        try:
+                            for trace in traces:
+                                await trace.send_connection_queued_start()
+                            await future
+                            for trace in traces:
+                                await trace.send_connection_queued_end()
+                        except BaseException as exc:
+                            how = _how_failed(exc)
+                            self._carry_out(self._core.abandon(ticket, how))
+                            raise
+                        finally:
+                            if timer is not None:
+                                timer.cancel()
+                        if ticket.state == CLOSED:
+                            raise PoolClosedError("Connector is closed.")
+                        proto = ticket.conn
+                        if proto is not None:
+                            # Granted a loop turn ago: the server may have
+                            # closed it or written to it since (aiohttp's own
+                            # connector checks is_connected() after waking).
+                            # An acquired connection's reads are not screened
+                            # the way an idle one's are.
+                            if not proto.is_connected():
+                                lost = self._core.grant_lost(ticket, "server")
+                                self._carry_out(lost)
+                                proto = ticket.conn
+                            elif proto.should_close:
+                                lost = self._core.grant_lost(ticket, "error")
+                                self._carry_out(lost)
+                                proto = ticket.conn
+                        if proto is not None:
+                            if traces:
+                                await self._send_reuse_traces(ticket, traces)
+                            if not self._core.handed_over(ticket):
+                                # The pool closed while this task was on its
+                                # way here.
+                                raise PoolClosedError("Connector is closed.")
+                    if proto is None:
+                        proto = await self._open(ticket, req, traces, timeout)
+                        if self._leaks is not None:
+                            self._leaks.acquired(proto, pool_key_of(key))
+                        if proto.__class__ is PoolProtocol:  # held: see below
+                            proto.__class__ = HeldPoolProtocol
+                        return PoolConnection(self, key, proto, self._loop)
+            else:  # granted an idle connection at once
+                if traces:
+                    await self._send_reuse_traces(ticket, traces)
+                if not self._core.handed_over(ticket):
+                    raise PoolClosedError("Connector is closed.")
+        # An idle connection the request now holds.
         if log.isEnabledFor(logging.DEBUG):
             log.debug("Reusing connection to %s", pool_key_of(key))
         if self._leaks is not None:
@@ -171,30 +173,16 @@ class Acquiring(DecisionRunner):
             proto.__class__ = HeldPoolProtocol
         return PoolConnection(self, key, proto, self._loop)
 
-    async def _wait(self, ticket: Ticket, traces: list[Trace]) -> None:
-        """Wait in the queue until the core grants ``ticket`` a slot."""
-        future: asyncio.Future[None] = self._loop.create_future()
-        ticket.token = future
-        timeout = self._options.acquire_timeout
-        timer = None
-        if timeout is not None:
-            timer = self._loop.call_at(
-                ticket.since + timeout, self._wait_timed_out, ticket, timeout
-            )
+    async def _send_reuse_traces(self, ticket: Ticket, traces: list[Trace]) -> None:
+        """Send the reuse traces of the idle connection granted to ``ticket``
+        before its request takes it."""
         try:
             for trace in traces:
-                await trace.send_connection_queued_start()
-            await future
-            for trace in traces:
-                await trace.send_connection_queued_end()
+                await trace.send_connection_reuseconn()
         except BaseException as exc:
+            # aiohttp forgets the socket here; we put it back in the pool.
             self._carry_out(self._core.abandon(ticket, _how_failed(exc)))
             raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-        if ticket.state == CLOSED:
-            raise PoolClosedError("Connector is closed.")
 
     def _wait_timed_out(self, ticket: Ticket, timeout: float) -> None:
         future = ticket.token

@@ -116,7 +116,7 @@ class PoolConnection(Connection):
             and ended_at_eof(protocol)
         ):
             if protocol.__class__ is HeldPoolProtocol:  # screened again
-                protocol.__class__ = PoolProtocol
+                protocol.__class__ = PoolProtocol  # type: ignore[assignment]
             decision = connector._core.release(protocol, "eof", None)
             if (
                 decision is not NOTHING
@@ -156,8 +156,8 @@ class Releasing(DecisionRunner):
         self, protocol: ResponseHandler, *, closing: bool, explicit: bool
     ) -> None:
         """A connection comes back from aiohttp; let the core decide its fate."""
-        if protocol.__class__ is HeldPoolProtocol:  # no request holds it now:
-            protocol.__class__ = PoolProtocol  # its reads are screened again
+        if protocol.__class__ is HeldPoolProtocol:  # no request holds it: screened
+            protocol.__class__ = PoolProtocol  # type: ignore[assignment]
         how, reason = classify_release(
             protocol, closing=closing, force_close=self._force_close, explicit=explicit
         )
