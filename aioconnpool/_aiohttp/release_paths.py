@@ -117,13 +117,15 @@ class PoolConnection(Connection):
         ):
             if protocol.__class__ is HeldPoolProtocol:  # screened again
                 protocol.__class__ = PoolProtocol  # type: ignore[assignment]
-            decision = connector._core.release(protocol, "eof", None)
-            if (
-                decision is not NOTHING
-                or connector._pending_events
-                or connector._expiry_handle is None
-            ):
-                connector._release_decided(protocol, decision, None)
+            # alive: ended_at_eof has just checked the socket.
+            decision = connector._core.release(protocol, "eof", None, alive=True)
+            if decision is NOTHING:  # kept idle, nobody to wake
+                if connector._pending_events or connector._expiry_handle is None:
+                    connector._release_decided(protocol, decision, None)
+            elif decision is not None:  # handed to a waiter, say
+                connector._carry_out(decision)
+            else:  # closed with the connector meanwhile
+                protocol.close()
         else:
             connector._pool_release(protocol, closing=False, explicit=True)
         self._protocol = None
@@ -163,9 +165,10 @@ class Releasing(DecisionRunner):
         )
         if self._leaks is not None:
             self._leaks.released(protocol)
-        self._release_decided(
-            protocol, self._core.release(protocol, how, reason), reason
-        )
+        # alive: classify_release keeps a connection alive only after checking
+        # its socket.
+        decision = self._core.release(protocol, how, reason, alive=True)
+        self._release_decided(protocol, decision, reason)
 
     def _release_decided(
         self, protocol: ResponseHandler, decision: Decision | None, reason: str | None

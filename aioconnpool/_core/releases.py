@@ -10,11 +10,13 @@ before using it.
 
 from __future__ import annotations
 
+from .. import _events as ev
 from .grants import Grants
 from .records import (
     ACQUIRED,
     DONE,
     GRANTED,
+    NO_WAITERS,
     NOTHING,
     QUEUED,
     Closing,
@@ -30,14 +32,19 @@ __all__ = ["Releases"]
 class Releases(Grants[K, C, G]):
     """Releases, hand-off and abandoned tickets (see the module docstring)."""
 
-    def release(self, conn: C, how: str, close_reason: str | None) -> Decision | None:
+    def release(
+        self, conn: C, how: str, close_reason: str | None, *, alive: bool = False
+    ) -> Decision | None:
         """An acquired connection comes back.
 
         ``how`` names how the acquisition ended (``"eof"``, ``"release"``...).
         ``close_reason`` is ``None`` to keep the connection alive, else why it
-        must be closed. Returns ``None`` when ``conn`` is not an acquired
-        connection of this pool (already closed with the pool, or never ours):
-        the caller should then just close it.
+        must be closed. ``alive=True`` says the caller has just found ``conn``
+        alive (the connector's release checks its socket), so ``is_alive`` is
+        not asked again before it goes straight to a waiter. Returns ``None``
+        when ``conn`` is not an acquired connection of this pool (already
+        closed with the pool, or never ours): the caller should then just
+        close it.
         """
         rec = self._conns.get(conn)
         if rec is None or rec.state != ACQUIRED:
@@ -48,21 +55,47 @@ class Releases(Grants[K, C, G]):
         ks.acquired -= 1
         self._acquired -= 1
         closes: list[Closing] = []
-        ready = self._ready.count
         if (
             close_reason is None
             and ks.waiters
-            and (not ready or (ready == 1 and ks.ready_token >= 0))
             and not ks.idle
             and self._idle.plain
-            and self._idle.is_alive(conn)
+            and (alive or self._idle.is_alive(conn))
         ):
-            # Someone of this key waits, and no other key's waiter can be
-            # first in line: the connection goes straight to them, as the
-            # idle store would give it (it keeps everything, and the key has
-            # no other idle connection to prefer).
-            rec.idle_since = now
-            return self._slot_freed(ks, closes, now, rec)
+            # Someone of this key waits and the idle store would keep the
+            # connection (it keeps everything, and the key has no other idle
+            # connection to prefer): it goes straight to a waiter of its key,
+            # if no other key's waiter can be first in line.
+            ready = self._ready.count
+            limit = self._limit
+            if (
+                not ready
+                and (ks.limit is None or ks.acquired + ks.connecting < ks.limit)
+                and (limit is None or self._acquired + self._connecting < limit)
+            ):
+                # No key is ready, so this one was held back by its own limit
+                # alone and this release gives it its slot back: its first
+                # waiter takes the connection at once, without passing
+                # through the ready queue (which _slot_freed would push this
+                # key into and pop it from again). Nobody else can move:
+                # the key is as full as before and no other key is ready.
+                waiters = ks.waiters
+                ticket = waiters.popitem(last=False)[0]
+                if not waiters:
+                    ks.waiters = NO_WAITERS
+                self._waiting -= 1
+                if self._events is not None:
+                    self._events.append(
+                        ev.Dequeued(
+                            self._ekey(ks.key), now, "served", now - ticket.since
+                        )
+                    )
+                rec.idle_since = now
+                self._grant(ks, ticket, closes, now, rec)
+                return Decision((ticket,), closes)
+            if not ready or (ready == 1 and ks.ready_token >= 0):
+                rec.idle_since = now
+                return self._slot_freed(ks, closes, now, rec)
         if close_reason is None:
             dropped: list[tuple[ConnRecord, str]] = []  # _keep, inlined: hot
             self._idle.put(ks, rec, now, dropped)
