@@ -14,7 +14,7 @@ import asyncio
 import logging
 import math
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from aiohttp import TCPConnector
@@ -53,6 +53,9 @@ class DecisionRunner(TCPConnector):
     _listeners: list[Callable[[PoolEvent], object]]
     _pending_events: list[PoolEvent]
     _leaks: LeakDetector | None
+    # The core's idle connections (PoolCore.idle_connections()), for an
+    # emptiness test without a call on every decision carried out.
+    _idle_conns: Mapping[Hashable, object]
 
     def _carry_out(self, decision: Decision) -> None:
         """Close what the core closed, wake whom it granted, tell listeners.
@@ -81,7 +84,7 @@ class DecisionRunner(TCPConnector):
             self._deliver()
         # Whatever path left a connection idle (a release, a grant given
         # back), its keep-alive must be timed.
-        if self._expiry_handle is None and self._core.idle:
+        if self._expiry_handle is None and self._idle_conns:
             self._arm_expiry()
 
     def _deliver(self) -> None:

@@ -171,6 +171,7 @@ class PoolConnector(Acquiring, Releasing):
             reuse=options.reuse,
             max_open=options.fd_budget,
         )
+        self._idle_conns = self._core.idle_connections()
         self._expiry_handle: asyncio.TimerHandle | None = None
         self._listeners: list[Callable[[PoolEvent], object]] = []
         self._pending_events: list[PoolEvent] = []

@@ -94,6 +94,12 @@ class IdleStore:
     def __len__(self) -> int:
         return len(self._order)
 
+    @property
+    def connections(self) -> OrderedDict[Hashable, ConnRecord]:
+        """The idle connections, oldest first (the store's own mapping: the
+        same object for the store's life; read it, never change it)."""
+        return self._order
+
     def __iter__(self) -> Iterator[ConnRecord]:
         return iter(self._order.values())
 

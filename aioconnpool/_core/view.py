@@ -9,7 +9,7 @@ leave the pool half-updated; the fields themselves are set up and kept by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Generic, TypeVar
 
 from .counters import N_CREATED, Counters
@@ -93,6 +93,12 @@ class PoolView(Generic[K, C, G]):
     @property
     def idle(self) -> int:
         return len(self._idle)
+
+    def idle_connections(self) -> Mapping[Hashable, ConnRecord]:
+        """The idle connections, oldest first: a live, read-only view that
+        stays the same object for the core's life (test it for emptiness
+        without a call; never change it)."""
+        return self._idle.connections
 
     @property
     def connecting(self) -> int:
