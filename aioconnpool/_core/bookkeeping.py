@@ -100,7 +100,10 @@ class Bookkeeping(PoolView[K, C, G]):
     # ---------------------------------------------------- counting
 
     def _count_release(self, ks: KeyState, how: str, now: float, since: float) -> None:
-        """An acquisition (held since ``since``) ended ``how``."""
+        """An acquisition (held since ``since``) ended ``how``.
+
+        ``Releases.release`` counts the same inline (the hot path): change
+        both together."""
         counts, totals = ks.counts, self._totals.n
         i = RELEASED_INDEX[how]
         counts[i] += 1

@@ -10,7 +10,12 @@ before using it.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from .. import _events as ev
+from .._histogram import BOUNDS, BUCKETS
+from .bookkeeping import HOLD
+from .counters import HISTOGRAMS_AT, RELEASED_INDEX, SUMS_AT
 from .grants import Grants
 from .records import (
     ACQUIRED,
@@ -51,7 +56,19 @@ class Releases(Grants[K, C, G]):
             return None
         ks = rec.key
         now = self._clock()
-        self._count_release(ks, how, now, rec.acquired_at)
+        # _count_release, inlined: every request passes here.
+        counts, totals = ks.counts, self._totals.n
+        i = RELEASED_INDEX[how]
+        counts[i] += 1
+        totals[i] += 1
+        held = now - rec.acquired_at
+        i = HISTOGRAMS_AT + HOLD * BUCKETS + bisect_left(BOUNDS, held)
+        counts[i] += 1
+        totals[i] += 1
+        counts[SUMS_AT + HOLD] += held
+        totals[SUMS_AT + HOLD] += held
+        if self._events is not None:
+            self._events.append(ev.Released(self._ekey(ks.key), now, how, held))
         ks.acquired -= 1
         self._acquired -= 1
         closes: list[Closing] = []
