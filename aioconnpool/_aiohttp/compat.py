@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import aiohttp
 from aiohttp import client_reqrep
+from aiohttp.streams import StreamReader
 
 __all__ = [
     "AIOHTTP_VERSION",
@@ -78,9 +79,12 @@ def ended_at_eof(protocol: Any) -> bool:
 
     ``should_close`` is false only with the body at its end, no error, no
     upgrade and nothing left unparsed (the same in aiohttp 3.11 to 3.14);
-    ``ResponseHandler.is_connected()`` is read inline. The release path's
-    fast lane: when this is true, ``classify_release`` would answer
-    ``("eof", None)`` for an explicit ``release()`` without ``force_close``.
+    ``ResponseHandler.is_connected()`` and ``StreamReader.exception()`` are
+    read inline (``_exception``, set in ``StreamReader.__init__`` in 3.11 to
+    3.14; ``EmptyStreamReader`` does not set it and is asked instead). The
+    release path's fast lane: when this is true, ``classify_release`` would
+    answer ``("eof", None)`` for an explicit ``release()`` without
+    ``force_close``.
     """
     if protocol.should_close:
         return False
@@ -88,7 +92,11 @@ def ended_at_eof(protocol: Any) -> bool:
     if transport is None or transport.is_closing():
         return False
     payload = protocol._payload
-    return payload is None or payload.exception() is None
+    if payload is None:
+        return True
+    if payload.__class__ is StreamReader:  # the body stream: read its field
+        return payload._exception is None  # (StreamReader.exception() returns it)
+    return payload.exception() is None  # EMPTY_PAYLOAD, a subclass
 
 
 KEY_LACKS_SERVER_HOSTNAME = "server_hostname" not in client_reqrep.ConnectionKey._fields
