@@ -26,7 +26,7 @@ from .._errors import PoolClosedError, PoolFullError, PoolTimeoutError
 from .._keys import pool_key_of
 from . import compat as _compat
 from .carry_out import DecisionRunner
-from .protocol import HeldPoolProtocol, PoolProtocol
+from .protocol import PoolProtocol
 from .release_paths import PoolConnection
 from .reporting import describe_wait
 
@@ -154,8 +154,6 @@ class Acquiring(DecisionRunner):
                         proto = await self._open(ticket, req, traces, timeout)
                         if self._leaks is not None:
                             self._leaks.acquired(proto, pool_key_of(key))
-                        if proto.__class__ is PoolProtocol:  # held: see below
-                            proto.__class__ = HeldPoolProtocol
                         return PoolConnection(self, key, proto, self._loop)
             else:  # granted an idle connection at once
                 if traces:
@@ -169,8 +167,6 @@ class Acquiring(DecisionRunner):
             self._leaks.acquired(proto, pool_key_of(key))
         if req.proxy is not None:
             _compat.update_proxy_headers(self, req)
-        if proto.__class__ is PoolProtocol:  # held: reads skip the idle screen
-            proto.__class__ = HeldPoolProtocol
         return PoolConnection(self, key, proto, self._loop)
 
     async def _send_reuse_traces(self, ticket: Ticket, traces: list[Trace]) -> None:

@@ -10,7 +10,7 @@ from aiohttp.client_proto import ResponseHandler
 
 from .._core.records import IDLE, ConnRecord
 
-__all__ = ["HeldPoolProtocol", "PoolHooks", "PoolProtocol"]
+__all__ = ["PoolHooks", "PoolProtocol"]
 
 _handler_data_received = ResponseHandler.data_received
 
@@ -36,13 +36,11 @@ class PoolProtocol(ResponseHandler):
     returns True when the connection was idle and is now dropped), and the
     bytes are discarded.
 
-    Only a connection no request holds needs that screen: while a request
-    holds it (from ``connect()`` handing it out to its release), its class is
-    :class:`HeldPoolProtocol`, whose reads go straight to aiohttp's parser, a
-    Python call less per read. Outside a request's hands the pool's record of
-    the connection (``track``) says whether it is idle, and only then is the
-    pool asked. The pool is held through one weak reference, shared by all
-    its protocols: a socket must not keep a dropped connector alive.
+    Every read passes here, so the common case costs one attribute test: the
+    pool's record of the connection (``track``) says whether it is idle, and
+    only then is the pool asked. The pool is held through one weak reference,
+    shared by all its protocols: a socket must not keep a dropped connector
+    alive.
     """
 
     def __init__(
@@ -86,16 +84,3 @@ class PoolProtocol(ResponseHandler):
             pool = ref() if ref is not None else None
             if pool is not None:
                 pool._on_lost(self)
-
-
-class HeldPoolProtocol(PoolProtocol):
-    """A :class:`PoolProtocol` while a request holds it.
-
-    The connector switches a connection's class to this one when it hands it
-    to a request, and back when the request gives it back (``__class__``
-    assignment: no call, no reference cycle). Bytes that arrive now answer
-    the request, so they skip the idle screen; everything else is the same
-    object.
-    """
-
-    data_received = _handler_data_received

@@ -26,7 +26,7 @@ from aiohttp.connector import Connection
 from .._core import NOTHING, Decision
 from .carry_out import DecisionRunner
 from .compat import PAYLOAD_ATTR, SHOULD_CLOSE_ATTR, caller_stop_marker, ended_at_eof
-from .protocol import HeldPoolProtocol, PoolProtocol
+from .protocol import PoolProtocol
 
 if TYPE_CHECKING:
     from aiohttp.client_reqrep import ConnectionKey
@@ -115,8 +115,6 @@ class PoolConnection(Connection):
             and not connector._force_close
             and ended_at_eof(protocol)
         ):
-            if protocol.__class__ is HeldPoolProtocol:  # screened again
-                protocol.__class__ = PoolProtocol  # type: ignore[assignment]
             # alive: ended_at_eof has just checked the socket.
             decision = connector._core.release(protocol, "eof", None, alive=True)
             if decision is NOTHING:  # kept idle, nobody to wake
@@ -158,8 +156,6 @@ class Releasing(DecisionRunner):
         self, protocol: ResponseHandler, *, closing: bool, explicit: bool
     ) -> None:
         """A connection comes back from aiohttp; let the core decide its fate."""
-        if protocol.__class__ is HeldPoolProtocol:  # no request holds it: screened
-            protocol.__class__ = PoolProtocol  # type: ignore[assignment]
         how, reason = classify_release(
             protocol, closing=closing, force_close=self._force_close, explicit=explicit
         )
