@@ -280,6 +280,18 @@ def _check_collector(run: dict[str, Any], summary: dict[str, Any]) -> None:
     assert summary["median_req_per_s_outside_gc"] == run["req_per_s_outside_gc"]
 
 
+def _answered(spec: Any) -> dict[str, Any]:
+    """A made-up run in which every request was answered, at 1 req/s."""
+    return {
+        "status": "ok",
+        "requests": spec.n,
+        "ok": spec.n,
+        "errors": {},
+        "req_per_s": 1.0,
+        "server_cpu_share": 0.0,
+    }
+
+
 def test_sockets_budget_skips_larger_sizes() -> None:
     """A client over budget is stopped and skips the larger N; others go on."""
     sockets = load_bench_script("sockets")
@@ -295,14 +307,7 @@ def test_sockets_budget_skips_larger_sizes() -> None:
             calls.append((spec.workload, spec.client, spec.n))
         if spec.workload == "queued" and spec.client == "httpx":
             return {"status": "over_budget", "budget_s": 1.0, "done": 3}
-        return {
-            "status": "ok",
-            "requests": spec.n,
-            "ok": spec.n,
-            "errors": {},
-            "req_per_s": 1.0,
-            "server_cpu_share": 0.0,
-        }
+        return _answered(spec)
 
     sockets.execute(
         cells, replace(cfg, repeats=2, paired_repeats=2), lambda msg: None, run
@@ -404,14 +409,7 @@ def test_sockets_modes_follow_issue_16() -> None:
             if spec.workload == "hot" and spec.client == "aioconnpool":
                 return {"status": "failed", "returncode": 1, "stderr": "boom"}
             return {"status": "ok", "calls": 10 * spec.n, "calls_per_request": 10.0}
-        return {
-            "status": "ok",
-            "requests": spec.n,
-            "ok": spec.n,
-            "errors": {},
-            "req_per_s": 1.0,
-            "server_cpu_share": 0.0,
-        }
+        return _answered(spec)
 
     messages: list[str] = []
     sockets.execute(cells, cfg, messages.append, run)

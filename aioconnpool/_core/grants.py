@@ -380,6 +380,9 @@ class Grants(Bookkeeping[K, C, G]):
         ):
             assert now is not None
             ready = ready_keys.pop()
+            # Serving the first waiter is inlined here and in
+            # Releases.release's own-key hand-off (a call per queued request
+            # otherwise): change both together.
             ticket = ready.waiters.popitem(last=False)[0]
             if not ready.waiters:
                 ready.waiters = NO_WAITERS

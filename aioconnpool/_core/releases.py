@@ -96,6 +96,8 @@ class Releases(Grants[K, C, G]):
                 # through the ready queue (which _slot_freed would push this
                 # key into and pop it from again). Nobody else can move:
                 # the key is as full as before and no other key is ready.
+                # Serving the first waiter, as _slot_freed's loop does it
+                # (inlined in both: change both together).
                 waiters = ks.waiters
                 ticket = waiters.popitem(last=False)[0]
                 if not waiters:
