@@ -13,6 +13,7 @@ from ._aiohttp.compat import SUPPORTED_RANGE
 from ._aiohttp.connector import PoolConnector
 from ._aiohttp.leaks import LeakInfo
 from ._core.counters import CLOSE_REASONS, COUNTER_NAMES, RELEASE_HOWS
+from ._core.host_limits import HostLimits
 from ._errors import AioConnPoolError, PoolClosedError, PoolFullError, PoolTimeoutError
 from ._events import (
     Acquired,
@@ -27,6 +28,7 @@ from ._events import (
     Rejected,
     Released,
 )
+from ._fleet_stats import FleetHostStats, FleetStats
 from ._histogram import Histogram
 from ._keys import PoolKey
 from ._stats import ConnectionInfo, HostStats, HostTable, PoolStats
@@ -50,7 +52,10 @@ __all__ = [
     "ConnectStarted",
     "ConnectionInfo",
     "Dequeued",
+    "FleetHostStats",
+    "FleetStats",
     "Histogram",
+    "HostLimits",
     "HostStats",
     "HostTable",
     "LeakInfo",

@@ -20,6 +20,7 @@ from ._core.counters import (
     Counters,
 )
 from ._export import stats_to_dict
+from ._fleet_stats import FleetStats
 from ._histogram import Histogram
 from ._keys import PoolKey, pool_key_of
 
@@ -100,7 +101,9 @@ class PoolStats:
     the pool keeps open at once, idle ones included (``None``: no budget);
     ``available`` counts it as a limit too. ``hosts`` is a read-only mapping
     (:class:`HostTable`) that builds each host's ``HostStats`` when first read,
-    from figures copied when the snapshot was taken.
+    from figures copied when the snapshot was taken. ``fleet`` shows the
+    fleet-wide limits (:class:`FleetStats`) when the connector has a
+    ``fleet``, else ``None``.
     """
 
     acquired: int
@@ -128,6 +131,7 @@ class PoolStats:
     forgotten_hosts: int
     forgotten: HostStats
     is_closed: bool
+    fleet: FleetStats | None = None
 
     @property
     def open(self) -> int:
@@ -320,6 +324,7 @@ def build_pool_stats(
     limit_per_host: int | None,
     host_limits: Mapping[str, int | None],
     group: Callable[[Hashable], PoolKey],
+    fleet: FleetStats | None = None,
 ) -> PoolStats:
     """Snapshot the whole core, grouping full keys by ``PoolKey``.
 
@@ -355,6 +360,7 @@ def build_pool_stats(
         forgotten_hosts=forgotten_keys,
         forgotten=HostStats(**_counter_fields(forgotten)),  # type: ignore[arg-type]
         is_closed=core.closed,
+        fleet=fleet,
         **_counter_fields(totals),  # type: ignore[arg-type]
     )
 

@@ -62,6 +62,11 @@ def _being_cancelled() -> bool:
 class Acquiring(DecisionRunner):
     """``connect()`` and the ways to a connection (see the module docstring)."""
 
+    # What ``connect()`` returns: a class attribute, read without a call, so
+    # that a connector with a fleet can return connections that give their
+    # fleet slot back (``fleet_gate.FleetConnection``).
+    _connection_class: type[PoolConnection] = PoolConnection
+
     async def connect(
         self, req: ClientRequest, traces: list[Trace] | None, timeout: ClientTimeout
     ) -> Connection:
@@ -154,7 +159,7 @@ class Acquiring(DecisionRunner):
                         proto = await self._open(ticket, req, traces, timeout)
                         if self._leaks is not None:
                             self._leaks.acquired(proto, pool_key_of(key))
-                        return PoolConnection(self, key, proto, self._loop)
+                        return self._connection_class(self, key, proto, self._loop)
             else:  # granted an idle connection at once
                 if traces:
                     await self._send_reuse_traces(ticket, traces)
@@ -167,7 +172,7 @@ class Acquiring(DecisionRunner):
             self._leaks.acquired(proto, pool_key_of(key))
         if req.proxy is not None:
             _compat.update_proxy_headers(self, req)
-        return PoolConnection(self, key, proto, self._loop)
+        return self._connection_class(self, key, proto, self._loop)
 
     async def _send_reuse_traces(self, ticket: Ticket, traces: list[Trace]) -> None:
         """Send the reuse traces of the idle connection granted to ``ticket``

@@ -65,6 +65,17 @@ def _clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
     return loop.time
 
 
+def check_fleet(fleet: object) -> None:
+    """``fleet`` must be a fleet backend (``aioconnpool.fleet.RedisFleet``)."""
+    from .fleet_gate import FleetBackend
+
+    if not isinstance(fleet, FleetBackend):
+        raise TypeError(
+            "fleet must be a fleet backend such as aioconnpool.fleet.RedisFleet, "
+            f"not {type(fleet).__name__}"
+        )
+
+
 class PoolConnector(Acquiring, Releasing):
     """A ``TCPConnector`` whose pool is exact, observable and fair.
 
@@ -110,7 +121,25 @@ class PoolConnector(Acquiring, Releasing):
     ``stats_history``
         how many drained hosts keep their per-host counters in ``stats()``
         (default 10,000); older ones are summed into ``PoolStats.forgotten``.
+    ``fleet``
+        a fleet backend (``aioconnpool.fleet.RedisFleet``) whose per-host
+        limits hold across every process that shares it: each acquisition
+        first waits for a fleet slot of its host, holding none of this
+        connector's own slots meanwhile, and gives it back when it ends.
+        ``PoolStats.fleet`` shows the fleet's figures. One backend per
+        connector; ``close()`` closes it.
     """
+
+    _fleet: Any = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> PoolConnector:
+        # With a fleet, every acquisition first waits for a fleet slot: a
+        # subclass of its own, so that connectors without one pay nothing.
+        if kwargs.get("fleet") is not None and cls is PoolConnector:
+            from .fleet_gate import FleetGatedConnector
+
+            return super().__new__(FleetGatedConnector)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -127,9 +156,12 @@ class PoolConnector(Acquiring, Releasing):
         leak_threshold: float | None = None,
         stats_history: int = 10_000,
         fd_budget: int | str | None = "auto",
+        fleet: Any = None,
         **kwargs: Any,
     ) -> None:
         validate_tcp_options(kwargs)
+        if fleet is not None:
+            check_fleet(fleet)
         options = validate_pool_options(
             kwargs,
             stats_history=stats_history,
@@ -171,6 +203,9 @@ class PoolConnector(Acquiring, Releasing):
             reuse=options.reuse,
             max_open=options.fd_budget,
         )
+        self._fleet = fleet
+        if fleet is not None:
+            fleet.bind(self._loop)
         self._idle_conns = self._core.idle_connections()
         self._expiry_handle: asyncio.TimerHandle | None = None
         self._listeners: list[Callable[[PoolEvent], object]] = []
@@ -205,6 +240,7 @@ class PoolConnector(Acquiring, Releasing):
                 limit_per_host=self._pool_limit_per_host,
                 host_limits=self._host_limits.as_dict(),
                 group=pool_key_of,
+                fleet=None if self._fleet is None else self._fleet.snapshot(),
             )
         key = to_pool_key(target)
         figures = [core.figures(k) for k in core.keys_in_group(key)]
@@ -302,6 +338,10 @@ class PoolConnector(Acquiring, Releasing):
         if self._leaks is not None:
             self._leaks.close()
         self._deliver()
+        if self._fleet is not None and not self._loop.is_closed():
+            # Leave the fleet (give back every slot at once); close() awaits
+            # it with the sockets.
+            waiters.append(self._loop.create_task(self._fleet.close()))
         result: list[Awaitable[object]] | None = cast(Any, super()._close(**kwargs))
         if result is None:  # aiohttp 3.11: nothing to wait for
             return None

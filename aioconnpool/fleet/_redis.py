@@ -1,0 +1,700 @@
+"""``RedisFleet``: per-host limits shared by every process of a fleet.
+
+How one process takes part (the data and the script are described in
+``_script.lua``):
+
+* **One session per process**, a lease in Redis renewed by every call and by
+  a heartbeat every third of ``lease_ttl``. A process that dies stops
+  renewing; the next call of anyone in the fleet gives its slots back.
+* **Batched calls.** An acquire, a release or a cancel is an operation
+  queued in memory; the operations of one loop turn, for every host, go to
+  Redis in one script call, and a new call starts when the previous one
+  returns. So there is never more than one round trip in flight per process,
+  and never more than one per acquisition and one per release.
+* **Fair and woken.** A request that finds no free slot is queued in Redis,
+  FIFO per host across the fleet. The release that frees a slot grants it to
+  the queue's head inside the same script and publishes the grant on that
+  session's wake channel; grants stay stored until taken, so a missed
+  message costs at most one heartbeat, never a lost slot.
+* **Failures.** When Redis cannot be reached, ``on_unavailable`` decides;
+  when it is back, the process starts a new session and re-registers the
+  slots it holds in the same script that drops the old session, so nothing
+  is counted twice or lost. A lease that lapsed (the process was paused
+  longer than ``lease_ttl``) is handled the same way, and no request starts
+  on a grant that came in while the lease was in doubt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import itertools
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from types import MappingProxyType
+from typing import Any
+
+from aioconnpool import (
+    FleetHostStats,
+    FleetStats,
+    Histogram,
+    PoolClosedError,
+    PoolKey,
+)
+
+from ._config import FleetConfig, validate_config
+from ._errors import FleetTimeoutError, FleetUnavailableError
+
+try:
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
+except ImportError as exc:  # pragma: no cover - the [redis] extra is missing
+    raise ImportError(
+        "aioconnpool.fleet needs redis-py: pip install 'aioconnpool[redis]'"
+    ) from exc
+
+__all__ = ["RedisFleet"]
+
+log = logging.getLogger("aioconnpool.fleet")
+
+SCRIPT = resources.files(__package__).joinpath("_script.lua").read_text("utf-8")
+
+# Ticket states.
+_UNSENT = 0  # its acquire waits for the next call
+_SENT = 1  # in Redis: queued, or granted and not yet seen
+_CANCELLED = 2  # gave up after its acquire was sent: a cancel is owed
+
+_BOUNDS = Histogram().bounds
+
+
+class _Ticket:
+    __slots__ = ("future", "id", "state")
+
+    def __init__(self, ticket_id: str, future: asyncio.Future[None]) -> None:
+        self.id = ticket_id
+        self.future = future
+        self.state = _UNSENT
+
+
+@dataclass(slots=True)
+class _Host:
+    """One host as this process sees it."""
+
+    key: PoolKey
+    name: str  # its name in Redis: str(key)
+    limit: int
+    held: int = 0  # slots this process holds (fleet grants and local ones)
+    tickets: dict[str, _Ticket] = field(default_factory=dict)  # waiting here
+    # What the next call carries for this host.
+    acquires: list[str] = field(default_factory=list)
+    cancels: list[str] = field(default_factory=list)
+    takes: list[str] = field(default_factory=list)
+    releases: int = 0
+    register: bool = False  # re-register `held` (after a resync)
+    poll: bool = False  # ask even with nothing to say (grants may be waiting)
+    # The fleet's figures as of the last reply.
+    fleet_acquired: int = 0
+    fleet_waiting: int = 0
+
+    def has_news(self) -> bool:
+        return bool(
+            self.acquires or self.cancels or self.releases or self.register or self.poll
+        )
+
+
+class RedisFleet:
+    """Fleet-wide per-host limits on Redis (see the module docstring).
+
+    ``url`` is the Redis URL (``redis://``, ``rediss://`` or ``unix://``);
+    every process that passes the same Redis and ``name`` shares the limits:
+    ``limit_per_host``, overridden per host by ``host_limits`` (the patterns
+    of ``PoolConnector(host_limits=...)``; ``None`` for no fleet limit on a
+    host). ``lease_ttl`` (seconds) is how long a silent process keeps its
+    slots. ``on_unavailable`` says what a request does when Redis cannot be
+    reached: ``"local"`` (go ahead on the local limits, counted in
+    ``local_grants``), ``"wait"`` (wait for Redis, up to ``acquire_timeout``
+    and the request's connect timeout) or ``"raise"``
+    (:class:`FleetUnavailableError`). ``acquire_timeout`` bounds any wait for
+    a fleet slot (:class:`FleetTimeoutError`); ``redis_timeout`` each Redis
+    command.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        limit_per_host: int,
+        host_limits: Mapping[str, int | None] | None = None,
+        lease_ttl: float = 10.0,
+        on_unavailable: str = "local",
+        acquire_timeout: float | None = None,
+        redis_timeout: float = 2.0,
+    ) -> None:
+        self._config: FleetConfig = validate_config(
+            url,
+            name=name,
+            limit_per_host=limit_per_host,
+            host_limits=host_limits,
+            lease_ttl=lease_ttl,
+            on_unavailable=on_unavailable,
+            acquire_timeout=acquire_timeout,
+            redis_timeout=redis_timeout,
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._redis: Any = None
+        self._script: Any = None
+        self._hosts: dict[PoolKey, _Host] = {}
+        self._by_name: dict[str, _Host] = {}
+        self._ticket_ids = itertools.count(1)
+        self._session = self._new_session_id()
+        self._drop = ""  # the previous session, dropped by the next call
+        self._renew = False  # the next call goes even with nothing to carry
+        self._epoch = ""
+        self._state = "connected"
+        self._closed = False
+        self._lease_until = 0.0  # loop time until which our lease surely holds
+        self._info = ""
+        self._caller: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._grace_timer: asyncio.TimerHandle | None = None
+        self._outages = 0
+        self._lapses = 0
+        self._local_grants = 0
+        self._round_trips = 0
+        self._rtt_counts = [0] * len(_BOUNDS)
+        self._rtt_sum = 0.0
+
+    def __repr__(self) -> str:
+        c = self._config
+        return (
+            f"<RedisFleet {c.name!r} at {c.address} limit_per_host="
+            f"{c.limit_per_host} state={self._state}>"
+        )
+
+    # ------------------------------------------------ the connector's calls
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Called by the ``PoolConnector`` that owns this fleet, once."""
+        if self._loop is not None:
+            raise RuntimeError(
+                f"{self!r} already belongs to a connector: give each "
+                "PoolConnector a RedisFleet of its own"
+            )
+        self._loop = loop
+
+    async def acquire(self, key: PoolKey) -> None:
+        """Wait for one fleet slot of ``key``."""
+        if self._closed:
+            raise PoolClosedError("Connector is closed.")
+        host = self._hosts.get(key)
+        if host is None:
+            limit = self._config.limit_of(key)
+            if limit is None:
+                return  # no fleet limit for this host
+            host = self._host(key, limit)
+        if self._redis is None:
+            self._start()
+        if self._state == "unavailable":
+            mode = self._config.on_unavailable
+            if mode == "local":
+                host.held += 1
+                self._local_grants += 1
+                return
+            if mode == "raise":
+                raise self._unavailable_error(host, None)
+        loop = self._loop
+        assert loop is not None
+        ticket = _Ticket(str(next(self._ticket_ids)), loop.create_future())
+        host.tickets[ticket.id] = ticket
+        if self._state == "connected":
+            host.acquires.append(ticket.id)
+            self._call_soon()
+        timer = None
+        limit_s = self._config.acquire_timeout
+        if limit_s is not None:
+            timer = loop.call_later(limit_s, self._timed_out, host, ticket, limit_s)
+        try:
+            await ticket.future
+        except BaseException:
+            self._give_up(host, ticket)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def release(self, key: PoolKey) -> None:
+        """Give one slot of ``key`` back."""
+        host = self._hosts.get(key)
+        if host is None or not host.limit or host.held <= 0:
+            return
+        host.held -= 1
+        if self._state == "connected" and not self._closed:
+            host.releases += 1
+            self._call_soon()
+
+    def snapshot(self) -> FleetStats:
+        """The figures behind ``PoolStats.fleet``."""
+        c = self._config
+        hosts = {
+            key: FleetHostStats(
+                limit=h.limit,
+                acquired=h.fleet_acquired,
+                waiting=h.fleet_waiting,
+                mine=h.held,
+                waiting_here=sum(
+                    1 for t in h.tickets.values() if t.state != _CANCELLED
+                ),
+            )
+            for key, h in self._hosts.items()
+            if h.limit
+        }
+        return FleetStats(
+            name=c.name,
+            address=c.address,
+            state="closed" if self._closed else self._state,
+            session=self._session,
+            on_unavailable=c.on_unavailable,
+            lease_ttl=c.lease_ttl,
+            outages=self._outages,
+            lapses=self._lapses,
+            local_grants=self._local_grants,
+            round_trips=self._round_trips,
+            round_trip=Histogram(
+                counts=tuple(self._rtt_counts),
+                count=self._round_trips,
+                sum=self._rtt_sum,
+            ),
+            hosts=MappingProxyType(hosts),
+        )
+
+    async def close(self) -> None:
+        """Leave the fleet: every slot and queue entry of this process goes
+        back at once (without waiting for the lease), then disconnect."""
+        if self._closed:
+            return
+        self._closed = True
+        for host in self._hosts.values():
+            for ticket in list(host.tickets.values()):
+                if not ticket.future.done():
+                    ticket.future.set_exception(PoolClosedError("Connector is closed."))
+            host.tickets.clear()
+        tasks = [
+            t for t in (self._caller, self._heartbeat, self._listener) if t is not None
+        ]
+        for task in tasks:
+            task.cancel()
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._redis is None:
+            return
+        try:
+            if self._state == "connected":
+                await self._run_script(self._session, drop=self._session, groups=[])
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            log.warning(
+                "Fleet %r: could not leave cleanly (%s); this process's slots "
+                "return when its lease runs out",
+                self._config.name,
+                type(exc).__name__,
+            )
+        finally:
+            await self._redis.aclose()
+
+    # ---------------------------------------------------------- internals
+
+    @staticmethod
+    def _new_session_id() -> str:
+        return f"{socket.gethostname()[:40]}-{os.getpid()}-{os.urandom(4).hex()}"
+
+    def _host(self, key: PoolKey, limit: int) -> _Host:
+        host = _Host(key=key, name=str(key), limit=limit)
+        self._hosts[key] = host
+        self._by_name[host.name] = host
+        return host
+
+    def _start(self) -> None:
+        c = self._config
+        self._redis = aioredis.Redis.from_url(
+            c.url,
+            socket_timeout=c.redis_timeout,
+            socket_connect_timeout=c.redis_timeout,
+            decode_responses=True,
+        )
+        self._script = self._redis.register_script(SCRIPT)
+        self._info = (
+            f"{os.getpid()} {socket.gethostname()[:60].replace(' ', '_')} "
+            f"{int(c.lease_ttl * 1000)} {int(time.time() * 1000)}"
+        )
+        loop = self._loop
+        assert loop is not None
+        self._heartbeat = loop.create_task(self._beat())
+        self._listener = loop.create_task(self._listen())
+
+    def _call_soon(self) -> None:
+        """Make sure a call to Redis carries what was just queued."""
+        if self._caller is None and not self._closed:
+            loop = self._loop
+            assert loop is not None
+            self._caller = loop.create_task(self._calls())
+
+    async def _calls(self) -> None:
+        """Calls to Redis, one at a time, while operations are waiting."""
+        try:
+            while self._state == "connected" and not self._closed:
+                hosts = [h for h in self._hosts.values() if h.has_news()]
+                if not hosts and not self._drop and not self._renew:
+                    return
+                self._renew = False
+                await self._call(hosts)
+        finally:
+            self._caller = None
+
+    def _groups(self, hosts: list[_Host]) -> list[tuple[_Host, list[str]]]:
+        groups = []
+        for host in hosts:
+            ops: list[str] = []
+            if host.register:
+                ops += ("S", str(host.held))
+                host.register = False
+            for ticket_id in host.takes:
+                ops += ("K", ticket_id)
+            host.takes.clear()
+            for ticket_id in host.cancels:
+                ops += ("C", ticket_id)
+            host.cancels.clear()
+            if host.releases:
+                ops += ("R", str(host.releases))
+                host.releases = 0
+            for ticket_id in host.acquires:
+                ops += ("A", ticket_id)
+                ticket = host.tickets.get(ticket_id)
+                if ticket is not None:
+                    ticket.state = _SENT
+            host.acquires.clear()
+            host.poll = False
+            groups.append((host, ops))
+        return groups
+
+    async def _call(self, hosts: list[_Host]) -> None:
+        """One script call carrying ``hosts``' operations; its reply applied."""
+        groups = self._groups(hosts)
+        drop, self._drop = self._drop, ""
+        loop = self._loop
+        assert loop is not None
+        sent_at = loop.time()
+        try:
+            reply = await self._run_script(self._session, drop=drop, groups=groups)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            self._became_unavailable(exc)
+            return
+        self._lease_until = sent_at + self._config.lease_ttl * 0.9
+        self._applied(reply)
+
+    async def _run_script(
+        self, session: str, *, drop: str, groups: list[tuple[_Host, list[str]]]
+    ) -> Any:
+        c = self._config
+        args: list[str] = [
+            c.prefix,
+            session,
+            str(int(c.lease_ttl * 1000)),
+            self._epoch,
+            drop,
+            self._info,
+            str(len(groups)),
+        ]
+        for host, ops in groups:
+            args += (host.name, str(host.limit), str(len(ops) // 2))
+            args += ops
+        started = time.perf_counter()
+        try:
+            # redis_timeout bounds each socket operation; this bounds the
+            # whole call (a reconnection included).
+            return await asyncio.wait_for(
+                self._script(keys=[f"{c.prefix}epoch"], args=args),
+                c.redis_timeout * 2,
+            )
+        finally:
+            elapsed = time.perf_counter() - started
+            self._round_trips += 1
+            self._rtt_sum += elapsed
+            self._rtt_counts[bisect.bisect_left(_BOUNDS, elapsed)] += 1
+
+    def _applied(self, reply: Any) -> None:
+        status, epoch = reply[0], reply[1]
+        epoch_id = epoch.split("|", 1)[0]
+        if status == "EPOCH":
+            # Redis forgot the fleet (restarted empty) and someone re-created
+            # it: nothing of that call was applied. Start over from what this
+            # process knows, inside the grace period.
+            log.warning(
+                "Fleet %r: Redis at %s lost the fleet's state; re-registering "
+                "this process's slots",
+                self._config.name,
+                self._config.address,
+            )
+            self._epoch = epoch_id
+            self._resync()
+            return
+        self._epoch = epoch_id
+        grace_ms = int(reply[2])
+        for entry in reply[3]:
+            host = self._by_name.get(entry[0])
+            if host is None:
+                continue
+            host.fleet_acquired = int(entry[1])
+            host.fleet_waiting = int(entry[2])
+            direct = int(entry[5])
+            for i, ticket_id in enumerate(entry[6:]):
+                self._granted(host, ticket_id, stored=i >= direct)
+        if grace_ms > 0 and self._grace_timer is None:
+            loop = self._loop
+            assert loop is not None
+            self._grace_timer = loop.call_later(
+                grace_ms / 1000 + 0.005, self._grace_over
+            )
+
+    def _grace_over(self) -> None:
+        self._grace_timer = None
+        self._poll_waiting()
+
+    def _poll_waiting(self) -> None:
+        for host in self._hosts.values():
+            if host.tickets:
+                host.poll = True
+        self._call_soon()
+
+    def _granted(self, host: _Host, ticket_id: str, *, stored: bool) -> None:
+        """Redis granted ``ticket_id`` a slot of ``host``."""
+        ticket = host.tickets.get(ticket_id)
+        if ticket is not None and ticket.state == _UNSENT:
+            return  # a grant to our previous session: dropping it gives it back
+        if ticket is not None and ticket.future.done():
+            # Its task was cancelled and has not yet run its give-up.
+            if stored:
+                return  # the give-up's cancel gives the slot back
+            ticket.state = _CANCELLED
+        if ticket is None or ticket.state == _CANCELLED:
+            if not stored:
+                # Granted in the very call that the ticket's cancel missed:
+                # the cancel would find nothing, so the slot goes back.
+                if ticket is not None:
+                    del host.tickets[ticket_id]
+                    if ticket_id in host.cancels:
+                        host.cancels.remove(ticket_id)
+                host.releases += 1
+                self._call_soon()
+            # A stored grant of a cancelled ticket: its cancel gives it back.
+            return
+        loop = self._loop
+        assert loop is not None
+        if loop.time() > self._lease_until:
+            # The lease may have run out while this grant travelled (a pause
+            # longer than lease_ttl): the slot may be someone else's by now.
+            self._lapsed()
+            return
+        del host.tickets[ticket_id]
+        host.held += 1
+        if stored:
+            host.takes.append(ticket_id)  # sent with the next call, not alone
+        ticket.future.set_result(None)
+
+    def _give_up(self, host: _Host, ticket: _Ticket) -> None:
+        """``ticket``'s request stopped waiting (cancelled, timed out)."""
+        if host.tickets.get(ticket.id) is not ticket:
+            # Granted: the slot was counted; give it back.
+            future = ticket.future
+            if future.done() and not future.cancelled() and not future.exception():
+                self.release(host.key)
+            return
+        if ticket.state == _UNSENT:
+            del host.tickets[ticket.id]
+            if ticket.id in host.acquires:
+                host.acquires.remove(ticket.id)
+        elif self._state == "connected":
+            ticket.state = _CANCELLED
+            host.cancels.append(ticket.id)
+            self._call_soon()
+        else:
+            # Redis is unreachable: the resync drops the old session, and its
+            # queue entries with it.
+            del host.tickets[ticket.id]
+
+    def _timed_out(self, host: _Host, ticket: _Ticket, limit: float) -> None:
+        if ticket.future.done():
+            return
+        ticket.future.set_exception(
+            FleetTimeoutError(
+                f"Timed out after {limit:g} s (acquire_timeout) waiting for a "
+                f"fleet slot of {host.key} in fleet {self._config.name!r}: "
+                f"fleet limit {host.limit}, {host.fleet_acquired} held and "
+                f"{host.fleet_waiting} waiting across the fleet as last seen",
+                host.key,
+                limit,
+            )
+        )
+
+    def _unavailable_error(
+        self, host: _Host, cause: BaseException | None
+    ) -> FleetUnavailableError:
+        why = "" if cause is None else f" ({type(cause).__name__}: {cause})"
+        return FleetUnavailableError(
+            f"Fleet {self._config.name!r}: Redis at {self._config.address} cannot "
+            f"be reached{why}; no fleet slot for {host.key} "
+            "(on_unavailable='raise')",
+            host=host.key,
+            address=self._config.address,
+        )
+
+    def _became_unavailable(self, exc: BaseException) -> None:
+        if self._state == "connected":
+            self._outages += 1
+            log.warning(
+                "Fleet %r: Redis at %s cannot be reached (%s: %s); "
+                "on_unavailable=%r until it is back",
+                self._config.name,
+                self._config.address,
+                type(exc).__name__,
+                exc,
+                self._config.on_unavailable,
+            )
+        self._state = "unavailable"
+        mode = self._config.on_unavailable
+        for host in self._hosts.values():
+            host.acquires.clear()
+            host.cancels.clear()
+            host.takes.clear()
+            host.releases = 0
+            host.poll = False
+            for ticket in list(host.tickets.values()):
+                if ticket.state == _CANCELLED or ticket.future.done():
+                    del host.tickets[ticket.id]
+                elif mode == "local":
+                    del host.tickets[ticket.id]
+                    host.held += 1
+                    self._local_grants += 1
+                    ticket.future.set_result(None)
+                elif mode == "raise":
+                    del host.tickets[ticket.id]
+                    ticket.future.set_exception(self._unavailable_error(host, exc))
+                else:  # "wait": sent again after the resync
+                    ticket.state = _UNSENT
+
+    def _lapsed(self) -> None:
+        """Our lease may have run out: the slots Redis knew as ours may be
+        someone else's. Start a new session that registers what this process
+        really holds and drops the old one."""
+        self._lapses += 1
+        log.warning(
+            "Fleet %r: this process was silent longer than its lease "
+            "(lease_ttl=%g s); starting a new session",
+            self._config.name,
+            self._config.lease_ttl,
+        )
+        self._resync()
+
+    def _resync(self) -> None:
+        """A new session: re-register the slots held, queue again the
+        requests still waiting (at the end of the queue), drop the old one."""
+        if not self._drop:
+            self._drop = self._session
+        self._session = self._new_session_id()
+        self._lease_until = 0.0
+        for host in self._hosts.values():
+            host.cancels.clear()
+            host.takes.clear()
+            host.releases = 0
+            host.acquires.clear()
+            host.register = host.held > 0
+            for ticket in list(host.tickets.values()):
+                if ticket.state == _CANCELLED or ticket.future.done():
+                    del host.tickets[ticket.id]
+                else:
+                    ticket.state = _UNSENT
+                    host.acquires.append(ticket.id)
+        self._call_soon()
+
+    async def _beat(self) -> None:
+        """Renew the lease, pick up grants whose wake-up was missed, and
+        bring the fleet back after an outage."""
+        interval = self._config.lease_ttl / 3
+        loop = self._loop
+        assert loop is not None
+        while not self._closed:
+            await asyncio.sleep(
+                interval if self._state == "connected" else min(interval, 1.0)
+            )
+            if self._state == "unavailable":
+                await self._recover()
+                continue
+            holding = any(h.held or h.tickets for h in self._hosts.values())
+            if not holding:
+                continue
+            if self._lease_until and loop.time() > self._lease_until:
+                self._lapsed()
+                continue
+            self._renew = True
+            self._poll_waiting()
+
+    async def _recover(self) -> None:
+        """Try Redis again; on success, resync under a new session."""
+        try:
+            await asyncio.wait_for(self._redis.ping(), self._config.redis_timeout * 2)
+        except (RedisError, OSError, asyncio.TimeoutError):
+            return
+        log.warning(
+            "Fleet %r: Redis at %s is back; re-registering this process's slots",
+            self._config.name,
+            self._config.address,
+        )
+        self._state = "connected"
+        self._resync()
+
+    async def _listen(self) -> None:
+        """Grants for our waiting requests, published by other processes'
+        releases. A missed message is picked up by the next heartbeat."""
+        subscribed = ""
+        pubsub = None
+        prefix = f"{self._config.prefix}wake:"
+        try:
+            while not self._closed:
+                try:
+                    if pubsub is None:
+                        pubsub = self._redis.pubsub()
+                    if subscribed != self._session:
+                        if subscribed:
+                            await pubsub.unsubscribe(prefix + subscribed)
+                        subscribed = self._session
+                        await pubsub.subscribe(prefix + subscribed)
+                        # Anything granted before the subscription is picked
+                        # up by asking once.
+                        self._poll_waiting()
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=1.0
+                    )
+                except (RedisError, OSError, asyncio.TimeoutError):
+                    if pubsub is not None:
+                        await pubsub.aclose()
+                    pubsub, subscribed = None, ""
+                    await asyncio.sleep(min(1.0, self._config.lease_ttl / 3))
+                    continue
+                if message is None or message.get("type") != "message":
+                    continue
+                if message["channel"] != prefix + self._session:
+                    continue  # an old session's
+                host_name, _, ticket_id = str(message["data"]).rpartition(" ")
+                host = self._by_name.get(host_name)
+                if host is not None and self._state == "connected":
+                    self._granted(host, ticket_id, stored=True)
+        finally:
+            if pubsub is not None:
+                await pubsub.aclose()
