@@ -210,6 +210,7 @@ def _documented(page: str) -> set[str]:
 
 def test_api_reference_covers_every_public_name() -> None:
     import aioconnpool
+    import aioconnpool.fleet
     import aioconnpool.otel
     import aioconnpool.prometheus
     import aioconnpool.pytest_plugin
@@ -219,6 +220,7 @@ def test_api_reference_covers_every_public_name() -> None:
     public = {f"aioconnpool.{name}" for name in aioconnpool.__all__}
     for module in (
         aioconnpool.testing,
+        aioconnpool.fleet,
         aioconnpool.prometheus,
         aioconnpool.otel,
         aioconnpool.pytest_plugin,

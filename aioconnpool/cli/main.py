@@ -7,6 +7,9 @@ Subcommands:
     what the pool saw (see :mod:`aioconnpool.cli.demo`).
 ``crawl URL...``
     the same for real targets; ``--json`` prints the final ``stats()`` as JSON.
+``fleet status REDIS_URL --name NAME``
+    the fleet-wide limits of a fleet (``aioconnpool.fleet``): sessions and
+    hosts, read from Redis (see :mod:`aioconnpool.cli.fleet`).
 
 On a terminal with rich installed (``pip install aioconnpool[cli]``) both
 draw a progress bar and a live per-host table while they run; otherwise (pipes,
@@ -166,6 +169,32 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the final stats() as JSON on stdout, and nothing else",
     )
+    fleet = commands.add_parser(
+        "fleet",
+        help="look at a fleet's shared per-host limits in Redis",
+        description="Commands about fleet-wide limits (aioconnpool.fleet).",
+    )
+    fleet_commands = fleet.add_subparsers(dest="fleet_command", metavar="COMMAND")
+    fleet_commands.required = True
+    status = fleet_commands.add_parser(
+        "status",
+        help="print the fleet's sessions and hosts",
+        description=(
+            "Read the fleet NAME from the Redis at REDIS_URL and print its "
+            "sessions (process, machine, lease left) and hosts (limit, slots "
+            "held per session, requests waiting). Read-only."
+        ),
+    )
+    status.add_argument("redis_url", metavar="REDIS_URL")
+    status.add_argument("--name", required=True, help="the fleet's name")
+    status.add_argument(
+        "--max-hosts",
+        type=_positive_int,
+        default=100,
+        metavar="N",
+        help="show the N most recently used hosts (default 100)",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON")
     for command in (demo, crawl):
         command.add_argument(
             "--plain",
@@ -304,6 +333,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     console=_console(view_stream, args.plain),
                     err=sys.stderr,
                 )
+            )
+        if args.command == "fleet":
+            from .fleet import fleet_status_command
+
+            return fleet_status_command(
+                args.redis_url,
+                args.name,
+                as_json=args.json,
+                max_hosts=args.max_hosts,
+                out=sys.stdout,
+                err=sys.stderr,
             )
     except BrokenPipeError:
         # The reader went away (piped into ``head``...): silence the flush
