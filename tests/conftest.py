@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from aioconnpool import PoolConnector
-from aioconnpool.testing import LoopbackResolver
+from aioconnpool.testing import LoopbackResolver, RedisServer, RedisServerError
 
 BIG_CHUNK = b"x" * 65536
 BIG_CHUNKS = 48  # 3 MiB: never arrives together with the headers
@@ -144,3 +144,17 @@ def table(out: str, title: str) -> dict[str, list[str]]:
             cells = re.split(r"\s{2,}", line.strip())
             rows[cells[0]] = cells[1:]
     return rows
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, stopped afterwards. Fails
+    (never skips) when redis-server is missing, saying what to install."""
+    try:
+        server = RedisServer(tmp_path_factory.mktemp("redis"))
+    except RedisServerError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -56,7 +56,12 @@ DOCUMENTED: dict[str, tuple[str, ...]] = {
     ),
     "aioconnpool.prometheus": ("PoolCollector", "register", "unregister", "OTHER"),
     "aioconnpool.otel": ("Instrumentation", "instrument"),
-    "aioconnpool.testing": ("LoopbackResolver",),
+    "aioconnpool.testing": (
+        "LoopbackResolver",
+        "RedisServer",
+        "RedisServerError",
+        "free_port",
+    ),
     "aioconnpool.fleet": (
         "RedisFleet",
         "FleetUnavailableError",
