@@ -38,6 +38,7 @@ recorded from events only go up per attribute set, whatever the ranks do.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import weakref
 from collections.abc import Iterable
@@ -104,6 +105,14 @@ class _Admitted:
         return _server(key)
 
 
+_FLEET_GAUGES = {
+    "limit": "Fleet-wide connection limit of the host.",
+    "acquired": "Slots held across the fleet (as of the last reply from Redis).",
+    "waiting": "Requests waiting for a slot across the fleet.",
+    "mine": "Fleet slots this process holds.",
+}
+
+
 class Instrumentation:
     """What :func:`instrument` set up; :meth:`close` stops it."""
 
@@ -165,6 +174,14 @@ class Instrumentation:
             unit="{acquisition}",
             description="Acquisitions ended, by how they ended.",
         )
+        if connector.stats().fleet is not None:
+            for field, what in _FLEET_GAUGES.items():
+                meter.create_observable_gauge(
+                    f"aioconnpool.fleet.{field}",
+                    callbacks=[functools.partial(self._observe_fleet, field)],
+                    unit="{connection}",
+                    description=what,
+                )
         connector.add_listener(self._on_event)
 
     def close(self) -> None:
@@ -226,6 +243,24 @@ class Instrumentation:
 
     def _observe_waiting(self, options: CallbackOptions) -> Iterable[Observation]:
         return self._observe([("waiting", {})])
+
+    def _observe_fleet(
+        self, field: str, options: CallbackOptions
+    ) -> Iterable[Observation]:
+        """A fleet figure per host, for the hosts where this process holds or
+        waits most (``max_hosts`` of them)."""
+        connector = self._connector()
+        if self._closed or connector is None:
+            return []
+        fleet = snapshot_on_loop(connector, self._loop).fleet
+        if fleet is None:
+            return []
+        hosts = sorted(
+            fleet.hosts.items(),
+            key=lambda kv: (kv[1].mine + kv[1].waiting_here, kv[1].acquired),
+            reverse=True,
+        )[: self._max_hosts]
+        return [Observation(getattr(hs, field), _server(key)) for key, hs in hosts]
 
 
 def instrument(

@@ -56,6 +56,7 @@ scrape takes its snapshot on the connector's event loop.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ from . import (
     CLOSE_REASONS,
     COUNTER_NAMES,
     RELEASE_HOWS,
+    FleetStats,
     HostStats,
     PoolConnector,
     PoolKey,
@@ -112,7 +114,19 @@ _HELP = {
     "connect_time": "Time taken to open connections.",
     "hold_time": "Time from acquiring a connection to releasing it.",
     "lifetime": "Time from opening a connection to closing it.",
+    "fleet_limit": "Fleet-wide connection limit of the host.",
+    "fleet_acquired": "Slots held across the fleet (as of the last reply).",
+    "fleet_waiting": "Requests waiting for a slot across the fleet.",
+    "fleet_mine": "Fleet slots this process holds.",
+    "fleet_waiting_here": "This process's requests waiting for a fleet slot.",
+    "fleet_up": "1 while the fleet's Redis can be reached, else 0.",
+    "fleet_outages": "Times the fleet's Redis could not be reached.",
+    "fleet_lapses": "Times this process found its fleet lease had run out.",
+    "fleet_local_grants": "Acquisitions let through on local limits in outages.",
+    "fleet_round_trip": "Duration of the calls to the fleet's Redis.",
 }
+_FLEET_GAUGES = ("limit", "acquired", "waiting", "mine", "waiting_here")
+_FLEET_COUNTERS = ("outages", "lapses", "local_grants")
 
 
 def _row(s: HostStats | PoolStats) -> list[float]:
@@ -261,6 +275,20 @@ class PoolCollector:
             fams[f"pool_{g}"] = GaugeMetricFamily(
                 f"{p}_pool_{g}", f"{_HELP[g]} All hosts.", labels=pool
             )
+        for g in _FLEET_GAUGES:
+            fams[f"fleet_{g}"] = GaugeMetricFamily(
+                f"{p}_fleet_{g}", _HELP[f"fleet_{g}"], labels=host
+            )
+        fams["fleet_up"] = GaugeMetricFamily(
+            f"{p}_fleet_up", _HELP["fleet_up"], labels=pool
+        )
+        for c in _FLEET_COUNTERS:
+            fams[f"fleet_{c}"] = CounterMetricFamily(
+                f"{p}_fleet_{c}", _HELP[f"fleet_{c}"], labels=pool
+            )
+        fams["fleet_round_trip"] = HistogramMetricFamily(
+            f"{p}_fleet_round_trip_seconds", _HELP["fleet_round_trip"], labels=pool
+        )
         for scope, labels in (("", host), ("pool_", pool)):
             for c in _COUNTERS:
                 fams[scope + c] = CounterMetricFamily(
@@ -326,6 +354,37 @@ class PoolCollector:
             if row_key is not None and row_key not in ranked:
                 continue  # out of the top N now: remembered, not exported
             _add_row(fams, "", const + _host_labels(row_key), row, bounds)
+        if snap.fleet is not None:
+            self._add_fleet(fams, const, snap.fleet)
+
+    def _add_fleet(
+        self, fams: dict[str, Metric], const: list[str], fleet: FleetStats
+    ) -> None:
+        """The fleet's figures: per host for the ``max_hosts`` hosts where
+        this process holds or waits most, and the totals of the link."""
+        _gauge(fams["fleet_up"]).add_metric(const, fleet.state == "connected")
+        for c in _FLEET_COUNTERS:
+            _counter(fams[f"fleet_{c}"]).add_metric(const, getattr(fleet, c))
+        trips = fleet.round_trip
+        _histogram(fams["fleet_round_trip"]).add_metric(
+            const,
+            [
+                (_le(b), n)
+                for b, n in zip(
+                    trips.bounds, itertools.accumulate(trips.counts), strict=True
+                )
+            ],
+            trips.sum,
+        )
+        hosts = sorted(
+            fleet.hosts.items(),
+            key=lambda kv: (kv[1].mine + kv[1].waiting_here, kv[1].acquired),
+            reverse=True,
+        )[: self.max_hosts]
+        for key, hs in hosts:
+            labels = const + _host_labels(key)
+            for g in _FLEET_GAUGES:
+                _gauge(fams[f"fleet_{g}"]).add_metric(labels, getattr(hs, g))
 
 
 def _add_row(

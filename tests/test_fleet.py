@@ -443,3 +443,54 @@ async def test_fleet_status_command(
     (session,) = shown["sessions"]
     assert session["lease_left"] > 0
     assert list(host["holders"]) == [session["session"]]
+
+
+async def test_exporters_show_the_fleet(
+    redis_server: RedisServer, counting: tuple[Counting, int]
+) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from aioconnpool.otel import instrument
+    from aioconnpool.prometheus import PoolCollector
+
+    seen, port = counting
+    c = connector(redis_server.url, fleet_limit=2)
+    registry = CollectorRegistry()
+    registry.register(PoolCollector(c))
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    instrumentation = instrument(c, meter_provider=provider)
+    try:
+        async with aiohttp.ClientSession(connector=c) as s:
+            seen.gate.clear()
+            tasks = [
+                asyncio.create_task(fetch(s, f"http://a.test:{port}/"))
+                for _ in range(3)
+            ]
+            await asyncio.wait_for(seen.until("a.test", 2), 5)
+            await asyncio.sleep(0.05)
+            text = generate_latest(registry).decode()
+            labels = f'host="a.test",port="{port}",scheme="http"'
+            assert f"aioconnpool_fleet_limit{{{labels}}} 2.0" in text
+            assert f"aioconnpool_fleet_mine{{{labels}}} 2.0" in text
+            assert f"aioconnpool_fleet_waiting_here{{{labels}}} 1.0" in text
+            assert "aioconnpool_fleet_up 1.0" in text
+            assert "aioconnpool_fleet_outages_total 0.0" in text
+            assert 'aioconnpool_fleet_round_trip_seconds_bucket{le="+Inf"}' in text
+            data = reader.get_metrics_data()
+            assert data is not None
+            found = {
+                m.name: [p.value for p in m.data.data_points]  # type: ignore[union-attr]
+                for rm in data.resource_metrics
+                for sm in rm.scope_metrics
+                for m in sm.metrics
+            }
+            assert found["aioconnpool.fleet.mine"] == [2]
+            assert found["aioconnpool.fleet.limit"] == [2]
+            seen.gate.set()
+            await asyncio.gather(*tasks)
+    finally:
+        instrumentation.close()
+        provider.shutdown()
