@@ -21,7 +21,7 @@ from pathlib import Path
 from harness.cli import switches_on
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("core_scaling.py", "sockets.py", "fds.py")
+SCRIPTS = ("core_scaling.py", "sockets.py", "fds.py", "fleet.py")
 
 
 def main(argv: list[str] | None = None) -> int:

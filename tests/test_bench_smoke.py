@@ -509,3 +509,24 @@ def test_run_all_tiny(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for name in run_all.SCRIPTS:
         assert f"{name}: exit 0" in out
+
+
+def test_fleet_bench_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/fleet.py runs against a real Redis and reports every part; the
+    processes sharing a fleet never exceeded its limit at the server."""
+    fleet = load_bench_script("fleet")
+    target = tmp_path / "fleet.json"
+    assert fleet.main(["--tiny", "--output", str(target)]) == 0
+    out = capsys.readouterr().out
+    assert "fleet on vs off" in out
+    assert "Fairness" in out
+    data = json.loads(target.read_text())
+    for name in ("hot", "many_hosts"):
+        part = data["overhead"][name]
+        assert part["ratio_min"] <= part["ratio_median"] <= part["ratio_max"]
+        assert part["round_trips_per_request"] <= 2  # one per acquire and release
+    for run in data["processes"]["scaling"]:
+        assert 1 <= run["peak_per_host"] <= run["fleet_limit"]
+    fair = data["processes"]["fairness"]
+    assert fair["peak_per_host"] <= 2
+    assert len(fair["per_process"]) == 4

@@ -38,14 +38,17 @@ __all__ = ["FleetBackend", "FleetConnection", "FleetGatedConnector"]
 class FleetBackend(Protocol):
     """What ``PoolConnector(fleet=...)`` needs from a fleet backend.
 
-    ``acquire`` waits for one fleet slot of ``key`` and raises if none can be
-    had (it gives back whatever it got when cancelled); ``release`` gives one
+    ``take_now`` takes one fleet slot of ``key`` if that needs no waiting
+    (True), else ``acquire`` waits for one and raises if none can be had (it
+    gives back whatever it got when cancelled); ``release`` gives one
     back without awaiting; ``snapshot`` feeds ``PoolStats.fleet``; ``bind``
     is called once, by the connector that owns the backend; ``close`` is
     awaited by the connector's ``close()``.
     """
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None: ...
+
+    def take_now(self, key: PoolKey) -> bool: ...
 
     async def acquire(self, key: PoolKey) -> None: ...
 
@@ -91,10 +94,11 @@ class FleetGatedConnector(PoolConnector):
             raise PoolClosedError("Connector is closed.")
         key = pool_key_of(req.connection_key)
         fleet = self._fleet
-        # The fleet wait counts against the connect timeout, as a wait in the
-        # local queue does.
-        async with ceil_timeout(timeout.connect, timeout.ceil_threshold):
-            await fleet.acquire(key)
+        if not fleet.take_now(key):
+            # The fleet wait counts against the connect timeout, as a wait in
+            # the local queue does.
+            async with ceil_timeout(timeout.connect, timeout.ceil_threshold):
+                await fleet.acquire(key)
         try:
             return await super().connect(req, traces, timeout)
         except BaseException:

@@ -11,6 +11,11 @@ How one process takes part (the data and the script are described in
   Redis in one script call, and a new call starts when the previous one
   returns. So there is never more than one round trip in flight per process,
   and never more than one per acquisition and one per release.
+* **Kept slots.** A release waits in memory for the next call; an acquire
+  for the same host that comes first takes that slot over, with no round
+  trip, when nobody in the fleet was waiting for the host at the last reply
+  (so nobody is passed over). The slot stays held the whole time: the fleet's
+  count never moves.
 * **Fair and woken.** A request that finds no free slot is queued in Redis,
   FIFO per host across the fleet. The release that frees a slot grants it to
   the queue's head inside the same script and publishes the grant on that
@@ -189,8 +194,31 @@ class RedisFleet:
             )
         self._loop = loop
 
+    def take_now(self, key: PoolKey) -> bool:
+        """A fleet slot of ``key`` without waiting, if one can be had here:
+        the host has no fleet limit, or a slot this process is giving back
+        has not left yet (releases go with the next call) and nobody in the
+        fleet waited for this host at the last reply, so nobody is passed
+        over. That slot stays held throughout: the fleet's count never
+        moves, and the keep-alive hot path needs no round trip at all."""
+        host = self._hosts.get(key)
+        if host is None:
+            return self._config.limit_of(key) is None
+        loop = self._loop
+        assert loop is not None
+        if (
+            host.releases
+            and not host.fleet_waiting
+            and self._state == "connected"
+            and loop.time() <= self._lease_until
+        ):
+            host.releases -= 1
+            host.held += 1
+            return True
+        return False
+
     async def acquire(self, key: PoolKey) -> None:
-        """Wait for one fleet slot of ``key``."""
+        """Wait for one fleet slot of ``key`` (after :meth:`take_now` said no)."""
         if self._closed:
             raise PoolClosedError("Connector is closed.")
         host = self._hosts.get(key)
