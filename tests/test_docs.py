@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
+from aioconnpool.testing import RedisServer
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 OUTPUT = EXAMPLES / "output"
@@ -39,7 +41,7 @@ EXACT = [
     "otel_metrics",
 ]
 # Checked by a test of their own below.
-OTHERS = ["crawler", "test_pool_guard", "_loopback"]
+OTHERS = ["crawler", "fleet_workers", "test_pool_guard", "_loopback"]
 
 
 def _load(name: str) -> ModuleType:
@@ -148,6 +150,20 @@ async def test_crawler(
     assert stats.closed["pool_full"] > 0
     printed = capsys.readouterr().out
     assert f"pages: {pages} from {hosts} hosts\nerrors: none\n" in printed
+
+
+async def test_fleet_example(
+    port: int,
+    examples: Callable[[str], ModuleType],
+    redis_server: RedisServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Three connectors with limit_per_host=8 each, one fleet: the server
+    never has more than the fleet limit of any host at once."""
+    peak = await examples("fleet_workers").main(port, redis_server.url)
+    assert peak == {"a.test": 4, "slow.test": 1}
+    printed = capsys.readouterr().out
+    assert "a.test: at most 4 at once across 3 workers\n" in printed
 
 
 def test_pytest_plugin_example() -> None:
