@@ -150,6 +150,20 @@ def check_consistent(core: Core) -> None:
     t = core.totals
     assert t.created + t.reused == sum(t.released.values()) + core.acquired
     assert sum_counters(core) == core.totals
+    check_ready_queue(core)
+
+
+def check_ready_queue(core: Core) -> None:
+    """Each key in the ready queue has one live entry, ordered by its first
+    waiter (what makes grants across keys FIFO), and has waiters."""
+    live = {
+        id(ks): seq for seq, token, ks in core._ready._heap if ks.ready_token == token
+    }
+    ready = [ks for ks in core._keys.values() if ks.ready_token >= 0]
+    assert len(ready) == core._ready.count == len(live)
+    for ks in ready:
+        assert ks.waiters
+        assert live[id(ks)] == next(iter(ks.waiters)).seq
 
 
 def granted_conn(ticket: Ticket) -> Hashable | None:
@@ -1226,8 +1240,12 @@ def test_many_waiters_one_key_release_is_flat(
     decision = core.release("c", "eof", None)
     assert decision is not None
     assert list(decision.wake) == [tickets[0]]
-    assert heap.pops == 1
-    assert heap.pushes == 1  # the key goes back under its next waiter
+    # The only ready key's own waiter takes the slot: no heap operation, and
+    # the key's one entry now stands for its next waiter.
+    assert heap.pops == 0
+    assert heap.pushes == 0
+    assert core._ready.heap_size == 1
+    assert core._ready._heap[0][0] == tickets[1].seq
 
 
 def test_waiters_retired_keys_leave_no_state() -> None:

@@ -35,6 +35,8 @@ from aioconnpool._core import (
 )
 from aioconnpool._core.counters import CLOSE_REASONS, RELEASE_HOWS, Counters
 
+from .test_core import check_ready_queue
+
 KEYS = ("a:1", "a:2", "b:1", "c:1")
 KEY_LIMITS = st.sampled_from([1, 2, None, 3])
 INDEX = st.integers(min_value=0, max_value=63)
@@ -591,6 +593,11 @@ class PoolMachine(RuleBasedStateMachine):
         connecting = Counter(t.key for t in self.permits)
         live = {f.key: f.connecting for f in self.live_figures() if f.connecting}
         assert live == dict(connecting)
+
+    @invariant()
+    def ready_queue_is_keyed_by_first_waiters(self) -> None:
+        # The order of grants across keys rests on it (FIFO across keys).
+        check_ready_queue(self.core)
 
     @invariant()
     def limits_hold(self) -> None:

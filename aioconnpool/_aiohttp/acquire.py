@@ -1,8 +1,8 @@
 """Acquisition: how a request gets its connection.
 
-aiohttp calls ``connect()``; the request is served by an idle connection at
-once (``PoolCore.reuse``, the keep-alive hot path), or takes a ticket
-(``PoolCore.arrive``): granted at once, refused (``block=False``), or queued
+aiohttp calls ``connect()``; one core call (``PoolCore.acquire``) serves the
+request by an idle connection at once (the keep-alive hot path, no ticket),
+or gives it a ticket: granted at once, refused (``block=False``), or queued
 until a release grants it (with ``acquire_timeout``). A grant is an
 idle connection to hand over (checked again if it waited a loop turn) or a
 permit to open a new one (``_open``, with ``TCPConnector``'s own DNS, TLS and
@@ -83,15 +83,16 @@ class Acquiring(DecisionRunner):
             traces = _NO_TRACES
         if _compat.KEY_LACKS_SERVER_HOSTNAME:
             key = _compat.with_server_hostname(key, req)
-        proto: Any = None
-        if not traces:  # reuse traces go through a ticket (they may raise)
-            proto, decision = self._core.reuse(key)
-            if decision is not NOTHING or self._pending_events:
-                self._carry_out(decision)
-        if proto is None:
-            ticket, decision = self._core.arrive(key, block=self._options.block)
-            if decision is not NOTHING or self._pending_events:
-                self._carry_out(decision)
+        # One core call: an idle connection at once with no ticket (the
+        # keep-alive hot path; reuse traces go through a ticket, as they may
+        # raise), else a ticket granted, queued or refused.
+        proto: Any
+        proto, ticket, decision = self._core.acquire(
+            key, block=self._options.block, reuse=not traces
+        )
+        if decision is not NOTHING or self._pending_events:
+            self._carry_out(decision)
+        if ticket is not None:
             proto = ticket.conn
             if proto is None:
                 if ticket.state == CLOSED:

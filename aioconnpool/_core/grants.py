@@ -14,6 +14,7 @@ succeeds or fails, or it times out in the queue.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -59,43 +60,9 @@ class Grants(Bookkeeping[K, C, G]):
     def arrive(self, key: K, *, block: bool = True) -> tuple[Ticket, Decision]:
         """A request for ``key`` arrives. Granted at once, or queued; with
         ``block=False`` a request that would have to wait is ``REJECTED``."""
-        ks = self._keys.get(key)
-        if ks is None:
-            ks = self._open_key(key)
-        ks.counts[N_REQUESTS] += 1
-        self._totals.n[N_REQUESTS] += 1
-        now = self._clock()
-        ticket = Ticket(key, next(self._seqs), now)
-        if self._closed:
-            ticket.state = CLOSED
-            self._retire_if_empty(ks)
-            return ticket, NOTHING
-        limit = self._limit
-        if not ks.waiters and (
-            (limit is None or self._acquired + self._connecting < limit)
-            and (ks.limit is None or ks.acquired + ks.connecting < ks.limit)
-        ):
-            closes: list[Closing] = []
-            self._grant(ks, ticket, closes, now)
-            return ticket, Decision((), closes) if closes else NOTHING
-        if not block:
-            ticket.state = REJECTED
-            ks.counts[N_REJECTED] += 1
-            self._totals.n[N_REJECTED] += 1
-            if self._events is not None:
-                self._events.append(ev.Rejected(self._ekey(key), now))
-            self._retire_if_empty(ks)
-            return ticket, NOTHING
-        # Invariant 3 means a free total slot implies no ready key, so a new
-        # request cannot overtake anyone by queueing behind its key.
-        waiters = ks.own_waiters()
-        waiters[ticket] = None
-        self._waiting += 1
-        if len(waiters) == 1 and positive(ks.room()):
-            self._ready.push(ks)
-        if self._events is not None:
-            self._events.append(ev.Queued(self._ekey(key), now, len(waiters)))
-        return ticket, NOTHING
+        _conn, ticket, decision = self.acquire(key, block=block, reuse=False)
+        assert ticket is not None
+        return ticket, decision
 
     def reuse(self, key: K) -> tuple[C | None, Decision]:
         """A request for ``key``, served at once by an idle connection if one
@@ -107,42 +74,110 @@ class Grants(Bookkeeping[K, C, G]):
         Either way the decision closes the idle connections found unusable on
         the way (expired, too old, dead).
         """
+        conn, _ticket, decision = self.acquire(key, arrive=False)
+        return conn, decision
+
+    def acquire(
+        self, key: K, *, block: bool = True, reuse: bool = True, arrive: bool = True
+    ) -> tuple[C | None, Ticket | None, Decision]:
+        """A request for ``key``, in one call whatever happens to it:
+        :meth:`reuse`, then (if no idle connection served it) :meth:`arrive`.
+
+        Returns ``(conn, None, decision)`` when an idle connection served it
+        at once with no ticket (``reuse=False`` skips that path), else
+        ``(None, ticket, decision)`` as :meth:`arrive` would (``arrive=False``
+        returns ``(None, None, decision)`` instead: nothing was counted).
+        """
         ks = self._keys.get(key)
-        if ks is None or not ks.idle or ks.waiters or self._closed:
-            return None, NOTHING
+        decision = NOTHING
+        now = None
+        if (
+            reuse
+            and ks is not None
+            and ks.idle
+            and not ks.waiters
+            and not self._closed
+            and (
+                (limit := self._limit) is None
+                or self._acquired + self._connecting < limit
+            )
+            and (ks.limit is None or ks.acquired + ks.connecting < ks.limit)
+        ):
+            # The keep-alive hot path: no ticket.
+            now = self._clock()
+            dropped: list[tuple[ConnRecord, str]] = []
+            rec = self._idle.take(ks, now, dropped)
+            if rec is not None:  # as arrive + _grant + handed_over would count it
+                counts, totals = ks.counts, self._totals.n
+                counts[N_REQUESTS] += 1
+                totals[N_REQUESTS] += 1
+                counts[HISTOGRAMS_AT + WAIT * BUCKETS] += 1  # served at once
+                totals[HISTOGRAMS_AT + WAIT * BUCKETS] += 1
+                counts[N_REUSED] += 1
+                totals[N_REUSED] += 1
+                ks.acquired += 1
+                self._acquired += 1
+                rec.acquired_at = now
+                rec.served += 1
+                if self._events is not None:
+                    self._events.append(
+                        ev.Acquired(self._ekey(key), now, True, now - rec.idle_since)
+                    )
+                conn: Any = rec.handle
+                if not dropped:
+                    return conn, None, NOTHING
+            if dropped:
+                closes: list[Closing] = []
+                # Settled once the key holds its slot, so it stays live;
+                # without a connection the key may retire, and the arrival
+                # below revives it.
+                self._settle_closings(dropped, closes, now)
+                decision = Decision((), closes)
+                if rec is not None:
+                    return conn, None, decision
+                ks = self._keys.get(key)
+        if not arrive:
+            return None, None, decision
+        # The arrival: a ticket, granted at once, queued or refused.
+        if ks is None:
+            ks = self._open_key(key)
+        ks.counts[N_REQUESTS] += 1
+        self._totals.n[N_REQUESTS] += 1
+        if now is None:
+            now = self._clock()
+        ticket = Ticket(key, next(self._seqs), now)
+        if self._closed:
+            ticket.state = CLOSED
+            self._retire_if_empty(ks)
+            return None, ticket, decision
         limit = self._limit
-        if not (
+        if not ks.waiters and (
             (limit is None or self._acquired + self._connecting < limit)
             and (ks.limit is None or ks.acquired + ks.connecting < ks.limit)
         ):
-            return None, NOTHING
-        now = self._clock()
-        dropped: list[tuple[ConnRecord, str]] = []
-        rec = self._idle.take(ks, now, dropped)
-        if rec is not None:  # as arrive + _grant + handed_over would count it
-            counts, totals = ks.counts, self._totals.n
-            counts[N_REQUESTS] += 1
-            totals[N_REQUESTS] += 1
-            counts[HISTOGRAMS_AT + WAIT * BUCKETS] += 1  # served at once
-            totals[HISTOGRAMS_AT + WAIT * BUCKETS] += 1
-            counts[N_REUSED] += 1
-            totals[N_REUSED] += 1
-            ks.acquired += 1
-            self._acquired += 1
-            rec.acquired_at = now
-            rec.served += 1
+            closes = list(decision.close)
+            self._grant(ks, ticket, closes, now)
+            return None, ticket, Decision((), closes) if closes else NOTHING
+        if not block:
+            ticket.state = REJECTED
+            ks.counts[N_REJECTED] += 1
+            self._totals.n[N_REJECTED] += 1
             if self._events is not None:
-                self._events.append(
-                    ev.Acquired(self._ekey(key), now, True, now - rec.idle_since)
-                )
-        conn: Any = rec.handle if rec is not None else None
-        if not dropped:
-            return conn, NOTHING
-        closes: list[Closing] = []
-        # Settled once the key holds its slot, so it stays live; without a
-        # connection the key may retire, and arrive() revives it.
-        self._settle_closings(dropped, closes, now)
-        return conn, Decision((), closes)
+                self._events.append(ev.Rejected(self._ekey(key), now))
+            self._retire_if_empty(ks)
+            return None, ticket, decision
+        # Invariant 3 means a free total slot implies no ready key, so a new
+        # request cannot overtake anyone by queueing behind its key.
+        waiters = ks.waiters
+        if waiters is NO_WAITERS:  # KeyState.own_waiters, inlined: hot
+            waiters = ks.waiters = OrderedDict()
+        waiters[ticket] = None
+        self._waiting += 1
+        if len(waiters) == 1 and positive(ks.room()):
+            self._ready.push(ks)
+        if self._events is not None:
+            self._events.append(ev.Queued(self._ekey(key), now, len(waiters)))
+        return None, ticket, decision
 
     def handed_over(self, ticket: Ticket) -> bool:
         """The request takes the idle connection it was granted.

@@ -70,8 +70,9 @@ Where each step lives
 :class:`PoolCore` is the one entry point; its methods are the events, grouped
 by responsibility in the classes it is built from:
 
-* ``grants`` -- arrivals and grants: ``arrive``, ``reuse`` (the keep-alive hot
-  path), ``handed_over``, ``grant_lost``, ``connect_succeeded`` /
+* ``grants`` -- arrivals and grants: ``acquire`` (the connector's one call
+  per request: ``reuse``, the keep-alive hot path with no ticket, else
+  ``arrive``), ``handed_over``, ``grant_lost``, ``connect_succeeded`` /
   ``connect_failed``, ``time_out``, ``set_limit`` / ``refresh_limits``, and
   ``_slot_freed``, which hands free slots to the ready waiters;
 * ``releases`` -- releases and hand-off: ``release``, ``abandon``;

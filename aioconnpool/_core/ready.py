@@ -54,6 +54,14 @@ class ReadyQueue:
         heapq.heappush(self._heap, (next(iter(ks.waiters)).seq, token, ks))
         self._compact()
 
+    def rekey_sole(self, ks: KeyState) -> None:
+        """``ks`` is the one ready key and its first waiter changed: its entry
+        is the heap's only live one, so the heap becomes that one entry
+        (every other entry was stale), in O(1)."""
+        token = next(self._tokens)
+        ks.ready_token = token
+        self._heap = [(next(iter(ks.waiters)).seq, token, ks)]
+
     def discard(self, ks: KeyState) -> None:
         """``ks`` is no longer ready (no waiter, or no per-key room)."""
         if ks.ready_token >= 0:

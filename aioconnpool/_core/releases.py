@@ -85,19 +85,22 @@ class Releases(Grants[K, C, G]):
             # if no other key's waiter can be first in line.
             ready = self._ready.count
             limit = self._limit
+            sole = ready == 1 and ks.ready_token >= 0
             if (
-                not ready
+                (not ready or sole)
                 and (ks.limit is None or ks.acquired + ks.connecting < ks.limit)
                 and (limit is None or self._acquired + self._connecting < limit)
             ):
-                # No key is ready, so this one was held back by its own limit
-                # alone and this release gives it its slot back: its first
-                # waiter takes the connection at once, without passing
-                # through the ready queue (which _slot_freed would push this
-                # key into and pop it from again). Nobody else can move:
-                # the key is as full as before and no other key is ready.
-                # Serving the first waiter, as _slot_freed's loop does it
-                # (inlined in both: change both together).
+                # No other key is ready, so this one's first waiter is first
+                # in line for the slot this release frees: it takes the
+                # connection at once, without passing through the ready
+                # queue (which _slot_freed would pop this key from and push
+                # it into again). Nobody else can move: the pool is as full
+                # as before and no other key is ready. When this key was the
+                # ready one (held back by the total limit), its entry is
+                # re-keyed to its new first waiter, or dropped. Serving the
+                # first waiter, as _slot_freed's loop does it (inlined in
+                # both: change both together).
                 waiters = ks.waiters
                 ticket = waiters.popitem(last=False)[0]
                 if not waiters:
@@ -111,6 +114,11 @@ class Releases(Grants[K, C, G]):
                     )
                 rec.idle_since = now
                 self._grant(ks, ticket, closes, now, rec)
+                if sole:
+                    if waiters:  # still ready: the slot it took was its own
+                        self._ready.rekey_sole(ks)
+                    else:
+                        self._ready.discard(ks)
                 return Decision((ticket,), closes)
             if not ready or (ready == 1 and ks.ready_token >= 0):
                 rec.idle_since = now
