@@ -73,8 +73,10 @@ class DecisionRunner(TCPConnector):
                 log_closing(self._core, self._options, closing.key, closing.reason)
                 self._close_protocol(closing.conn, closing.reason)
             for ticket in decision.wake:
-                future = ticket.token
-                if isinstance(future, asyncio.Future) and not future.done():
+                # A woken ticket was queued, so connect() gave it its future
+                # (``None`` only if something woke it before that).
+                future: Any = ticket.token
+                if future is not None and not future.done():
                     future.set_result(None)
                 else:
                     # Its task was cancelled before the grant reached it: the

@@ -11,6 +11,14 @@ ready; rather than search the heap, each key carries the token of its one
 valid entry, and entries with another token are skipped when popped. Stale
 entries are compacted away once they outnumber live ones three to one: every
 stale entry comes from one push, so this is amortised O(1) per push.
+
+One case costs nothing at all: the only ready key serving its own first
+waiter (a release handing its connection straight over, in
+``Releases.release``). Its entry then stands for a waiter that left; rather
+than re-key it at once, the release marks it ``moved``, and the entry is
+re-keyed only if another key must be compared with it (a push) or the key is
+popped. With one ready key there is nothing to compare: the queued sweep on
+one host never pays for it.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ __all__ = ["ReadyQueue"]
 
 
 class ReadyQueue:
-    __slots__ = ("_heap", "_tokens", "count")
+    __slots__ = ("_heap", "_tokens", "count", "moved")
 
     def __init__(self) -> None:
         self._heap: list[tuple[int, int, KeyState]] = []
@@ -32,6 +40,9 @@ class ReadyQueue:
         # the core's release path rather than through len().
         self.count = 0
         self._tokens = itertools.count()
+        # The only ready key, whose entry's first waiter has left (set by the
+        # release path, without a call; see the module docstring).
+        self.moved: KeyState | None = None
 
     def __len__(self) -> int:
         """How many keys are ready (stale heap entries not counted)."""
@@ -47,6 +58,8 @@ class ReadyQueue:
 
     def push(self, ks: KeyState) -> None:
         """Mark ``ks`` ready under its current first waiter (which must exist)."""
+        if self.moved is not None:
+            self._settle()
         if ks.ready_token < 0:
             self.count += 1
         token = next(self._tokens)
@@ -54,16 +67,21 @@ class ReadyQueue:
         heapq.heappush(self._heap, (next(iter(ks.waiters)).seq, token, ks))
         self._compact()
 
-    def rekey_sole(self, ks: KeyState) -> None:
-        """``ks`` is the one ready key and its first waiter changed: its entry
-        is the heap's only live one, so the heap becomes that one entry
+    def _settle(self) -> None:
+        """Re-key the ``moved`` key: it is the only ready key, so its entry
+        is the heap's only live one and the heap becomes that one entry
         (every other entry was stale), in O(1)."""
+        ks = self.moved
+        assert ks is not None
+        self.moved = None
         token = next(self._tokens)
         ks.ready_token = token
         self._heap = [(next(iter(ks.waiters)).seq, token, ks)]
 
     def discard(self, ks: KeyState) -> None:
         """``ks`` is no longer ready (no waiter, or no per-key room)."""
+        if self.moved is ks:
+            self.moved = None
         if ks.ready_token >= 0:
             ks.ready_token = -1
             self.count -= 1
@@ -71,6 +89,8 @@ class ReadyQueue:
 
     def pop(self) -> KeyState:
         """Remove and return the ready key whose first waiter arrived first."""
+        if self.moved is not None:
+            self._settle()
         while True:
             _seq, token, ks = heapq.heappop(self._heap)
             if ks.ready_token == token:
@@ -79,6 +99,7 @@ class ReadyQueue:
                 return ks
 
     def clear(self) -> None:
+        self.moved = None
         for _seq, _token, ks in self._heap:
             ks.ready_token = -1
         self._heap.clear()

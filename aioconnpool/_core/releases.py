@@ -115,8 +115,11 @@ class Releases(Grants[K, C, G]):
                 rec.idle_since = now
                 self._grant(ks, ticket, closes, now, rec)
                 if sole:
-                    if waiters:  # still ready: the slot it took was its own
-                        self._ready.rekey_sole(ks)
+                    if waiters:
+                        # Still ready (the slot it took was its own), under
+                        # a first waiter that left: re-keyed when it matters
+                        # (ReadyQueue.moved).
+                        self._ready.moved = ks
                     else:
                         self._ready.discard(ks)
                 return Decision((ticket,), closes)
