@@ -166,7 +166,9 @@ class Acquiring(DecisionRunner):
                     await self._send_reuse_traces(ticket, traces)
                 if not self._core.handed_over(ticket):
                     raise PoolClosedError("Connector is closed.")
-        # An idle connection the request now holds.
+        # An idle connection the request now holds: its reads go straight to
+        # aiohttp's parser again (PoolProtocol).
+        proto.data_received = proto.direct_reads
         if log.isEnabledFor(logging.DEBUG):
             log.debug("Reusing connection to %s", pool_key_of(key))
         if self._leaks is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable
 from typing import Protocol
 
 from aiohttp.client_proto import ResponseHandler
@@ -12,7 +13,9 @@ from .._core.records import IDLE, ConnRecord
 
 __all__ = ["PoolHooks", "PoolProtocol"]
 
-_handler_data_received = ResponseHandler.data_received
+
+def _closed_reader(data: bytes) -> None:
+    """What reads after the socket is gone reach (none should)."""
 
 
 class PoolHooks(Protocol):
@@ -36,11 +39,17 @@ class PoolProtocol(ResponseHandler):
     returns True when the connection was idle and is now dropped), and the
     bytes are discarded.
 
-    Every read passes here, so the common case costs one attribute test: the
-    pool's record of the connection (``track``) says whether it is idle, and
-    only then is the pool asked. The pool is held through one weak reference,
-    shared by all its protocols: a socket must not keep a dropped connector
-    alive.
+    Every read of every request must not pay for that screen, so it is on
+    only while the connection may be idle: ``data_received`` is an instance
+    attribute, set in ``__init__`` (so the instance's layout never changes)
+    to aiohttp's own method, and the connector switches it to the screen
+    when the connection comes back (``screen_reads``) and back when a
+    request takes it (``direct_reads``): two attribute stores per request, no
+    call. The screen itself asks the pool's record of the connection
+    (``track``) whether it is idle before dropping anything, so a connection
+    handed to a waiter that has not yet taken it reads normally. The pool is
+    held through one weak reference, shared by all its protocols: a socket
+    must not keep a dropped connector alive.
     """
 
     def __init__(
@@ -51,19 +60,23 @@ class PoolProtocol(ResponseHandler):
         super().__init__(loop)
         self._aioconnpool_pool = pool
         self._aioconnpool_record: ConnRecord | None = None
+        # The two readers, bound once (see the class docstring).
+        self.direct_reads: Callable[[bytes], None] = self.data_received
+        self.screen_reads: Callable[[bytes], None] = self._screen_idle_data
+        self.data_received = self.direct_reads  # type: ignore[method-assign]
 
     def track(self, record: ConnRecord | None) -> None:
         """The pool's record of this connection, once it holds it."""
         self._aioconnpool_record = record
 
-    def data_received(self, data: bytes) -> None:
+    def _screen_idle_data(self, data: bytes) -> None:
         record = self._aioconnpool_record
         if record is not None and record.state == IDLE and data:
             ref = self._aioconnpool_pool
             pool = ref() if ref is not None else None
             if pool is not None and pool._on_idle_data(self):
                 return
-        _handler_data_received(self, data)
+        self.direct_reads(data)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         # A write cancelled mid-drain leaves aiohttp's drain waiter behind
@@ -80,6 +93,10 @@ class PoolProtocol(ResponseHandler):
                 and not drain_waiter.cancelled()
             ):
                 drain_waiter.exception()  # marks it retrieved
+            # The bound readers refer to this protocol: drop them, so that
+            # it is freed by reference counting, not by the collector.
+            self.data_received = _closed_reader  # type: ignore[method-assign]
+            self.direct_reads = self.screen_reads = _closed_reader
             ref = self._aioconnpool_pool
             pool = ref() if ref is not None else None
             if pool is not None:

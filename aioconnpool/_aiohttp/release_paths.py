@@ -110,6 +110,8 @@ class PoolConnection(Connection):
         if protocol is None:
             return
         connector: Releasing = self._connector  # type: ignore[assignment]
+        # Idle from now on, maybe: reads pass the screen (PoolProtocol).
+        protocol.data_received = protocol.screen_reads  # type: ignore[attr-defined,method-assign]
         if (
             connector._leaks is None
             and not connector._force_close
@@ -156,6 +158,8 @@ class Releasing(DecisionRunner):
         self, protocol: ResponseHandler, *, closing: bool, explicit: bool
     ) -> None:
         """A connection comes back from aiohttp; let the core decide its fate."""
+        if isinstance(protocol, PoolProtocol):  # idle from now on, maybe
+            protocol.data_received = protocol.screen_reads  # type: ignore[method-assign,assignment]
         how, reason = classify_release(
             protocol, closing=closing, force_close=self._force_close, explicit=explicit
         )
