@@ -19,7 +19,7 @@ out does, without waiting for it.
 from __future__ import annotations
 
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import pytest
@@ -175,6 +175,15 @@ class Driver:
                 )
             model = [f"{n} {t}" for n, t in self.queue[host] if n in live]
             assert live_queued == model, f"{host}: queue {live_queued} != {model}"
+            # Each session's count of queue entries, and the hosts it is
+            # known to use (what collecting it when it dies goes through).
+            counted = {
+                k: int(v)
+                for k, v in self.client.hgetall(f"{PREFIX}h:{host}:queued").items()
+            }
+            assert counted == dict(Counter(q.split()[0] for q in live_queued))
+            for name in set(holders) | set(counted) | set(stored):
+                assert self.client.sismember(f"{PREFIX}shosts:{name}", host)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -224,6 +233,11 @@ def test_random_steps_keep_the_invariants(redis_server: RedisServer, seed: int) 
         for host in HOSTS:
             assert client.hgetall(f"{PREFIX}h:{host}:holders") == {}
             assert client.zcard(f"{PREFIX}h:{host}:queue") == 0
+            assert client.hgetall(f"{PREFIX}h:{host}:queued") == {}
+        # Sessions that hold nothing anywhere list no host.
+        for s in driver.sessions:
+            if s.alive:
+                assert client.smembers(f"{PREFIX}shosts:{s.name}") == set()
     finally:
         client.close()
 

@@ -326,7 +326,8 @@ class RedisFleet:
             return
         try:
             if self._state == "connected":
-                await self._run_script(self._session, drop=self._session, groups=[])
+                for session in {self._drop, self._session} - {""}:
+                    await self._run_script(session, drop=session, groups=[])
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             log.warning(
                 "Fleet %r: could not leave cleanly (%s); this process's slots "
@@ -366,6 +367,14 @@ class RedisFleet:
         assert loop is not None
         self._heartbeat = loop.create_task(self._beat())
         self._listener = loop.create_task(self._listen())
+
+    def _forget_unused_hosts(self) -> None:
+        """A crawl visits hosts once: keep only those this process holds,
+        waits on or still has something to tell Redis about."""
+        for key, host in list(self._hosts.items()):
+            if not (host.held or host.tickets or host.takes or host.has_news()):
+                del self._hosts[key]
+                del self._by_name[host.name]
 
     def _call_soon(self) -> None:
         """Make sure a call to Redis carries what was just queued."""
@@ -664,6 +673,7 @@ class RedisFleet:
             if self._state == "unavailable":
                 await self._recover()
                 continue
+            self._forget_unused_hosts()
             holding = any(h.held or h.tickets for h in self._hosts.values())
             if not holding:
                 continue

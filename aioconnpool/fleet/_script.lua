@@ -33,12 +33,19 @@
 --   P.."seq"              FIFO sequence for queue entries
 --   P.."sessions"         ZSET session -> lease expiry (ms, server time)
 --   P.."sinfo"            HASH session -> "pid host ttl_ms started_ms"
---   P.."shosts:"..S       SET of the hosts session S holds or waits on
+--   P.."shosts:"..S       SET of the hosts session S holds, waits on or has
+--                         grants on (left when none: a long session does not
+--                         grow it, and collecting a dead one stays short)
 --   P.."hosts"            ZSET host -> last use (ms), for `fleet status`
 --   P.."h:"..H..":holders" HASH session -> slots held on H
 --   P.."h:"..H..":queue"   ZSET "session ticket" -> seq (FIFO waiters)
 --   P.."h:"..H..":granted" HASH session -> "t1 t2 ..." granted, not yet taken
---   P.."h:"..H..":limit"   the limit last sent for H
+--   P.."h:"..H..":queued"  HASH session -> its entries in H's queue
+--   P.."h:"..H..":limit"   the limit last sent for H (expires unused)
+--
+-- Keys of hosts nobody uses go away: holders, queued and granted hashes
+-- empty themselves, limit expires, and `hosts` drops hosts unused for an
+-- hour.
 
 local P = ARGV[1]
 local me = ARGV[2]
@@ -89,6 +96,11 @@ local function add_held(host, session, n)
   if held <= 0 then redis.call('HDEL', hk(host, 'holders'), session) end
 end
 
+local function add_queued(host, session, n)
+  local queued = redis.call('HINCRBY', hk(host, 'queued'), session, n)
+  if queued <= 0 then redis.call('HDEL', hk(host, 'queued'), session) end
+end
+
 local function remove_word(s, word)
   local out = {}
   local found = false
@@ -102,6 +114,7 @@ local function forget_session(session, dirty)
   for _, host in ipairs(redis.call('SMEMBERS', P .. 'shosts:' .. session)) do
     redis.call('HDEL', hk(host, 'holders'), session)
     redis.call('HDEL', hk(host, 'granted'), session)
+    redis.call('HDEL', hk(host, 'queued'), session)
     dirty[host] = true
   end
   redis.call('DEL', P .. 'shosts:' .. session)
@@ -126,6 +139,7 @@ local function grant_queue(host, limit, mine)
     local session = string.sub(head[1], 1, sp - 1)
     local ticket = string.sub(head[1], sp + 1)
     if alive(session) then
+      add_queued(host, session, -1)
       add_held(host, session, 1)
       used = used + 1
       if session == me and mine then
@@ -161,7 +175,7 @@ for _ = 1, groups do
   local limit = tonumber(ARGV[i + 1])
   local n = tonumber(ARGV[i + 2])
   i = i + 3
-  redis.call('SET', hk(host, 'limit'), limit)
+  redis.call('SET', hk(host, 'limit'), limit, 'PX', math.max(ttl * 6, 600000))
   redis.call('ZADD', P .. 'hosts', now, host)
   redis.call('SADD', P .. 'shosts:' .. me, host)
   local mine = {}
@@ -191,7 +205,9 @@ for _ = 1, groups do
         end
         if op == 'C' then add_held(host, me, -1) end
       elseif op == 'C' then
-        redis.call('ZREM', hk(host, 'queue'), me .. ' ' .. arg)
+        if redis.call('ZREM', hk(host, 'queue'), me .. ' ' .. arg) == 1 then
+          add_queued(host, me, -1)
+        end
       end
     end
   end
@@ -208,6 +224,7 @@ for _ = 1, groups do
         mine[#mine + 1] = ticket
       else
         redis.call('ZADD', queue, redis.call('INCR', P .. 'seq'), me .. ' ' .. ticket)
+        add_queued(host, me, 1)
       end
     end
   end
@@ -219,7 +236,12 @@ for _ = 1, groups do
     for w in string.gmatch(stored, '%S+') do reply[#reply + 1] = w end
   end
   replies[#replies + 1] = reply
+  if reply[5] == 0 and redis.call('HEXISTS', hk(host, 'queued'), me) == 0
+      and redis.call('HEXISTS', hk(host, 'granted'), me) == 0 then
+    redis.call('SREM', P .. 'shosts:' .. me, host)
+  end
 end
+redis.call('ZREMRANGEBYSCORE', P .. 'hosts', '-inf', now - 3600000)
 
 -- Hosts where a dead or dropped session freed slots: wake their waiters.
 for host, _ in pairs(dirty) do
