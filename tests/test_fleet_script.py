@@ -55,7 +55,9 @@ class Driver:
         self.queue: dict[str, list[tuple[str, str]]] = defaultdict(list)
 
     def call(self, s: Session, groups: list[tuple[str, list[str]]]) -> list[object]:
-        args: list[str] = [PREFIX, s.name, "60000", s.epoch, "", "", str(len(groups))]
+        known = "1" if s.epoch else "0"  # answered before: must still exist
+        args: list[str] = [PREFIX, s.name, "60000", s.epoch, "", "", known]
+        args.append(str(len(groups)))
         for host, ops in groups:
             args += (host, str(LIMITS[host]), str(len(ops) // 2), *ops)
         reply = self.script(keys=[EPOCH_KEY], args=args)
@@ -182,8 +184,9 @@ class Driver:
                 for k, v in self.client.hgetall(f"{PREFIX}h:{host}:queued").items()
             }
             assert counted == dict(Counter(q.split()[0] for q in live_queued))
-            for name in set(holders) | set(counted) | set(stored):
-                assert self.client.sismember(f"{PREFIX}shosts:{name}", host)
+            users = {str(u) for u in (*holders, *counted, *stored)}
+            for user in users:
+                assert self.client.sismember(f"{PREFIX}shosts:{user}", host)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -249,7 +252,7 @@ def test_a_stale_epoch_applies_nothing(redis_server: RedisServer) -> None:
         host = HOSTS[0]
 
         def call(epoch: str, ops: list[str]) -> list[object]:
-            args = [PREFIX, "s1", "60000", epoch, "", "", "1", host, "1"]
+            args = [PREFIX, "s1", "60000", epoch, "", "", "0", "1", host, "1"]
             args += (str(len(ops) // 2), *ops)
             return list(script(keys=[EPOCH_KEY], args=args))
 

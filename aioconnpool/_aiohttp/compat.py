@@ -169,3 +169,16 @@ def update_proxy_headers(connector: Any, req: Any) -> None:
     update = getattr(connector, "_update_proxy_auth_header_and_build_proxy_req", None)
     if update is not None:
         update(req)
+
+
+def with_connect_timeout(timeout: Any, seconds: float) -> Any:
+    """``timeout`` (a ``ClientTimeout``) with its ``connect`` part set to
+    ``seconds``: attrs-based in aiohttp 3.x (``attr.evolve``); a dataclass
+    would take ``dataclasses.replace``."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(timeout):
+        return dataclasses.replace(timeout, connect=seconds)  # type: ignore[type-var]
+    import attr
+
+    return attr.evolve(timeout, connect=seconds)

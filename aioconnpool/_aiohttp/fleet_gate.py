@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from aiohttp.connector import Connection
 from aiohttp.helpers import ceil_timeout
 
-from .._errors import PoolClosedError
+from .._errors import PoolClosedError, PoolTimeoutError
 from .._fleet_stats import FleetStats
 from .._keys import PoolKey, pool_key_of
+from . import compat as _compat
 from .connector import PoolConnector
 from .release_paths import PoolConnection
 
@@ -41,7 +42,9 @@ class FleetBackend(Protocol):
     ``take_now`` takes one fleet slot of ``key`` if that needs no waiting
     (True), else ``acquire`` waits for one and raises if none can be had (it
     gives back whatever it got when cancelled); ``release`` gives one
-    back without awaiting; ``snapshot`` feeds ``PoolStats.fleet``; ``bind``
+    back without awaiting; ``lease_ok`` says whether the slots held are
+    surely still this process's (a request that waited starts only then);
+    ``snapshot`` feeds ``PoolStats.fleet``; ``bind``
     is called once, by the connector that owns the backend; ``close`` is
     awaited by the connector's ``close()``.
     """
@@ -49,6 +52,8 @@ class FleetBackend(Protocol):
     def bind(self, loop: asyncio.AbstractEventLoop) -> None: ...
 
     def take_now(self, key: PoolKey) -> bool: ...
+
+    def lease_ok(self, key: PoolKey) -> bool: ...
 
     async def acquire(self, key: PoolKey) -> None: ...
 
@@ -94,13 +99,36 @@ class FleetGatedConnector(PoolConnector):
             raise PoolClosedError("Connector is closed.")
         key = pool_key_of(req.connection_key)
         fleet = self._fleet
-        if not fleet.take_now(key):
-            # The fleet wait counts against the connect timeout, as a wait in
-            # the local queue does.
-            async with ceil_timeout(timeout.connect, timeout.ceil_threshold):
-                await fleet.acquire(key)
-        try:
-            return await super().connect(req, traces, timeout)
-        except BaseException:
-            fleet.release(key)
-            raise
+        loop = self._loop
+        limit = timeout.connect
+        started = loop.time()
+        while True:
+            if not fleet.take_now(key):
+                # The fleet wait and the local one share the connect timeout:
+                # what the fleet took, the local wait no longer has.
+                async with ceil_timeout(limit, timeout.ceil_threshold):
+                    await fleet.acquire(key)
+                if limit is not None:
+                    left = max(limit - (loop.time() - started), 0.001)
+                    timeout = _compat.with_connect_timeout(timeout, left)
+            try:
+                conn = await super().connect(req, traces, timeout)
+            except BaseException:
+                fleet.release(key)
+                raise
+            if fleet.lease_ok(key):
+                return conn
+            # The process stalled past its lease while this request waited
+            # for a local slot: the fleet slot may be someone else's now.
+            # Start nothing on it: give both back and ask again (the fleet
+            # re-registers what this process really holds meanwhile).
+            conn.release()
+            if limit is not None:
+                left = limit - (loop.time() - started)
+                if left <= 0:
+                    raise PoolTimeoutError(
+                        f"Timed out after {limit:g} s (connect timeout) waiting "
+                        f"for a fleet slot of {key} confirmed by the fleet",
+                        key,
+                        limit,
+                    )

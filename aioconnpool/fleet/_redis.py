@@ -105,6 +105,7 @@ class _Host:
     # The fleet's figures as of the last reply.
     fleet_acquired: int = 0
     fleet_waiting: int = 0
+    reply_at: float = float("-inf")  # loop time of the last reply about it
 
     def has_news(self) -> bool:
         return bool(
@@ -158,7 +159,15 @@ class RedisFleet:
         self._by_name: dict[str, _Host] = {}
         self._ticket_ids = itertools.count(1)
         self._session = self._new_session_id()
-        self._drop = ""  # the previous session, dropped by the next call
+        # Earlier sessions of this process, dropped by the next calls.
+        self._drops: list[str] = []
+        # Whether Redis has answered a call of the current session: from
+        # then on the session must still be there (else it was lost).
+        self._confirmed = False
+        # How recent the fleet's figures for a host must be for take_now to
+        # keep a slot without asking: bounds how long a process can pass
+        # over another's waiters.
+        self._fresh = min(0.1, self._config.lease_ttl / 10)
         self._renew = False  # the next call goes even with nothing to carry
         self._epoch = ""
         self._state = "connected"
@@ -197,25 +206,41 @@ class RedisFleet:
     def take_now(self, key: PoolKey) -> bool:
         """A fleet slot of ``key`` without waiting, if one can be had here:
         the host has no fleet limit, or a slot this process is giving back
-        has not left yet (releases go with the next call) and nobody in the
-        fleet waited for this host at the last reply, so nobody is passed
-        over. That slot stays held throughout: the fleet's count never
-        moves, and the keep-alive hot path needs no round trip at all."""
+        has not left yet (releases go with the next call), nobody in this
+        process waits for the host, and nobody in the fleet waited for it at
+        a reply at most ``min(0.1, lease_ttl / 10)`` seconds old: so nobody
+        is passed over for longer than that. That slot stays held
+        throughout: the fleet's count never moves, and the keep-alive hot
+        path needs a round trip only every so often."""
         host = self._hosts.get(key)
         if host is None:
             return self._config.limit_of(key) is None
         loop = self._loop
         assert loop is not None
+        now = loop.time()
         if (
             host.releases
+            and not host.tickets  # nobody here was first (local FIFO)
             and not host.fleet_waiting
+            and now - host.reply_at <= self._fresh  # nobody there, lately
             and self._state == "connected"
-            and loop.time() <= self._lease_until
+            and now <= self._lease_until
         ):
             host.releases -= 1
             host.held += 1
             return True
         return False
+
+    def lease_ok(self, key: PoolKey) -> bool:
+        """Whether this process's slot of ``key`` is surely still its own:
+        False when its lease may have run out (a pause longer than
+        ``lease_ttl``) and Redis has not confirmed it since. The connector
+        asks before a request that waited starts (see ``fleet_gate``)."""
+        if key not in self._hosts or self._state != "connected" or self._closed:
+            return True  # no fleet limit, local limits, or closing
+        loop = self._loop
+        assert loop is not None
+        return loop.time() <= self._lease_until
 
     async def acquire(self, key: PoolKey) -> None:
         """Wait for one fleet slot of ``key`` (after :meth:`take_now` said no)."""
@@ -263,7 +288,8 @@ class RedisFleet:
         if host is None or not host.limit or host.held <= 0:
             return
         host.held -= 1
-        if self._state == "connected" and not self._closed:
+        if self._state == "connected" and not self._closed and not host.register:
+            # (A pending re-registration sends the count itself.)
             host.releases += 1
             self._call_soon()
 
@@ -326,7 +352,7 @@ class RedisFleet:
             return
         try:
             if self._state == "connected":
-                for session in {self._drop, self._session} - {""}:
+                for session in [*self._drops, self._session]:
                     await self._run_script(session, drop=session, groups=[])
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             log.warning(
@@ -388,7 +414,7 @@ class RedisFleet:
         try:
             while self._state == "connected" and not self._closed:
                 hosts = [h for h in self._hosts.values() if h.has_news()]
-                if not hosts and not self._drop and not self._renew:
+                if not hosts and not self._drops and not self._renew:
                     return
                 self._renew = False
                 await self._call(hosts)
@@ -407,10 +433,15 @@ class RedisFleet:
             host.takes.clear()
             for ticket_id in host.cancels:
                 ops += ("C", ticket_id)
+                # Redis answers for it now: a grant stored for it is given
+                # back by this cancel, and one announced later is ignored.
+                host.tickets.pop(ticket_id, None)
             host.cancels.clear()
-            if host.releases:
-                ops += ("R", str(host.releases))
-                host.releases = 0
+            # Read and cleared in one step: a release from a garbage-collected
+            # connection (FleetConnection.__del__) may come in between.
+            released, host.releases = host.releases, 0
+            if released:
+                ops += ("R", str(released))
             for ticket_id in host.acquires:
                 ops += ("A", ticket_id)
                 ticket = host.tickets.get(ticket_id)
@@ -424,17 +455,19 @@ class RedisFleet:
     async def _call(self, hosts: list[_Host]) -> None:
         """One script call carrying ``hosts``' operations; its reply applied."""
         groups = self._groups(hosts)
-        drop, self._drop = self._drop, ""
+        drop = self._drops.pop(0) if self._drops else ""
+        session = self._session
         loop = self._loop
         assert loop is not None
         sent_at = loop.time()
         try:
-            reply = await self._run_script(self._session, drop=drop, groups=groups)
+            reply = await self._run_script(session, drop=drop, groups=groups)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            if drop:  # maybe not dropped: try again after the outage
+                self._drops.insert(0, drop)
             self._became_unavailable(exc)
             return
-        self._lease_until = sent_at + self._config.lease_ttl * 0.9
-        self._applied(reply)
+        self._applied(reply, session, sent_at)
 
     async def _run_script(
         self, session: str, *, drop: str, groups: list[tuple[_Host, list[str]]]
@@ -447,6 +480,7 @@ class RedisFleet:
             self._epoch,
             drop,
             self._info,
+            "1" if self._confirmed and session == self._session else "0",
             str(len(groups)),
         ]
         for host, ops in groups:
@@ -466,9 +500,15 @@ class RedisFleet:
             self._rtt_sum += elapsed
             self._rtt_counts[bisect.bisect_left(_BOUNDS, elapsed)] += 1
 
-    def _applied(self, reply: Any) -> None:
+    def _applied(self, reply: Any, session: str, sent_at: float) -> None:
         status, epoch = reply[0], reply[1]
         epoch_id = epoch.split("|", 1)[0]
+        if status == "LOST":
+            if session == self._session:
+                # Our slots went back while we were silent (or Redis lost
+                # them): register what this process really holds, anew.
+                self._lapsed()
+            return
         if status == "EPOCH":
             # Redis forgot the fleet (restarted empty) and someone re-created
             # it: nothing of that call was applied. Start over from what this
@@ -484,12 +524,25 @@ class RedisFleet:
             return
         self._epoch = epoch_id
         grace_ms = int(reply[2])
+        current = session == self._session
+        loop = self._loop
+        assert loop is not None
+        if current:
+            self._confirmed = True
+            self._lease_until = sent_at + self._config.lease_ttl * 0.9
+        now = loop.time()
         for entry in reply[3]:
             host = self._by_name.get(entry[0])
             if host is None:
                 continue
             host.fleet_acquired = int(entry[1])
             host.fleet_waiting = int(entry[2])
+            if not current:
+                # A reply to a session this process has left: its grants
+                # went back with that session (dropped), and the requests
+                # they were for are queued again under the new one.
+                continue
+            host.reply_at = now
             direct = int(entry[5])
             for i, ticket_id in enumerate(entry[6:]):
                 self._granted(host, ticket_id, stored=i >= direct)
@@ -531,6 +584,10 @@ class RedisFleet:
                 host.releases += 1
                 self._call_soon()
             # A stored grant of a cancelled ticket: its cancel gives it back.
+            return
+        if not self._confirmed:
+            # Announced to a new session before Redis answered its first
+            # call: that answer lists the grant again.
             return
         loop = self._loop
         assert loop is not None
@@ -642,9 +699,9 @@ class RedisFleet:
     def _resync(self) -> None:
         """A new session: re-register the slots held, queue again the
         requests still waiting (at the end of the queue), drop the old one."""
-        if not self._drop:
-            self._drop = self._session
+        self._drops.append(self._session)
         self._session = self._new_session_id()
+        self._confirmed = False
         self._lease_until = 0.0
         for host in self._hosts.values():
             host.cancels.clear()
@@ -717,7 +774,7 @@ class RedisFleet:
                         # up by asking once.
                         self._poll_waiting()
                     message = await pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=1.0
+                        ignore_subscribe_messages=True, timeout=0.2
                     )
                 except (RedisError, OSError, asyncio.TimeoutError):
                     if pubsub is not None:

@@ -14,7 +14,9 @@
 -- ARGV[5]  a session to drop first ("" for none): the caller's previous one,
 --          or the caller itself when it leaves (then no group is read)
 -- ARGV[6]  session info for `fleet status` ("" to leave it as it is)
--- ARGV[7]  the number of host groups; then, per group:
+-- ARGV[7]  "1" when the caller's session has had a call answered (it must
+--          then still be there), "0" for a new session's first call
+-- ARGV[8]  the number of host groups; then, per group:
 --            host, limit, n, then n operations of two words each:
 --            A t  acquire for ticket t (granted now, or queued FIFO)
 --            C t  cancel ticket t: leave the queue, or give back its grant
@@ -24,8 +26,10 @@
 --
 -- Reply: {"OK", epoch, grace_ms_left, {host, used, queued, limit, mine,
 --         n_direct, direct tickets..., stored tickets...}...}, or
---         {"EPOCH", epoch} when the caller's epoch is stale: nothing was
---         applied, and the caller resyncs. Direct grants were made in this
+--         {"EPOCH", epoch} when the caller's epoch is stale, or {"LOST",
+--         epoch} when its session is gone (its lease ran out and it was
+--         collected, or Redis lost it): nothing was applied, and the caller
+--         resyncs under a new session. Direct grants were made in this
 --         call; stored ones earlier, and stay stored until taken (K).
 --
 -- Data, under the prefix P:
@@ -162,14 +166,29 @@ local dead = redis.call('ZRANGEBYSCORE', P .. 'sessions', '-inf', now, 'LIMIT', 
 for _, session in ipairs(dead) do forget_session(session, dirty) end
 if drop ~= '' then forget_session(drop, dirty) end
 
+-- Hosts where a dead or dropped session freed slots: wake their waiters.
+local function wake_dirty()
+  for host, _ in pairs(dirty) do
+    local limit = tonumber(redis.call('GET', hk(host, 'limit')) or '0')
+    grant_queue(host, limit, nil)
+  end
+end
+
 local replies = {}
-local groups = tonumber(ARGV[7])
+local groups = tonumber(ARGV[8])
 if drop == me then groups = 0 else  -- a farewell: the caller leaves
+  if ARGV[7] == '1' and not redis.call('ZSCORE', P .. 'sessions', me) then
+    -- The caller's slots were given back without its knowing (a pause past
+    -- its lease, or Redis lost them): recreating the session empty would
+    -- let it hold slots nobody counts. It must register anew.
+    wake_dirty()
+    return {'LOST', epoch}
+  end
   redis.call('ZADD', P .. 'sessions', now + ttl, me)
 end
 if info ~= '' and drop ~= me then redis.call('HSET', P .. 'sinfo', me, info) end
 
-local i = 8
+local i = 9
 for _ = 1, groups do
   local host = ARGV[i]
   local limit = tonumber(ARGV[i + 1])
@@ -243,11 +262,7 @@ for _ = 1, groups do
 end
 redis.call('ZREMRANGEBYSCORE', P .. 'hosts', '-inf', now - 3600000)
 
--- Hosts where a dead or dropped session freed slots: wake their waiters.
-for host, _ in pairs(dirty) do
-  local limit = tonumber(redis.call('GET', hk(host, 'limit')) or '0')
-  grant_queue(host, limit, nil)
-end
+wake_dirty()
 
 local grace_left = 0
 if in_grace then grace_left = grace_until - now end
