@@ -101,6 +101,7 @@ class Worker:
         self.spec = spec
         self.proc = proc
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.reports: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.stderr = bytearray()
         self.ready: dict[str, Any] = {}
         self.summary: Summary | None = None
@@ -119,14 +120,23 @@ class Worker:
         return str(self.ready["session"])
 
     async def _read_stdout(self) -> None:
+        # In chunks, not readline(): a summary line is longer than a
+        # StreamReader's line limit.
         assert self.proc.stdout is not None
-        async for line in self.proc.stdout:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                event = {"event": "garbage", "line": line.decode(errors="replace")}
-            await self.events.put(event)
-        await self.events.put({"event": "eof"})
+        pending = b""
+        while chunk := await self.proc.stdout.read(1 << 16):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    event = {"event": "garbage", "line": line.decode(errors="replace")}
+                if event.get("event") == "report":
+                    self.reports.put_nowait(event)
+                else:
+                    self.events.put_nowait(event)
+        self.events.put_nowait({"event": "eof"})
 
     async def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
@@ -160,6 +170,11 @@ class Worker:
         stdin = self.proc.stdin
         if stdin is not None and not stdin.is_closing() and self.alive:
             stdin.write(f"{command}\n".encode())
+
+    async def report(self, *, timeout: float = 5.0) -> dict[str, Any]:
+        """The worker's figures now (for a failing test to show)."""
+        self.send("report")
+        return await asyncio.wait_for(self.reports.get(), timeout)
 
     @property
     def alive(self) -> bool:
@@ -354,3 +369,18 @@ async def fleet_residue(redis_url: str, name: str) -> FleetResidue:
         queued=queued,
         keys=frozenset(keys),
     )
+
+
+async def settled_residue(
+    redis_url: str, name: str, *, timeout: float = 3.0
+) -> FleetResidue:
+    """The fleet's residue once the live sessions' entries are gone, or as
+    it is after ``timeout`` seconds: releases and cancels travel with a
+    process's next call, so they reach Redis a round trip late, but a leak
+    stays."""
+    deadline = time.monotonic() + timeout
+    while True:
+        residue = await fleet_residue(redis_url, name)
+        if not residue.of_live() or time.monotonic() > deadline:
+            return residue
+        await asyncio.sleep(0.05)

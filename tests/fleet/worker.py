@@ -8,6 +8,8 @@ one JSON object a line on stdout, one command a line on stdin.
     -> {"event": "ready", "pid", "session", "module"}   built, nothing sent yet
     <- go        start the crawl (without ``wait_for_go``, it starts at once)
     <- stop      send no new request; those in flight end
+    <- report    (any time) -> {"event": "report", "local", "fleet"}: the
+                 connector's figures now, for a failing test to show
     -> {"event": "finished", ...}   every request ended: a ``Summary``, taken
                                     before the connector closes
     <- exit      (with ``linger`` only) close the session and the connector
@@ -29,6 +31,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -124,6 +127,7 @@ class Commands:
     go: asyncio.Event = field(default_factory=asyncio.Event)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     exit: asyncio.Event = field(default_factory=asyncio.Event)
+    on_report: Callable[[], None] | None = None
 
     async def read(self, reader: asyncio.StreamReader) -> None:
         events = {"go": self.go, "stop": self.stop, "exit": self.exit}
@@ -136,6 +140,8 @@ class Commands:
             command = line.decode().strip()
             if command in events:
                 events[command].set()
+            elif command == "report" and self.on_report is not None:
+                self.on_report()
             else:  # anything on stderr fails the test
                 print(f"worker: unknown command {command!r}", file=sys.stderr)
 
@@ -190,7 +196,7 @@ class Crawl:
                     self.unavailable_hosts.add(exc.host.host)
                     self.unavailable_addresses.add(exc.address)
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
-        self.requests.append((start, duration, outcome))
+        self.requests.append((round(start, 3), round(duration, 4), outcome))
 
     async def run(self, commands: Commands) -> None:
         spec = self.spec
@@ -285,6 +291,18 @@ async def main(spec: WorkerSpec) -> None:
         fleet=fleet,
         resolver=LoopbackResolver(suffix=".test"),
     )
+
+    def report() -> None:
+        st = connector.stats()
+        assert st.fleet is not None
+        emit(
+            "report",
+            pid=os.getpid(),
+            local={"acquired": st.acquired, "connecting": st.connecting},
+            fleet=st.fleet.to_dict(),
+        )
+
+    commands.on_report = report
     try:
         async with aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=spec.timeout)
