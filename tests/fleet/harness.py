@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -198,6 +199,13 @@ class Worker:
         await asyncio.gather(*self._readers)
         assert self.proc.returncode == 0, self._describe()
         assert not self.stderr, self._describe()
+
+    def pause(self) -> None:
+        """SIGSTOP: the whole process stalls (a long GC pause, a VM frozen)."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
 
     def kill(self) -> None:
         """SIGKILL: no goodbye to Redis, sockets closed by the kernel."""

@@ -9,7 +9,7 @@ import pytest
 
 from aioconnpool.testing import RedisServer
 
-from .harness import CountingServer, Workers, fleet_residue, until
+from .harness import CountingServer, Workers, fleet_residue, settled_residue, until
 from .worker import WorkerSpec
 
 LEASE_TTL = 1.5
@@ -88,5 +88,80 @@ async def test_a_killed_holders_slots_come_back_within_the_lease(
         assert s.fleet["outages"] == 0
     # The dead session was collected, the others left when they closed.
     residue = await fleet_residue(redis_server.url, "crash")
+    assert residue.sessions == frozenset()
+    assert residue.entries() == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("on_unavailable", ["wait", "local"])
+async def test_a_worker_paused_past_its_lease_uses_no_slot_it_lost(
+    redis_server: RedisServer,
+    counting_server: CountingServer,
+    workers: Workers,
+    on_unavailable: str,
+) -> None:
+    """SIGSTOP one worker of three for twice its lease, in the middle of a
+    call to Redis: the others get its slots; when it wakes, it notices, and
+    starts nothing on slots it no longer holds (the server never sees more
+    than the limit). Redis itself is fine: its brief pause only makes sure
+    that the worker has a call in flight when it stops, as a GC pause or a
+    frozen VM would catch it."""
+    specs = [
+        WorkerSpec(
+            redis_url=redis_server.url,
+            port=counting_server.port,
+            hosts=["p.test"],
+            name="paused-worker",
+            limit_per_host=2,
+            lease_ttl=LEASE_TTL,
+            on_unavailable=on_unavailable,
+            redis_timeout=1.0,
+            path="/?delay=0.03",
+            requests=1_000_000,  # until told to stop
+            concurrency=4,
+            timeout=20,
+            linger=True,
+            seed=i,
+        )
+        for i in range(3)
+    ]
+    crawlers = await workers.start(specs)
+    for w in crawlers:
+        w.send("go")
+    await until(
+        lambda: counting_server.total >= 60, timeout=20, what="the crawl to start"
+    )
+    sleeper = crawlers[0]
+    redis_server.pause()
+    try:
+        # Longer than a heartbeat interval (the sleeper has a call waiting
+        # on Redis), shorter than redis_timeout (nobody sees an outage).
+        await asyncio.sleep(LEASE_TTL / 3 + 0.1)
+        sleeper.pause()
+    finally:
+        redis_server.resume()
+    try:
+        mark = counting_server.total
+        await asyncio.sleep(2 * LEASE_TTL)
+        # The others went on with its slots.
+        assert counting_server.total > mark + 20
+    finally:
+        sleeper.resume()
+    await asyncio.sleep(2 * LEASE_TTL)
+    for w in crawlers:
+        w.send("stop")
+    summaries = [await w.finished(timeout=30) for w in crawlers]
+    residue = await settled_residue(redis_server.url, "paused-worker")
+    assert residue.of_live() == []
+    for w in crawlers:
+        await w.close()
+
+    assert counting_server.peak == {"p.test": 2}, [s.fleet for s in summaries]
+    for s in summaries:
+        assert s.failed == {}, s.samples
+        assert s.local == {"acquired": 0, "connecting": 0, "waiting": 0}
+        assert s.fleet["mine"] == s.fleet["waiting_here"] == 0, s.fleet
+    assert summaries[0].fleet["session"] != sleeper.session
+    residue = await settled_residue(redis_server.url, "paused-worker")
     assert residue.sessions == frozenset()
     assert residue.entries() == []
