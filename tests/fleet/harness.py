@@ -291,12 +291,15 @@ class FleetResidue:
     sessions of its queue entries, in order; ``granted``: host -> session ->
     tickets granted and not yet taken; ``queued``: host -> session -> its
     count of queue entries; ``live``: sessions whose lease has not run out;
-    ``sessions``: every session in the lease table; ``keys``: every key of
-    the fleet.
+    ``sessions``: every session in the lease table, with ``lease_left``
+    (seconds; negative: run out, not yet collected) and ``info``; ``keys``:
+    every key of the fleet.
     """
 
     live: frozenset[str]
     sessions: frozenset[str]
+    lease_left: dict[str, float] = field(default_factory=dict)  # seconds
+    info: dict[str, str] = field(default_factory=dict)  # "pid host ttl started"
     held: dict[str, dict[str, int]] = field(default_factory=dict)
     queue: dict[str, list[str]] = field(default_factory=dict)
     granted: dict[str, dict[str, list[str]]] = field(default_factory=dict)
@@ -345,6 +348,7 @@ async def fleet_residue(redis_url: str, name: str) -> FleetResidue:
         seconds, micros = await client.time()
         now_ms = seconds * 1000 + micros // 1000
         leases = dict(await client.zrange(f"{prefix}sessions", 0, -1, withscores=True))
+        info = await client.hgetall(f"{prefix}sinfo")
         held: dict[str, dict[str, int]] = {}
         queue: dict[str, list[str]] = {}
         granted: dict[str, dict[str, list[str]]] = {}
@@ -371,6 +375,8 @@ async def fleet_residue(redis_url: str, name: str) -> FleetResidue:
     return FleetResidue(
         live=frozenset(s for s, expiry in leases.items() if expiry > now_ms),
         sessions=frozenset(leases),
+        lease_left={s: (expiry - now_ms) / 1000 for s, expiry in leases.items()},
+        info=info,
         held=held,
         queue=queue,
         granted=granted,
@@ -392,3 +398,11 @@ async def settled_residue(
         if not residue.of_live() or time.monotonic() > deadline:
             return residue
         await asyncio.sleep(0.05)
+
+
+async def check_fleet_left(redis_url: str, name: str) -> None:
+    """Every worker closed: each left the fleet at once, so Redis has no
+    session of the fleet, and nothing held, queued or granted."""
+    residue = await settled_residue(redis_url, name)
+    assert residue.sessions == frozenset(), residue
+    assert residue.entries() == [], residue

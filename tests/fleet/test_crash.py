@@ -9,7 +9,14 @@ import pytest
 
 from aioconnpool.testing import RedisServer
 
-from .harness import CountingServer, Workers, fleet_residue, settled_residue, until
+from .harness import (
+    CountingServer,
+    Workers,
+    check_fleet_left,
+    fleet_residue,
+    settled_residue,
+    until,
+)
 from .worker import WorkerSpec
 
 LEASE_TTL = 1.5
@@ -87,9 +94,7 @@ async def test_a_killed_holders_slots_come_back_within_the_lease(
         assert s.fleet["mine"] == s.fleet["waiting_here"] == 0
         assert s.fleet["outages"] == 0
     # The dead session was collected, the others left when they closed.
-    residue = await fleet_residue(redis_server.url, "crash")
-    assert residue.sessions == frozenset()
-    assert residue.entries() == []
+    await check_fleet_left(redis_server.url, "crash")
 
 
 @pytest.mark.slow
@@ -162,6 +167,4 @@ async def test_a_worker_paused_past_its_lease_uses_no_slot_it_lost(
         assert s.local == {"acquired": 0, "connecting": 0, "waiting": 0}
         assert s.fleet["mine"] == s.fleet["waiting_here"] == 0, s.fleet
     assert summaries[0].fleet["session"] != sleeper.session
-    residue = await settled_residue(redis_server.url, "paused-worker")
-    assert residue.sessions == frozenset()
-    assert residue.entries() == []
+    await check_fleet_left(redis_server.url, "paused-worker")

@@ -6,7 +6,7 @@ import pytest
 
 from aioconnpool.testing import RedisServer
 
-from .harness import CountingServer, Workers, fleet_residue
+from .harness import CountingServer, Workers, check_fleet_left
 from .worker import Summary, WorkerSpec
 
 
@@ -19,13 +19,6 @@ def check_clean_end(summaries: list[Summary]) -> None:
         assert s.fleet["waiting_here"] == 0, s.fleet
         assert s.fleet["outages"] == 0, s.fleet
         assert s.warnings == [], s.warnings
-
-
-async def check_fleet_left(redis_url: str, name: str) -> None:
-    """Closed connectors left the fleet at once: nothing of theirs in Redis."""
-    residue = await fleet_residue(redis_url, name)
-    assert residue.sessions == frozenset()
-    assert residue.entries() == []
 
 
 @pytest.mark.slow

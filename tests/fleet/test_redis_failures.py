@@ -12,7 +12,13 @@ import pytest
 
 from aioconnpool.testing import RedisServer
 
-from .harness import CountingServer, Workers, settled_residue, until
+from .harness import (
+    CountingServer,
+    Workers,
+    check_fleet_left,
+    settled_residue,
+    until,
+)
 from .worker import Summary, WorkerSpec
 
 HOSTS = ["a.test", "b.test", "c.test"]
@@ -77,9 +83,7 @@ async def crawl_through(
     assert residue.of_live() == []
     for w in crawlers:
         await w.close()
-    residue = await settled_residue(redis_server.url, name)
-    assert residue.sessions == frozenset()
-    assert residue.entries() == []
+    await check_fleet_left(redis_server.url, name)
     return summaries, normal_from
 
 
@@ -137,6 +141,8 @@ async def test_redis_killed_and_restarted_empty_mid_crawl(
         ), s.warnings
     if on_unavailable == "wait":
         timeouts_only(summaries)
+        # Requests waited through the outage and the grace period.
+        assert max(s.max_duration for s in summaries) > 1.0
         return
     # "raise": requests during the outage failed, naming the host and Redis.
     refused = sum(s.outcomes.get("FleetUnavailableError", 0) for s in summaries)
@@ -174,3 +180,4 @@ async def test_redis_paused_then_resumed_mid_crawl(
     )
     check_crawl(summaries, counting_server, normal_from)
     timeouts_only(summaries)
+    assert max(s.max_duration for s in summaries) > 1.0  # waited through it
