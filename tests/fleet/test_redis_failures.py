@@ -72,7 +72,7 @@ async def crawl_through(
     mark = server.total
     await until(
         lambda: server.total >= mark + 200,
-        timeout=20,
+        timeout=10,
         what="the crawl to go on after Redis came back",
     )
     for w in crawlers:
