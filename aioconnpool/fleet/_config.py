@@ -24,27 +24,19 @@ _SCHEMES = ("redis", "rediss", "unix")
 _NAME = re.compile(r"^[A-Za-z0-9._:/@+-]{1,100}$")
 
 
+_QUERY_SECRET = re.compile(r"([?&](?:password|username)=)[^&#]*", re.IGNORECASE)
+
+
 def mask_url(url: str) -> str:
-    """``url`` with any password (and a user when there is one) masked."""
-    try:
-        parsed = URL(url)
-    except (ValueError, TypeError):
-        return _mask_text(url)
-    if parsed.password is None and parsed.user is None:
-        return url
-    masked = parsed.with_user(None).with_password(None)
-    text = str(masked)
-    scheme_end = text.find("//")
-    if scheme_end < 0:
-        return _mask_text(url)
-    return f"{text[: scheme_end + 2]}***@{text[scheme_end + 2 :]}"
-
-
-def _mask_text(text: str) -> str:
-    slashes = text.find("//")
+    """``url`` with any ``user:password@`` (everything from the authority's
+    start to its last ``@``: a password may hold ``@`` or ``/``) and any
+    ``password=`` or ``username=`` query value replaced by ``***``."""
+    slashes = url.find("//")
     start = slashes + 2 if slashes >= 0 else 0
-    at = text.rfind("@", start)
-    return text if at < 0 else f"{text[:start]}***{text[at:]}"
+    at = url.rfind("@", start)
+    if at >= 0:
+        url = f"{url[:start]}***{url[at:]}"
+    return _QUERY_SECRET.sub(r"\1***", url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +96,8 @@ def validate_config(
         parsed = URL(url)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"the Redis URL {address!r} is not a valid URL") from exc
+    if parsed.scheme in _SCHEMES and parsed.scheme != "unix" and not parsed.host:
+        raise ValueError(f"the Redis URL {address!r} has no host")
     if parsed.scheme not in _SCHEMES:
         raise ValueError(
             f"the Redis URL {address!r} must start with redis://, rediss:// or unix://"

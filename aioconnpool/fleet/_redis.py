@@ -58,6 +58,7 @@ from ._errors import FleetTimeoutError, FleetUnavailableError
 try:
     import redis.asyncio as aioredis
     from redis.exceptions import RedisError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - the [redis] extra is missing
     raise ImportError(
         "aioconnpool.fleet needs redis-py: pip install 'aioconnpool[redis]'"
@@ -463,8 +464,26 @@ class RedisFleet:
         try:
             reply = await self._run_script(session, drop=drop, groups=groups)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
-            if drop:  # maybe not dropped: try again after the outage
+            if drop:  # maybe not dropped: try again
                 self._drops.insert(0, drop)
+            if session != self._session:
+                # This process already started over meanwhile (a lapse the
+                # heartbeat noticed): the next call tells whether Redis
+                # answers.
+                return
+            if (
+                isinstance(exc, (asyncio.TimeoutError, RedisTimeoutError))
+                and self._confirmed
+                and loop.time() > self._lease_until
+            ):
+                # A timeout that outlived the lease: maybe Redis hung, maybe
+                # this process stalled (a SIGSTOP, a frozen VM) and Redis is
+                # fine. The lease is in doubt either way: register anew at
+                # once. Only if that fails too is it an outage, which
+                # on_unavailable="local" would answer by letting every
+                # waiting request through.
+                self._lapsed()
+                return
             self._became_unavailable(exc)
             return
         self._applied(reply, session, sent_at)
@@ -690,7 +709,7 @@ class RedisFleet:
         self._lapses += 1
         log.warning(
             "Fleet %r: this process was silent longer than its lease "
-            "(lease_ttl=%g s); starting a new session",
+            "(lease_ttl=%g s), or Redis lost its session; starting a new one",
             self._config.name,
             self._config.lease_ttl,
         )

@@ -30,6 +30,8 @@ class Caller:
         self.client = client
         self.script = client.register_script(SCRIPT)
         self.epoch = ""
+        self.answered: set[str] = set()  # sessions Redis has answered
+        self.status = ""
 
     def call(
         self,
@@ -39,14 +41,20 @@ class Caller:
         ttl_ms: int = 60_000,
         drop: str = "",
     ) -> list[Any]:
-        """One call of ``session``: ``ops`` on HOST (limit 1), or no group."""
-        args = [P, session, str(ttl_ms), self.epoch, drop, "", "0"]
+        """One call of ``session``: ``ops`` on HOST (limit 1), or no group.
+        A session Redis has answered before says so (it must still exist)."""
+        known = "1" if session in self.answered else "0"
+        args = [P, session, str(ttl_ms), self.epoch, drop, "", known, "0"]
         if ops is not None:
             args[-1] = "1"
             args += [HOST, "1", str(len(ops) // 2), *ops]
         reply = self.script(keys=[P + "epoch"], args=args)
-        assert reply[0] == "OK", reply
+        self.status = reply[0]
         self.epoch = reply[1].split("|", 1)[0]
+        if reply[0] == "LOST":
+            return []
+        assert reply[0] == "OK", reply
+        self.answered.add(session)
         return list(reply[3])
 
 
@@ -62,6 +70,9 @@ def test_a_collected_sessions_late_call_leaks_no_slot(
         c.call("X", [])  # any call collects S1
         assert client.zscore(P + "sessions", "S1") is None
         c.call("S1", None)  # a heartbeat of S1 sent before the stall
+        # Redis forgot S1: it is told so, and S1 is not brought back empty.
+        assert c.status == "LOST"
+        assert client.zscore(P + "sessions", "S1") is None
         c.call("X", ["R", "1"])  # X gives its slot back
         c.call("S1", None, drop="S1")  # S1 is gone for good
         holders = client.hgetall(f"{P}h:{HOST}:holders")
