@@ -1,0 +1,153 @@
+"""Regressions found by a second reader of the fleet (issue 14), driving a
+``RedisFleet`` directly against a real Redis, the way ``FleetGatedConnector``
+does (``take_now``, else ``acquire``; ``release``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from aioconnpool import PoolKey
+from aioconnpool.fleet import FleetTimeoutError, RedisFleet
+from aioconnpool.testing import RedisServer
+
+KEY = PoolKey("a.test", 80, False)
+NAME = "review"
+P = f"aioconnpool:{{{NAME}}}:"
+HOLDERS = f"{P}h:http://a.test:80:holders"
+
+
+@pytest.fixture
+async def fleets(redis_server: RedisServer) -> AsyncIterator[list[RedisFleet]]:
+    made: list[RedisFleet] = []
+    yield made
+    for fleet in made:
+        await fleet.close()
+
+
+def new_fleet(
+    url: str, made: list[RedisFleet], limit: int = 2, **kw: object
+) -> RedisFleet:
+    fleet = RedisFleet(url, name=NAME, limit_per_host=limit, **kw)  # type: ignore[arg-type]
+    fleet.bind(asyncio.get_running_loop())
+    made.append(fleet)
+    return fleet
+
+
+async def get(fleet: RedisFleet) -> None:
+    if not fleet.take_now(KEY):
+        await fleet.acquire(KEY)
+
+
+async def held_in_redis(url: str) -> dict[str, int]:
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    try:
+        raw = await client.hgetall(HOLDERS)
+    finally:
+        await client.aclose()
+    return {str(k): int(v) for k, v in raw.items()}
+
+
+async def test_a_busy_process_does_not_starve_another(
+    redis_server: RedisServer, fleets: list[RedisFleet]
+) -> None:
+    """A process that keeps handing its own releases to its next requests
+    (take_now) must still let another process's waiter in."""
+    a = new_fleet(redis_server.url, fleets)
+    b = new_fleet(redis_server.url, fleets, acquire_timeout=3.0)
+    stop = asyncio.Event()
+
+    async def worker() -> None:
+        await get(a)
+        while not stop.is_set():
+            await asyncio.sleep(0.005)  # the request
+            a.release(KEY)
+            await get(a)  # the next one, same host
+        a.release(KEY)
+
+    workers = [asyncio.create_task(worker()) for _ in range(2)]
+    await asyncio.sleep(0.2)
+    started = asyncio.get_running_loop().time()
+    await get(b)  # FleetTimeoutError after 3 s before the fix
+    waited = asyncio.get_running_loop().time() - started
+    b.release(KEY)
+    stop.set()
+    await asyncio.gather(*workers)
+    assert waited < 1.0
+
+
+async def test_a_later_request_does_not_pass_an_earlier_one(
+    redis_server: RedisServer, fleets: list[RedisFleet]
+) -> None:
+    a = new_fleet(redis_server.url, fleets, limit=1)
+    await get(a)  # R0 holds the only slot
+    order: list[str] = []
+
+    async def request(name: str) -> None:
+        await get(a)
+        order.append(name)
+        await asyncio.sleep(0.02)
+        a.release(KEY)
+
+    first = asyncio.create_task(request("R1"))  # queued in the fleet
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    a.release(KEY)  # R0 ends
+    second = asyncio.create_task(request("R2"))  # arrives after R1
+    await asyncio.gather(first, second)
+    assert order == ["R1", "R2"]
+
+
+async def test_a_release_during_a_resync_counts_once(
+    redis_server: RedisServer, fleets: list[RedisFleet]
+) -> None:
+    a = new_fleet(redis_server.url, fleets)
+    b = new_fleet(redis_server.url, fleets, acquire_timeout=0.5)
+    await get(a)
+    await get(a)  # A holds 2 of 2
+    await asyncio.sleep(0.1)
+    a._lapsed()  # what the heartbeat does when the lease is in doubt
+    a.release(KEY)  # a request ends before the resync's call goes out
+    await asyncio.sleep(0.2)
+    assert sum((await held_in_redis(redis_server.url)).values()) == 1
+    await get(b)  # the one free slot
+    with pytest.raises(FleetTimeoutError):
+        await get(b)  # no more: A still holds one
+    a.release(KEY)
+    b.release(KEY)
+
+
+async def test_a_session_redis_forgot_registers_anew(
+    redis_server: RedisServer, fleets: list[RedisFleet]
+) -> None:
+    """Redis loses a live session (a stale snapshot, a failover): its next
+    call is told so and registers what it holds, instead of carrying on with
+    a session Redis recreated empty."""
+    a = new_fleet(redis_server.url, fleets)
+    b = new_fleet(redis_server.url, fleets, acquire_timeout=0.5)
+    await get(a)
+    await asyncio.sleep(0.1)
+    session = a.snapshot().session
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        await client.zadd(f"{P}sessions", {session: 0})  # its lease "ran out"
+    finally:
+        await client.aclose()
+    await get(b)  # collects A's session: B may take the slot A lost
+    later = asyncio.create_task(get(a))  # A's next call learns that it lost it
+    await asyncio.sleep(0.3)
+    assert a.snapshot().lapses == 1
+    assert a.snapshot().session != session
+    # A registered the slot it really holds, under its new session: with
+    # B's, the limit is full, and A's new request waits (before the fix, A
+    # carried on in a session Redis had recreated empty: 3 in use).
+    held = await held_in_redis(redis_server.url)
+    assert held == {a.snapshot().session: 1, b.snapshot().session: 1}
+    assert not later.done()
+    b.release(KEY)
+    await asyncio.wait_for(later, 2)
+    a.release(KEY)
+    a.release(KEY)
