@@ -98,3 +98,61 @@ async def test_wait_eof_when_the_connector_closes_gets_pool_closed(
     done, _ = await asyncio.wait([waiter], timeout=1)
     assert done == {waiter}
     assert isinstance(waiter.exception(), PoolClosedError)
+
+
+# aiohttp's test_reraise_os_error and test_close_conn_on_error build their
+# request from a Mock (its connection_key.port is a Mock, which a pool key
+# cannot hold). Their claims, on a real request: an OSError raised while the
+# request is sent comes out as ClientOSError with its errno, and any
+# exception there closes the connection instead of leaking it.
+
+
+class Unexpected(BaseException):
+    pass
+
+
+def failing_trace(error: BaseException) -> aiohttp.TraceConfig:
+    async def on_headers_sent(*_: object) -> None:
+        raise error
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(on_headers_sent)
+    return trace
+
+
+@pytest.mark.parametrize("connector_class", CONNECTORS)
+async def test_an_os_error_while_sending_is_reraised_as_client_os_error(
+    server: TestServer, resolver: LoopbackResolver, connector_class: Any
+) -> None:
+    connector = connector_class(resolver=resolver)
+    trace = failing_trace(OSError(1, "permission error"))
+    async with aiohttp.ClientSession(
+        connector=connector, trace_configs=[trace]
+    ) as session:
+        with pytest.raises(aiohttp.ClientOSError) as caught:
+            await session.get(url(server, "/small"))
+        assert (caught.value.errno, caught.value.strerror) == (1, "permission error")
+        if isinstance(connector, PoolConnector):
+            stats = connector.stats()
+            assert (stats.acquired, stats.idle, stats.open) == (0, 0, 0)
+            assert stats.released["error"] == 1
+            assert stats.closed["error"] == 1
+
+
+@pytest.mark.parametrize("connector_class", CONNECTORS)
+async def test_a_base_exception_while_sending_closes_the_connection(
+    server: TestServer, resolver: LoopbackResolver, connector_class: Any
+) -> None:
+    connector = connector_class(resolver=resolver)
+    trace = failing_trace(Unexpected("permission error"))
+    async with aiohttp.ClientSession(
+        connector=connector, trace_configs=[trace]
+    ) as session:
+        with pytest.raises(Unexpected):
+            async with session.get(url(server, "/small")) as resp:
+                await resp.text()
+        if isinstance(connector, PoolConnector):
+            stats = connector.stats()
+            assert (stats.acquired, stats.idle, stats.open) == (0, 0, 0)
+            assert stats.released["error"] == 1
+            assert stats.closed["error"] == 1
