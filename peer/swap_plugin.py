@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections import Counter, defaultdict, deque
 from collections.abc import Generator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import aiohttp
@@ -45,8 +47,9 @@ created: Counter[str] = Counter()
 plain: Counter[str] = Counter()
 """Plain ``TCPConnector`` instances created (must stay empty), per test file."""
 view_reads: Counter[str] = Counter()
-"""Reads of ``_conns`` / ``_acquired`` answered from the pool, per test file."""
+"""Reads of ``_conns`` / ``_acquired`` answered from the pool, per test id."""
 _current_file = "<collection>"
+_current_test = "<collection>"
 
 
 def _pool_key(key: Any) -> PoolKey:
@@ -66,7 +69,6 @@ class PeerPoolConnector(PoolConnector):
         acquired: set[Any] = set()
         if core is None:  # TCPConnector.__init__ is still running
             return idle, acquired
-        view_reads[_current_file] += 1
         records = sorted(core.records(), key=lambda rec: rec.idle_since)
         for rec in records:
             if rec.state == "idle":
@@ -97,6 +99,7 @@ class PeerPoolConnector(PoolConnector):
 
     @property  # type: ignore[override]
     def _conns(self) -> dict[Any, deque[tuple[Any, float]]]:
+        _count_read(sys._getframe(1))
         return self._records()[0]
 
     @_conns.setter
@@ -105,11 +108,19 @@ class PeerPoolConnector(PoolConnector):
 
     @property
     def _acquired(self) -> set[Any]:
+        _count_read(sys._getframe(1))
         return self._records()[1]
 
     @_acquired.setter
     def _acquired(self, value: Any) -> None:
         assert not value, "the peer view of _acquired is read-only"
+
+
+def _count_read(caller: FrameType) -> None:
+    """Count a read made by a test (aiohttp's own ``close()`` reads too)."""
+    module = str(caller.f_globals.get("__name__", ""))
+    if not module.startswith(("aiohttp", "aioconnpool")):
+        view_reads[_current_test] += 1
 
 
 def _count_plain(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -127,12 +138,13 @@ aiohttp.connector.TCPConnector = PeerPoolConnector  # type: ignore[misc]
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
-    global _current_file  # noqa: PLW0603
+    global _current_file, _current_test  # noqa: PLW0603
+    _current_test = item.nodeid
     _current_file = item.nodeid.split("::", 1)[0]
     try:
         return (yield)
     finally:
-        _current_file = "<between tests>"
+        _current_file = _current_test = "<between tests>"
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
