@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck demo bench soak docs tox clean
+.PHONY: install test lint typecheck demo bench soak docs tox peer clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,14 +16,14 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m ruff check aioconnpool tests bench examples docs/_ext
-	$(PY) -m ruff format --check aioconnpool tests bench examples docs/_ext
+	$(PY) -m ruff check aioconnpool tests bench examples docs/_ext peer
+	$(PY) -m ruff format --check aioconnpool tests bench examples docs/_ext peer
 	$(PY) -m mypy
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check aioconnpool tests bench examples docs/_ext
-	$(PY) -m ruff format --check aioconnpool tests bench examples docs/_ext
+	$(PY) -m ruff check aioconnpool tests bench examples docs/_ext peer
+	$(PY) -m ruff format --check aioconnpool tests bench examples docs/_ext peer
 
 typecheck: $(STAMP)
 	$(PY) -m mypy
@@ -43,5 +43,11 @@ soak: $(STAMP)
 tox: $(STAMP)
 	$(PY) -m tox
 
+# aiohttp's own client tests, baseline and with PoolConnector swapped in
+# (peer/run.py): builds .peer-venv and .peer-cache/ on first use.
+peer: $(STAMP)
+	$(PY) peer/run.py
+
 clean:
-	rm -rf $(VENV) .tox .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .tox .mypy_cache .ruff_cache .pytest_cache .hypothesis \
+		.peer-venv .peer-cache

@@ -109,14 +109,15 @@ def test_the_command_and_the_plugin_are_registered() -> None:
 
 def _lint_imports(tree: Path, *contracts: str) -> subprocess.CompletedProcess[str]:
     """Run import-linter over the package found in ``tree`` (its
-    ``pyproject.toml`` holds the contracts)."""
+    ``pyproject.toml`` holds the contracts; import-linter finds it in the
+    working directory: the import-linter releases for Python 3.10 take no
+    config path as an argument, the newer ones deprecate ``--config``)."""
     command = [
         sys.executable,
         "-c",
         "import sys; from importlinter.cli import lint_imports_command as c; "
         "sys.exit(c())",
         "--no-cache",
-        str(tree / "pyproject.toml"),
     ]
     for contract in contracts:
         command += ["--contract", contract]

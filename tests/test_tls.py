@@ -9,8 +9,10 @@ share, or the isolation would be vacuous.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -19,7 +21,7 @@ import pytest
 import trustme
 from aiohttp.test_utils import TestServer
 
-from aioconnpool import PoolConnector
+from aioconnpool import PoolClosedError, PoolConnector
 from tests.conftest import Recorder, make_app
 from tests.faulty import client_sockets, settle_pool
 
@@ -193,3 +195,31 @@ async def test_closing_tls_connections_matches_the_os(
     await session.close()
     await assert_settled(conn, tls_server)
     assert client_sockets(tls_server.port) == 0
+
+
+async def test_a_tls_reader_when_the_connector_closes_ends_at_once(
+    tls_server: TestServer, make_session: Build, ca: trustme.CA
+) -> None:
+    # aiohttp's test_ssl_client_shutdown_timeout, whose claim is that closing
+    # the connector under an active TLS reader is quick. With TCPConnector its
+    # reader then waits until cancelled (CancelledError); ours is failed at
+    # once with PoolClosedError: the intended difference of issue 18, item 3.
+    session, conn = make_session()
+    url = f"https://a.test:{tls_server.port}/trickle"
+    resp = await session.get(url, ssl=client_context(ca))
+
+    async def read_loop() -> None:
+        while True:
+            await resp.content.read(11)
+
+    reader = asyncio.create_task(read_loop())
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    await conn.close()
+    assert time.monotonic() - started < 0.3
+    done, _ = await asyncio.wait([reader], timeout=1)
+    assert done == {reader}
+    assert isinstance(reader.exception(), PoolClosedError)
+    resp.close()
+    assert conn.stats().open == 0
+    await assert_settled(conn, tls_server)

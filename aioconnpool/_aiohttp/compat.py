@@ -147,14 +147,23 @@ def abort(protocol: Any) -> None:
 
 
 def fail_unread_body(protocol: Any, error: BaseException) -> None:
-    """Fail the body stream a reader may be waiting on, before closing.
+    """Fail the body stream a reader is waiting on, before closing.
 
     aiohttp's ``ResponseHandler.close()`` drops ``_payload`` before
-    ``connection_lost`` could fail it, so a task reading the body of a
-    connection closed with the connector would wait forever.
+    ``connection_lost`` could fail it, so a task waiting in ``read()`` (or
+    ``wait_eof()``) on a connection closed with the connector would wait
+    forever. Only a stream with a waiting reader is failed (its
+    ``_waiter`` / ``_eof_waiter`` future, set by ``StreamReader._wait()`` and
+    ``wait_eof()`` in 3.11 to 3.14): a body nobody is reading is left as
+    aiohttp leaves it, so that reading it later raises aiohttp's own
+    ``RuntimeError("Connection closed.")`` once the buffered bytes are used
+    up (issue 18).
     """
     payload = getattr(protocol, PAYLOAD_ATTR, None)
-    if payload is not None and not payload.is_eof() and payload.exception() is None:
+    if payload is None or payload.is_eof() or payload.exception() is not None:
+        return
+    waiting = getattr(payload, "_waiter", None) or getattr(payload, "_eof_waiter", None)
+    if waiting is not None:
         payload.set_exception(error)
 
 
