@@ -7,11 +7,14 @@ isolated below. Importing with an unsupported aiohttp fails loudly.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import re
 from typing import Any, NamedTuple
 
 import aiohttp
 from aiohttp import client_reqrep
+from aiohttp.connector import BaseConnector
 from aiohttp.streams import StreamReader
 
 __all__ = [
@@ -184,10 +187,14 @@ def with_connect_timeout(timeout: Any, seconds: float) -> Any:
     """``timeout`` (a ``ClientTimeout``) with its ``connect`` part set to
     ``seconds``: attrs-based in aiohttp 3.x (``attr.evolve``); a dataclass
     would take ``dataclasses.replace``."""
-    import dataclasses
-
     if dataclasses.is_dataclass(timeout):
         return dataclasses.replace(timeout, connect=seconds)  # type: ignore[type-var]
     import attr
 
     return attr.evolve(timeout, connect=seconds)
+
+
+CLOSE_IS_COROUTINE: bool = inspect.iscoroutinefunction(BaseConnector.close)
+"""aiohttp >= 3.12: ``close()`` is a coroutine that awaits what ``_close()``
+returns. 3.11: ``close()`` calls ``_close()`` and returns an awaitable of
+nothing, so what the pool must wait for at close needs its own way."""

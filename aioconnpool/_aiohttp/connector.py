@@ -131,6 +131,7 @@ class PoolConnector(Acquiring, Releasing):
     """
 
     _fleet: Any = None
+    _fleet_closing: asyncio.Task[None] | None = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> PoolConnector:
         # With a fleet, every acquisition first waits for a fleet slot: a
@@ -340,8 +341,9 @@ class PoolConnector(Acquiring, Releasing):
         self._deliver()
         if self._fleet is not None and not self._loop.is_closed():
             # Leave the fleet (give back every slot at once); close() awaits
-            # it with the sockets.
-            waiters.append(self._loop.create_task(self._fleet.close()))
+            # it with the sockets (FleetGatedConnector.close on aiohttp 3.11).
+            self._fleet_closing = self._loop.create_task(self._fleet.close())
+            waiters.append(self._fleet_closing)
         result: list[Awaitable[object]] | None = cast(Any, super()._close(**kwargs))
         if result is None:  # aiohttp 3.11: nothing to wait for
             return None

@@ -92,6 +92,17 @@ class FleetGatedConnector(PoolConnector):
     _fleet: FleetBackend
     _connection_class = FleetConnection
 
+    if not _compat.CLOSE_IS_COROUTINE:  # aiohttp 3.11
+
+        def close(self) -> Any:  # type: ignore[override]
+            """aiohttp 3.11's ``close()``, whose awaitable also waits for the
+            fleet to be left (aiohttp's own awaits nothing)."""
+            result = super().close()
+            closing = self._fleet_closing
+            if closing is None:
+                return result
+            return asyncio.gather(asyncio.ensure_future(result), closing)
+
     async def connect(
         self, req: ClientRequest, traces: list[Trace] | None, timeout: ClientTimeout
     ) -> Connection:

@@ -257,7 +257,16 @@ class Workers:
         )
         for worker, ready in zip(workers, readies, strict=True):
             worker.ready = ready
-            assert Path(ready["module"]) == Path(aioconnpool.__file__), ready
+            # The same code as this process's (tox installs a copy of the
+            # checkout: compare what the fleet runs, not where it lies).
+            for part in (
+                "fleet/_redis.py",
+                "fleet/_script.lua",
+                "_aiohttp/fleet_gate.py",
+            ):
+                theirs = Path(ready["module"]).parent / part
+                ours = Path(aioconnpool.__file__).parent / part
+                assert theirs.read_bytes() == ours.read_bytes(), (part, ready)
         return workers
 
     async def run(
