@@ -19,11 +19,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
 from aioconnpool.testing import RedisServer
 
+AIOHTTP_3_11 = aiohttp.__version__.startswith("3.11.")
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 OUTPUT = EXAMPLES / "output"
@@ -122,9 +124,16 @@ async def test_example_as_a_script_with_its_embedded_server() -> None:
 
 async def test_example_as_a_script_against_a_given_port(port: int) -> None:
     env = {"AIOCONNPOOL_EXAMPLE_PORT": str(port)}
+    expected = (OUTPUT / "available_puzzle.txt").read_text()
     code, out, err = await _run_script("examples/available_puzzle.py", env=env)
+    if out != expected and AIOHTTP_3_11:
+        # aiohttp 3.11's server sometimes writes a small response's headers
+        # and body apart, and the example's figures then depend on which the
+        # client read first (about 2 runs in 10): once more decides. Newer
+        # aiohttp writes them together, and gets no second chance.
+        code, out, err = await _run_script("examples/available_puzzle.py", env=env)
     assert (code, err) == (0, "")
-    assert out == (OUTPUT / "available_puzzle.txt").read_text()
+    assert out == expected
 
 
 async def test_crawler(
