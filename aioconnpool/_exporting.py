@@ -9,12 +9,12 @@ import heapq
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from . import HostStats, HostTable, PoolKey, PoolStats
+from . import FleetHostStats, HostStats, HostTable, PoolKey, PoolStats
 
 if TYPE_CHECKING:
     from . import PoolConnector
 
-__all__ = ["busiest", "snapshot_on_loop"]
+__all__ = ["busiest", "busiest_fleet_hosts", "snapshot_on_loop"]
 
 HOP_TIMEOUT = 10.0  # seconds a collector thread waits for the loop
 
@@ -67,3 +67,15 @@ def busiest(hosts: Mapping[PoolKey, HostStats], n: int) -> list[PoolKey]:
     if len(hosts) <= n:
         return sorted(hosts, key=rank)
     return heapq.nsmallest(n, hosts, key=rank)
+
+
+def busiest_fleet_hosts(
+    hosts: Mapping[PoolKey, FleetHostStats], n: int
+) -> list[tuple[PoolKey, FleetHostStats]]:
+    """The ``n`` fleet hosts where this process holds or waits most (then
+    by slots held fleet-wide): the ones the exporters label."""
+    return sorted(
+        hosts.items(),
+        key=lambda kv: (kv[1].mine + kv[1].waiting_here, kv[1].acquired),
+        reverse=True,
+    )[:n]

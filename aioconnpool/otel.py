@@ -61,7 +61,7 @@ from . import (
     Released,
     __version__,
 )
-from ._exporting import busiest, snapshot_on_loop
+from ._exporting import busiest, busiest_fleet_hosts, snapshot_on_loop
 
 __all__ = ["Instrumentation", "instrument"]
 
@@ -255,11 +255,7 @@ class Instrumentation:
         fleet = snapshot_on_loop(connector, self._loop).fleet
         if fleet is None:
             return []
-        hosts = sorted(
-            fleet.hosts.items(),
-            key=lambda kv: (kv[1].mine + kv[1].waiting_here, kv[1].acquired),
-            reverse=True,
-        )[: self._max_hosts]
+        hosts = busiest_fleet_hosts(fleet.hosts, self._max_hosts)
         return [Observation(getattr(hs, field), _server(key)) for key, hs in hosts]
 
 

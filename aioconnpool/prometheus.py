@@ -85,7 +85,7 @@ from . import (
     PoolKey,
     PoolStats,
 )
-from ._exporting import busiest, snapshot_on_loop
+from ._exporting import busiest, busiest_fleet_hosts, snapshot_on_loop
 
 __all__ = ["OTHER", "PoolCollector", "register", "unregister"]
 
@@ -376,12 +376,7 @@ class PoolCollector:
             ],
             trips.sum,
         )
-        hosts = sorted(
-            fleet.hosts.items(),
-            key=lambda kv: (kv[1].mine + kv[1].waiting_here, kv[1].acquired),
-            reverse=True,
-        )[: self.max_hosts]
-        for key, hs in hosts:
+        for key, hs in busiest_fleet_hosts(fleet.hosts, self.max_hosts):
             labels = const + _host_labels(key)
             for g in _FLEET_GAUGES:
                 _gauge(fams[f"fleet_{g}"]).add_metric(labels, getattr(hs, g))

@@ -169,7 +169,7 @@ class Grants(Bookkeeping[K, C, G]):
         # Invariant 3 means a free total slot implies no ready key, so a new
         # request cannot overtake anyone by queueing behind its key.
         waiters = ks.waiters
-        if waiters is NO_WAITERS:  # KeyState.own_waiters, inlined: hot
+        if waiters is NO_WAITERS:  # the key's own queue, on first use
             waiters = ks.waiters = OrderedDict()
         waiters[ticket] = None
         self._waiting += 1

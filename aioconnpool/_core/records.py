@@ -121,8 +121,8 @@ class _NothingYet(OrderedDict[Any, Any]):
     A crawler has thousands of live keys, most of them with an empty waiter
     queue or no idle connection at a given moment; sharing one empty mapping
     spares each key two tracked objects. Whoever adds to a key's mapping
-    gives it its own first (``KeyState.own_waiters``; the idle store for
-    ``idle``); a stray write here raises instead of leaking into every key.
+    gives it its own first (``PoolCore.acquire`` for ``waiters``; the idle
+    store for ``idle``); a stray write here raises instead of leaking into every key.
     """
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -162,12 +162,6 @@ class KeyState:
         self.waiters = NO_WAITERS
         self.counts = counts
         self.ready_token = -1  # >= 0 while the key sits in the ready heap
-
-    def own_waiters(self) -> OrderedDict[Ticket, None]:
-        """The key's own waiter queue, created on first use."""
-        if self.waiters is NO_WAITERS:
-            self.waiters = OrderedDict()
-        return self.waiters
 
     def room(self) -> int | None:
         if self.limit is None:
