@@ -51,9 +51,11 @@ class FleetStats:
     current session (a new one after every outage or lapsed lease);
     ``outages`` how many times the store became unreachable; ``lapses`` how
     many times this process found its lease had run out (a pause longer than
-    the lease); ``local_grants`` the acquisitions let through on local limits
-    alone during outages (``on_unavailable="local"``); ``round_trips`` the
-    calls made to the store and ``round_trip`` their durations.
+    the lease) or the store's count of its slots short (writes lost in a
+    failover), and registered its slots anew; ``local_grants`` the
+    acquisitions let through on local limits alone during outages
+    (``on_unavailable="local"``); ``round_trips`` the calls made to the store
+    and ``round_trip`` their durations.
     """
 
     name: str

@@ -121,7 +121,10 @@ _HELP = {
     "fleet_waiting_here": "This process's requests waiting for a fleet slot.",
     "fleet_up": "1 while the fleet's Redis can be reached, else 0.",
     "fleet_outages": "Times the fleet's Redis could not be reached.",
-    "fleet_lapses": "Times this process found its fleet lease had run out.",
+    "fleet_lapses": (
+        "Times this process registered its fleet slots anew: its lease had "
+        "run out, or the store counted fewer of its slots than it held."
+    ),
     "fleet_local_grants": "Acquisitions let through on local limits in outages.",
     "fleet_round_trip": "Duration of the calls to the fleet's Redis.",
 }

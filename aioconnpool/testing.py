@@ -9,11 +9,18 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-__all__ = ["LoopbackResolver", "RedisServer", "RedisServerError", "free_port"]
+__all__ = [
+    "LoopbackResolver",
+    "RedisClusterServers",
+    "RedisServer",
+    "RedisServerError",
+    "free_port",
+]
 
 
 class LoopbackResolver(AbstractResolver):
@@ -87,7 +94,7 @@ class RedisServer:
     redis-server``) or does not start.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, extra_args: Sequence[str] = ()) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RedisServerError(f"redis-server not found on PATH: {INSTALL_HINT}")
@@ -95,6 +102,7 @@ class RedisServer:
         self.directory = directory
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.extra_args = list(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -116,6 +124,7 @@ class RedisServer:
                 str(self.directory),
                 "--protected-mode",
                 "no",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -178,3 +187,153 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+
+
+class RedisClusterServers:
+    """A real Redis Cluster on loopback, for fleet tests: ``primaries``
+    ``redis-server`` nodes in cluster mode, each with ``replicas`` replicas,
+    joined with ``redis-cli --cluster create``; persistence off, one
+    directory per node. ``url`` names the first node (a cluster client finds
+    the others from it); ``nodes`` are :class:`RedisServer` objects, so a
+    test can ``kill()`` or ``pause()`` one. ``node_timeout`` (ms) is how long
+    a silent primary takes to be replaced by its replica. Raises
+    :class:`RedisServerError` when ``redis-server`` or ``redis-cli`` is
+    missing or the cluster does not form.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        primaries: int = 3,
+        replicas: int = 1,
+        node_timeout: int = 1000,
+    ) -> None:
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RedisServerError(f"redis-cli not found on PATH: {INSTALL_HINT}")
+        self.cli = cli
+        self.nodes: list[RedisServer] = []
+        try:
+            for i in range(primaries * (1 + replicas)):
+                node_dir = directory / f"node{i}"
+                node_dir.mkdir()
+                self.nodes.append(
+                    RedisServer(
+                        node_dir,
+                        extra_args=[
+                            "--cluster-enabled",
+                            "yes",
+                            "--cluster-config-file",
+                            "nodes.conf",
+                            "--cluster-node-timeout",
+                            str(node_timeout),
+                            # The bus port defaults to port + 10000, which
+                            # may be taken or out of range: pick one too.
+                            "--cluster-port",
+                            str(free_port()),
+                            # A replica syncs at once, and may take over
+                            # however long its primary has been silent.
+                            "--repl-diskless-sync-delay",
+                            "0",
+                            "--cluster-replica-validity-factor",
+                            "0",
+                        ],
+                    )
+                )
+            created = subprocess.run(
+                [
+                    cli,
+                    "--cluster",
+                    "create",
+                    *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                    "--cluster-replicas",
+                    str(replicas),
+                    "--cluster-yes",
+                ],
+                capture_output=True,
+                check=False,
+                timeout=60,
+            )
+            if created.returncode != 0:
+                raise RedisServerError(
+                    "redis-cli --cluster create failed: "
+                    f"{created.stdout.decode(errors='replace')[-500:]}"
+                    f"{created.stderr.decode(errors='replace')[-500:]}"
+                )
+            self.wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        self.url = self.nodes[0].url
+
+    def command(self, node: RedisServer, *args: str) -> str:
+        """Run one Redis command on ``node`` with ``redis-cli``; its output."""
+        done = subprocess.run(
+            [self.cli, "-h", "127.0.0.1", "-p", str(node.port), *args],
+            capture_output=True,
+            check=False,
+            timeout=10,
+        )
+        return done.stdout.decode(errors="replace")
+
+    def live_nodes(self) -> list[RedisServer]:
+        """The nodes whose process runs."""
+        return [
+            n for n in self.nodes if n.process is not None and n.process.poll() is None
+        ]
+
+    def _served_slots(self, asked: RedisServer) -> dict[int, list[tuple[int, int]]]:
+        """Port -> slot ranges of every primary that ``asked`` sees serving
+        slots, whose process runs and that nobody suspects to have failed."""
+        live = {n.port for n in self.live_nodes()}
+        spans: dict[int, list[tuple[int, int]]] = {}
+        for line in self.command(asked, "CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if len(fields) < 9 or "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            port = int(fields[1].split("@", 1)[0].rsplit(":", 1)[1])
+            if port not in live:
+                continue
+            for span in fields[8:]:
+                if not span.startswith("["):  # "[slot->-node]": migrating
+                    low, _, high = span.partition("-")
+                    spans.setdefault(port, []).append((int(low), int(high or low)))
+        return spans
+
+    def primary_of(self, key: str) -> RedisServer:
+        """The running node that is the primary of ``key``'s slot now."""
+        for asked in self.live_nodes():
+            slot = int(self.command(asked, "CLUSTER", "KEYSLOT", key).strip())
+            for port, spans in self._served_slots(asked).items():
+                if any(low <= slot <= high for low, high in spans):
+                    return next(n for n in self.nodes if n.port == port)
+        raise RedisServerError(f"no running primary serves the slot of {key!r}")
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Until every running node says ``cluster_state:ok`` and sees all
+        16384 slots served by running primaries (after a primary was
+        killed: until its replica has taken over), and every replica is in
+        sync with its primary."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(
+                "cluster_state:ok" in self.command(n, "CLUSTER", "INFO")
+                and "master_link_status:down"
+                not in self.command(n, "INFO", "replication")
+                and sum(
+                    high - low + 1
+                    for spans in self._served_slots(n).values()
+                    for low, high in spans
+                )
+                == 16384
+                for n in self.live_nodes()
+            ):
+                return
+            time.sleep(0.1)
+        raise RedisServerError(f"the Redis Cluster was not healthy within {timeout} s")
+
+    def stop(self) -> None:
+        """Stop every node."""
+        for node in self.nodes:
+            node.stop()

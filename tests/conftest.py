@@ -13,7 +13,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from aioconnpool import PoolConnector
-from aioconnpool.testing import LoopbackResolver, RedisServer, RedisServerError
+from aioconnpool.testing import (
+    LoopbackResolver,
+    RedisClusterServers,
+    RedisServer,
+    RedisServerError,
+)
 
 BIG_CHUNK = b"x" * 65536
 BIG_CHUNKS = 48  # 3 MiB: never arrives together with the headers
@@ -158,3 +163,20 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RedisClusterServers]:
+    """A real Redis Cluster on loopback: 3 primaries with one replica each
+    (node timeout 1 s), stopped afterwards. Fails (never skips) when
+    redis-server or redis-cli is missing, saying what to install."""
+    try:
+        cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster"))
+    except RedisServerError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

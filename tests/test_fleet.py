@@ -93,6 +93,7 @@ FLEET_KW = {
     "on_unavailable",
     "acquire_timeout",
     "redis_timeout",
+    "cluster",
 }
 
 

@@ -58,6 +58,7 @@ DOCUMENTED: dict[str, tuple[str, ...]] = {
     "aioconnpool.otel": ("Instrumentation", "instrument"),
     "aioconnpool.testing": (
         "LoopbackResolver",
+        "RedisClusterServers",
         "RedisServer",
         "RedisServerError",
         "free_port",

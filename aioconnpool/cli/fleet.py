@@ -54,7 +54,14 @@ def format_fleet_status(status: FleetStatus) -> str:
 
 
 def fleet_status_command(
-    url: str, name: str, *, as_json: bool, max_hosts: int, out: TextIO, err: TextIO
+    url: str,
+    name: str,
+    *,
+    as_json: bool,
+    max_hosts: int,
+    out: TextIO,
+    err: TextIO,
+    cluster: bool = False,
 ) -> int:
     """Run ``aioconnpool fleet status``; the exit status."""
     try:
@@ -63,7 +70,9 @@ def fleet_status_command(
         err.write(f"aioconnpool fleet: {exc}\n")
         return 2
     try:
-        status = asyncio.run(fleet_status(url, name=name, max_hosts=max_hosts))
+        status = asyncio.run(
+            fleet_status(url, name=name, max_hosts=max_hosts, cluster=cluster)
+        )
     except (ValueError, TypeError) as exc:
         err.write(f"aioconnpool fleet status: {exc}\n")
         return 2

@@ -194,6 +194,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="show the N most recently used hosts (default 100)",
     )
+    status.add_argument(
+        "--cluster",
+        action="store_true",
+        help="REDIS_URL is a node of a Redis Cluster (as RedisFleet(cluster=True))",
+    )
     status.add_argument("--json", action="store_true", help="print JSON")
     for command in (demo, crawl):
         command.add_argument(
@@ -342,6 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.name,
                 as_json=args.json,
                 max_hosts=args.max_hosts,
+                cluster=args.cluster,
                 out=sys.stdout,
                 err=sys.stderr,
             )

@@ -50,6 +50,7 @@ class FleetConfig:
     on_unavailable: str
     acquire_timeout: float | None
     redis_timeout: float
+    cluster: bool = False
 
     @property
     def prefix(self) -> str:
@@ -88,6 +89,7 @@ def validate_config(
     on_unavailable: object,
     acquire_timeout: object,
     redis_timeout: object,
+    cluster: object = False,
 ) -> FleetConfig:
     if not isinstance(url, str):
         raise TypeError(f"the Redis URL must be a string, not {type(url).__name__}")
@@ -115,6 +117,21 @@ def validate_config(
         if db and not db.isdigit():
             raise ValueError(
                 f"the Redis URL {address!r} names database {db!r}: it must be a number"
+            )
+    if not isinstance(cluster, bool):
+        raise TypeError(f"cluster must be True or False, not {cluster!r}")
+    if cluster:
+        # A cluster node is reached by host and port, and serves database 0
+        # only: a URL that says otherwise names something the cluster is not.
+        if parsed.scheme == "unix":
+            raise ValueError(
+                f"cluster=True needs a redis:// or rediss:// URL of one of the "
+                f"cluster's nodes, not the unix socket {address!r}"
+            )
+        if parsed.path.strip("/") not in ("", "0"):
+            raise ValueError(
+                f"the Redis URL {address!r} names database "
+                f"{parsed.path.strip('/')!r}: Redis Cluster has database 0 only"
             )
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(
@@ -152,4 +169,5 @@ def validate_config(
         on_unavailable=str(on_unavailable),
         acquire_timeout=_positive("acquire_timeout", acquire_timeout, allow_none=True),
         redis_timeout=timeout,
+        cluster=cluster,
     )

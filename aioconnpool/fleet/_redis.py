@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import itertools
 import logging
 import os
@@ -53,10 +54,10 @@ from aioconnpool import (
 )
 
 from ._config import FleetConfig, validate_config
+from ._connect import open_client, open_slot_node
 from ._errors import FleetTimeoutError, FleetUnavailableError
 
 try:
-    import redis.asyncio as aioredis
     from redis.exceptions import RedisError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - the [redis] extra is missing
@@ -128,7 +129,9 @@ class RedisFleet:
     and the request's connect timeout) or ``"raise"``
     (:class:`FleetUnavailableError`). ``acquire_timeout`` bounds any wait for
     a fleet slot (:class:`FleetTimeoutError`); ``redis_timeout`` each Redis
-    command.
+    command. ``cluster=True`` talks to a Redis Cluster (``url`` names any of
+    its nodes): the fleet's keys share one hash tag, so they live on one
+    shard, and the client follows that shard through failovers.
     """
 
     def __init__(
@@ -142,6 +145,7 @@ class RedisFleet:
         on_unavailable: str = "local",
         acquire_timeout: float | None = None,
         redis_timeout: float = 2.0,
+        cluster: bool = False,
     ) -> None:
         self._config: FleetConfig = validate_config(
             url,
@@ -152,6 +156,7 @@ class RedisFleet:
             on_unavailable=on_unavailable,
             acquire_timeout=acquire_timeout,
             redis_timeout=redis_timeout,
+            cluster=cluster,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._redis: Any = None
@@ -189,7 +194,8 @@ class RedisFleet:
     def __repr__(self) -> str:
         c = self._config
         return (
-            f"<RedisFleet {c.name!r} at {c.address} limit_per_host="
+            f"<RedisFleet {c.name!r} at {c.address}"
+            f"{' (cluster)' if c.cluster else ''} limit_per_host="
             f"{c.limit_per_host} state={self._state}>"
         )
 
@@ -379,12 +385,7 @@ class RedisFleet:
 
     def _start(self) -> None:
         c = self._config
-        self._redis = aioredis.Redis.from_url(
-            c.url,
-            socket_timeout=c.redis_timeout,
-            socket_connect_timeout=c.redis_timeout,
-            decode_responses=True,
-        )
+        self._redis = open_client(c, timeout=c.redis_timeout)
         self._script = self._redis.register_script(SCRIPT)
         self._info = (
             f"{os.getpid()} {socket.gethostname()[:60].replace(' ', '_')} "
@@ -527,6 +528,21 @@ class RedisFleet:
                 # Our slots went back while we were silent (or Redis lost
                 # them): register what this process really holds, anew.
                 self._lapsed()
+            return
+        if status == "BEHIND":
+            if session == self._session:
+                # Redis lost some of our writes (a failover to a replica
+                # that had not received them): its count of our slots is
+                # short, so the fleet could over-admit. Register anew.
+                self._lapses += 1
+                log.warning(
+                    "Fleet %r: Redis at %s counted fewer of this process's "
+                    "slots than it holds (writes lost in a failover?); "
+                    "re-registering them",
+                    self._config.name,
+                    self._config.address,
+                )
+                self._resync()
             return
         if status == "EPOCH":
             # Redis forgot the fleet (restarted empty) and someone re-created
@@ -762,7 +778,12 @@ class RedisFleet:
     async def _recover(self) -> None:
         """Try Redis again; on success, resync under a new session."""
         try:
-            await asyncio.wait_for(self._redis.ping(), self._config.redis_timeout * 2)
+            # A keyed read, not PING: in a cluster it must reach the shard
+            # that serves the fleet (PING would ask every node).
+            await asyncio.wait_for(
+                self._redis.exists(f"{self._config.prefix}epoch"),
+                self._config.redis_timeout * 2,
+            )
         except (RedisError, OSError, asyncio.TimeoutError):
             return
         log.warning(
@@ -778,12 +799,20 @@ class RedisFleet:
         releases. A missed message is picked up by the next heartbeat."""
         subscribed = ""
         pubsub = None
-        prefix = f"{self._config.prefix}wake:"
+        node = None  # in a cluster: the client of the node subscribed on
+        c = self._config
+        prefix = f"{c.prefix}wake:"
         try:
             while not self._closed:
                 try:
                     if pubsub is None:
-                        pubsub = self._redis.pubsub()
+                        if c.cluster:
+                            node = await open_slot_node(
+                                self._redis, c, timeout=c.redis_timeout
+                            )
+                            pubsub = node.pubsub()
+                        else:
+                            pubsub = self._redis.pubsub()
                     if subscribed != self._session:
                         if subscribed:
                             await pubsub.unsubscribe(prefix + subscribed)
@@ -796,9 +825,10 @@ class RedisFleet:
                         ignore_subscribe_messages=True, timeout=0.2
                     )
                 except (RedisError, OSError, asyncio.TimeoutError):
-                    if pubsub is not None:
-                        await pubsub.aclose()
-                    pubsub, subscribed = None, ""
+                    # (After a cluster failover, the next subscription goes
+                    # to the slot's new primary.)
+                    await _close_quietly(pubsub, node)
+                    pubsub, node, subscribed = None, None, ""
                     await asyncio.sleep(min(1.0, self._config.lease_ttl / 3))
                     continue
                 if message is None or message.get("type") != "message":
@@ -810,5 +840,12 @@ class RedisFleet:
                 if host is not None and self._state == "connected":
                     self._granted(host, ticket_id, stored=True)
         finally:
-            if pubsub is not None:
-                await pubsub.aclose()
+            await _close_quietly(pubsub, node)
+
+
+async def _close_quietly(*clients: Any) -> None:
+    """Close a subscription and its node client, which may be broken."""
+    for client in clients:
+        if client is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()

@@ -29,7 +29,10 @@
 --         {"EPOCH", epoch} when the caller's epoch is stale, or {"LOST",
 --         epoch} when its session is gone (its lease ran out and it was
 --         collected, or Redis lost it): nothing was applied, and the caller
---         resyncs under a new session. Direct grants were made in this
+--         resyncs under a new session. {"BEHIND", epoch}: applied, but the
+--         caller's own operations showed Redis counting fewer of its slots
+--         than it holds (a release or a take (K) of a slot Redis does not
+--         have: writes lost in a failover); the caller resyncs likewise. Direct grants were made in this
 --         call; stored ones earlier, and stay stored until taken (K).
 --
 -- Data, under the prefix P:
@@ -95,9 +98,16 @@ local function alive(session)
   return exp and tonumber(exp) > now
 end
 
+-- Set when the caller's own operations show that Redis counts fewer of its
+-- slots than it holds: a release of a slot Redis does not count, or the
+-- take of a grant Redis does not have. Only lost writes do that (a failover
+-- to a replica that had not received them): the caller must register anew.
+local behind = false
+
 local function add_held(host, session, n)
   local held = redis.call('HINCRBY', hk(host, 'holders'), session, n)
   if held <= 0 then redis.call('HDEL', hk(host, 'holders'), session) end
+  if held < 0 then behind = true end
 end
 
 local function add_queued(host, session, n)
@@ -223,7 +233,9 @@ for _ = 1, groups do
           redis.call('HSET', hk(host, 'granted'), me, rest)
         end
         if op == 'C' then add_held(host, me, -1) end
-      elseif op == 'C' then
+      elseif op == 'K' then
+        behind = true
+      else
         if redis.call('ZREM', hk(host, 'queue'), me .. ' ' .. arg) == 1 then
           add_queued(host, me, -1)
         end
@@ -263,6 +275,13 @@ end
 redis.call('ZREMRANGEBYSCORE', P .. 'hosts', '-inf', now - 3600000)
 
 wake_dirty()
+
+if behind then
+  -- Applied all the same: what the caller gave back is free, and dropping
+  -- this session (the caller's next call) takes back whatever Redis still
+  -- counts for it, before the caller registers what it really holds.
+  return {'BEHIND', epoch}
+end
 
 local grace_left = 0
 if in_grace then grace_left = grace_until - now end

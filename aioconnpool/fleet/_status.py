@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from ._config import mask_url, validate_config
+from ._connect import open_client, open_slot_node
 
 __all__ = ["FleetHostStatus", "FleetSessionStatus", "FleetStatus", "fleet_status"]
 
@@ -68,9 +67,12 @@ def vars_of(obj: Any) -> dict[str, Any]:
     return {name: getattr(obj, name) for name in obj.__slots__}
 
 
-async def fleet_status(url: str, *, name: str, max_hosts: int = 100) -> FleetStatus:
-    """The fleet ``name`` on the Redis at ``url``: sessions, and the
-    ``max_hosts`` most recently used hosts."""
+async def fleet_status(
+    url: str, *, name: str, max_hosts: int = 100, cluster: bool = False
+) -> FleetStatus:
+    """The fleet ``name`` on the Redis at ``url`` (with ``cluster=True``,
+    any node of a Redis Cluster): sessions, and the ``max_hosts`` most
+    recently used hosts."""
     config = validate_config(
         url,
         name=name,
@@ -80,11 +82,18 @@ async def fleet_status(url: str, *, name: str, max_hosts: int = 100) -> FleetSta
         on_unavailable="raise",
         acquire_timeout=None,
         redis_timeout=5.0,
+        cluster=cluster,
     )
     p = config.prefix
-    client = aioredis.Redis.from_url(
-        url, socket_timeout=5.0, socket_connect_timeout=5.0, decode_responses=True
-    )
+    client = open_client(config, timeout=5.0)
+    if cluster:
+        # Read the shard's primary directly: the reads below are one
+        # transaction, on the one slot the whole fleet lives in.
+        try:
+            node = await open_slot_node(client, config, timeout=5.0)
+        finally:
+            await client.aclose()
+        client = node
     try:
         async with client.pipeline(transaction=True) as pipe:
             pipe.time()

@@ -261,6 +261,7 @@ class Workers:
             # checkout: compare what the fleet runs, not where it lies).
             for part in (
                 "fleet/_redis.py",
+                "fleet/_connect.py",
                 "fleet/_script.lua",
                 "_aiohttp/fleet_gate.py",
             ):

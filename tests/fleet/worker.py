@@ -69,6 +69,7 @@ class WorkerSpec:
     seed: int = 0
     wait_for_go: bool = True
     linger: bool = False  # after "finished", wait for "exit" before closing
+    cluster: bool = False  # redis_url names a node of a Redis Cluster
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -284,6 +285,7 @@ async def main(spec: WorkerSpec) -> None:
         on_unavailable=spec.on_unavailable,
         acquire_timeout=spec.acquire_timeout,
         redis_timeout=spec.redis_timeout,
+        cluster=spec.cluster,
     )
     connector = PoolConnector(
         limit=spec.local_limit,
