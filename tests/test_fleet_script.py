@@ -333,3 +333,39 @@ def test_writes_lost_in_a_failover_are_noticed_by_their_owner(
         assert call("s5", ["K", "1"])[0] == "OK"
     finally:
         client.close()
+
+
+def test_waiters_of_collected_sessions_are_not_counted(
+    redis_server: RedisServer,
+) -> None:
+    """A dead session's queue entries stay in the queue until they reach its
+    head, but the fleet's waiting count (in replies: what keeps a process
+    from keeping a slot; in ``fleet status``) leaves them out at once."""
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        script = client.register_script(SCRIPT)
+        host = HOSTS[0]  # limit 1
+
+        def call(session: str, ops: list[str]) -> list[object]:
+            args = [PREFIX, session, "60000", "", "", "", "0", "1", host, "1"]
+            args += (str(len(ops) // 2), *ops)
+            return list(script(keys=[EPOCH_KEY], args=args))
+
+        def waiting(reply: list[object]) -> int:
+            entries: list[list[object]] = reply[3]  # type: ignore[assignment]
+            (entry,) = entries
+            return int(str(entry[2]))
+
+        call("s1", ["A", "1"])
+        assert waiting(call("s2", ["A", "1", "A", "2"])) == 2
+        assert waiting(call("s3", ["A", "1"])) == 3
+        client.zadd(f"{PREFIX}sessions", {"s2": 0})  # s2 crashed
+        reply = call("s1", [])  # collects s2
+        assert waiting(reply) == 1  # s3's only
+        assert client.zcard(f"{PREFIX}h:{host}:queue") == 3  # still queued
+        # When s1 gives its slot back, s2's entries are skipped: s3 gets it.
+        call("s1", ["R", "1"])
+        assert client.hget(f"{PREFIX}h:{host}:granted", "s3") == "1"
+        assert client.zcard(f"{PREFIX}h:{host}:queue") == 0
+    finally:
+        client.close()

@@ -93,6 +93,18 @@ local function used_of(host)
   return n
 end
 
+-- Requests waiting for `host`, live sessions' only: the queue itself may
+-- still hold entries of collected sessions, skipped when they reach the
+-- head; counting those would keep a host looking busy (no kept slots, a
+-- wrong `fleet status`) long after their owners died.
+local function waiting_of(host)
+  local n = 0
+  for _, v in ipairs(redis.call('HVALS', hk(host, 'queued'))) do
+    n = n + tonumber(v)
+  end
+  return n
+end
+
 local function alive(session)
   local exp = redis.call('ZSCORE', P .. 'sessions', session)
   return exp and tonumber(exp) > now
@@ -259,7 +271,7 @@ for _ = 1, groups do
       end
     end
   end
-  local reply = {host, used_of(host), redis.call('ZCARD', hk(host, 'queue')), limit,
+  local reply = {host, used_of(host), waiting_of(host), limit,
                  tonumber(redis.call('HGET', hk(host, 'holders'), me) or '0'), #mine}
   for _, ticket in ipairs(mine) do reply[#reply + 1] = ticket end
   local stored = redis.call('HGET', hk(host, 'granted'), me)

@@ -115,7 +115,8 @@ async def fleet_status(
             for host in host_names:
                 pipe.get(f"{p}h:{host}:limit")
                 pipe.hgetall(f"{p}h:{host}:holders")
-                pipe.zcard(f"{p}h:{host}:queue")
+                # Live sessions' waiters (see waiting_of in the script).
+                pipe.hvals(f"{p}h:{host}:queued")
             per_host = await pipe.execute()
     finally:
         await client.aclose()
@@ -149,7 +150,7 @@ async def fleet_status(
                 host=host,
                 limit=int(limit or 0),
                 held=sum(held.values()),
-                waiting=int(waiting),
+                waiting=sum(int(n) for n in waiting),
                 holders=held,
             )
         )
