@@ -58,7 +58,7 @@ from ._connect import open_client, open_slot_node
 from ._errors import FleetTimeoutError, FleetUnavailableError
 
 try:
-    from redis.exceptions import RedisError
+    from redis.exceptions import RedisClusterException, RedisError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - the [redis] extra is missing
     raise ImportError(
@@ -66,6 +66,10 @@ except ImportError as exc:  # pragma: no cover - the [redis] extra is missing
     ) from exc
 
 __all__ = ["RedisFleet"]
+
+# What "Redis cannot be reached" looks like. A cluster client adds its own
+# errors outside RedisError's tree (no node reachable, a slot not covered).
+_UNREACHABLE = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 
 log = logging.getLogger("aioconnpool.fleet")
 
@@ -361,7 +365,7 @@ class RedisFleet:
             if self._state == "connected":
                 for session in [*self._drops, self._session]:
                     await self._run_script(session, drop=session, groups=[])
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except _UNREACHABLE as exc:
             log.warning(
                 "Fleet %r: could not leave cleanly (%s); this process's slots "
                 "return when its lease runs out",
@@ -464,7 +468,7 @@ class RedisFleet:
         sent_at = loop.time()
         try:
             reply = await self._run_script(session, drop=drop, groups=groups)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except _UNREACHABLE as exc:
             if drop:  # maybe not dropped: try again
                 self._drops.insert(0, drop)
             if session != self._session:
@@ -784,7 +788,7 @@ class RedisFleet:
                 self._redis.exists(f"{self._config.prefix}epoch"),
                 self._config.redis_timeout * 2,
             )
-        except (RedisError, OSError, asyncio.TimeoutError):
+        except _UNREACHABLE:
             return
         log.warning(
             "Fleet %r: Redis at %s is back; re-registering this process's slots",
@@ -824,7 +828,7 @@ class RedisFleet:
                     message = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=0.2
                     )
-                except (RedisError, OSError, asyncio.TimeoutError):
+                except _UNREACHABLE:
                     # (After a cluster failover, the next subscription goes
                     # to the slot's new primary.)
                     await _close_quietly(pubsub, node)
@@ -847,5 +851,5 @@ async def _close_quietly(*clients: Any) -> None:
     """Close a subscription and its node client, which may be broken."""
     for client in clients:
         if client is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*_UNREACHABLE):
                 await client.aclose()
