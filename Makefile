@@ -16,14 +16,14 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m ruff check aioconnpool tests bench examples docs/_ext peer
-	$(PY) -m ruff format --check aioconnpool tests bench examples docs/_ext peer
+	$(PY) -m ruff check aioconnpool tests bench examples docs/_ext peer dashboards
+	$(PY) -m ruff format --check aioconnpool tests bench examples docs/_ext peer dashboards
 	$(PY) -m mypy
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check aioconnpool tests bench examples docs/_ext peer
-	$(PY) -m ruff format --check aioconnpool tests bench examples docs/_ext peer
+	$(PY) -m ruff check aioconnpool tests bench examples docs/_ext peer dashboards
+	$(PY) -m ruff format --check aioconnpool tests bench examples docs/_ext peer dashboards
 
 typecheck: $(STAMP)
 	$(PY) -m mypy

@@ -162,6 +162,15 @@ def overhead(config: Config, redis_url: str, progress: Any) -> dict[str, Any]:
 # ------------------------------------------------------- several processes
 
 
+def latency_cdf(values: list[float]) -> list[float]:
+    """The nearest-rank latency (ms) at 0, 1, ..., 100 percent."""
+    ordered = sorted(values)
+    if not ordered:
+        return []
+    last = len(ordered) - 1
+    return [ordered[min(last, round(q / 100 * last))] * 1e3 for q in range(101)]
+
+
 async def _child(spec: dict[str, Any]) -> dict[str, Any]:
     fleet = RedisFleet(
         spec["redis_url"], name=spec["name"], limit_per_host=spec["fleet_limit"]
@@ -198,6 +207,9 @@ async def _child(spec: dict[str, Any]) -> dict[str, Any]:
         "seconds": seconds,
         "requests": spec["requests"],
         "latency": percentiles(latencies),
+        # For the fairness chart (bench/charts.py): the latency at each
+        # percent, 0 to 100, in milliseconds.
+        "latency_cdf_ms": latency_cdf(latencies),
         "round_trips": fleet_stats.round_trips,
         "outages": fleet_stats.outages,
     }

@@ -2,7 +2,8 @@
 
 Each script runs in a process of its own, one after the other, with the same
 mode flags; each prints its table and writes its JSON to ``bench/results/``
-(unless ``--no-write``). The default mode takes about 18 minutes on a 2-core
+(unless ``--no-write``). Then ``charts.py`` draws the docs' charts from those
+results (``docs/img/bench-*.svg``). The default mode takes about 18 minutes on a 2-core
 machine, ``--quick`` a few minutes, ``--tiny`` seconds.
 
 Usage::
@@ -47,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         if code:
             failed.append(name)
+    if not args.no_write:
+        # The docs' charts, from the results just written.
+        code = subprocess.run(
+            [sys.executable, str(HERE / "charts.py")], check=False
+        ).returncode
+        if code:
+            failed.append("charts.py")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1

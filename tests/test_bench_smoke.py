@@ -530,3 +530,23 @@ def test_fleet_bench_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     fair = data["processes"]["fairness"]
     assert fair["peak_per_host"] <= 2
     assert len(fair["per_process"]) == 4
+    for p in fair["per_process"]:
+        cdf = p["latency_cdf_ms"]
+        assert len(cdf) == 101
+        assert cdf == sorted(cdf)
+    # The docs' charts, drawn from these results and the committed sockets'.
+    charts = load_bench_script("charts")
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "fleet.json").write_text(target.read_text())
+    sockets = BENCH_DIR / "results" / "sockets.json"
+    (results / "sockets.json").write_text(sockets.read_text())
+    out_dir = tmp_path / "img"
+    assert charts.main(["--results", str(results), "--out", str(out_dir)]) == 0
+    drawn = sorted(p.name for p in out_dir.iterdir())
+    assert drawn == ["bench-fairness.svg", "bench-hosts.svg", "bench-queued.svg"]
+    for path in out_dir.iterdir():
+        svg = path.read_text()
+        assert svg.lstrip().startswith("<?xml"), path.name
+        assert "<svg" in svg, path.name
+        assert "requests" in svg or "process 1" in svg, path.name  # labels drawn

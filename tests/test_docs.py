@@ -240,6 +240,7 @@ def test_api_reference_covers_every_public_name() -> None:
     import aioconnpool.prometheus
     import aioconnpool.pytest_plugin
     import aioconnpool.testing
+    import aioconnpool.web
 
     documented = _documented((DOCS / "api.md").read_text())
     public = {f"aioconnpool.{name}" for name in aioconnpool.__all__}
@@ -249,6 +250,7 @@ def test_api_reference_covers_every_public_name() -> None:
         aioconnpool.prometheus,
         aioconnpool.otel,
         aioconnpool.pytest_plugin,
+        aioconnpool.web,
     ):
         public |= {f"{module.__name__}.{name}" for name in module.__all__}
     assert public == documented

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import math
 import random
+import sys
 import textwrap
 import time
 from collections import Counter
@@ -37,6 +38,7 @@ from aiohttp import web
 from .. import Closed, PoolConnector, PoolEvent, PoolKey, PoolStats
 from ..testing import LoopbackResolver
 from .render import Block, Label, LiveView, emit, pool_blocks, reuse_table
+from .web import WebOptions, dashboard_during
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -110,6 +112,7 @@ def make_app() -> web.Application:
 class DemoOptions:
     requests: int = 200
     seed: int = 1
+    web: WebOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -328,14 +331,15 @@ async def crawl(options: DemoOptions, console: Console | None = None) -> DemoRes
                     _job(session, f"http://{job.host}:{port}/item/{i}", job)
                     for i, job in enumerate(plan_jobs(options.requests, options.seed))
                 ]
-                watched = await watch(
-                    connector,
-                    jobs,
-                    reuse=reuse,
-                    console=console,
-                    description="demo crawl",
-                    label=_host_label,
-                )
+                async with dashboard_during(connector, options.web, sys.stderr):
+                    watched = await watch(
+                        connector,
+                        jobs,
+                        reuse=reuse,
+                        console=console,
+                        description="demo crawl",
+                        label=_host_label,
+                    )
         finally:
             await resolver.close()
     finally:

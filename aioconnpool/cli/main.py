@@ -44,6 +44,7 @@ from .demo import (
     watch,
 )
 from .render import Block, emit, pool_blocks, rich_available
+from .web import WebOptions, dashboard_during
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -206,6 +207,28 @@ def _parser() -> argparse.ArgumentParser:
             action="store_true",
             help="no live view, plain-text report, even on a terminal",
         )
+        command.add_argument(
+            "--web",
+            action="store_true",
+            help=(
+                "serve the live dashboard on 127.0.0.1 during the crawl (its URL "
+                "goes to stderr) and after it, until Ctrl-C or --web-for"
+            ),
+        )
+        command.add_argument(
+            "--web-port",
+            type=_count,
+            default=0,
+            metavar="PORT",
+            help="the dashboard's port (default: any free one)",
+        )
+        command.add_argument(
+            "--web-for",
+            type=_seconds,
+            default=None,
+            metavar="SECONDS",
+            help="keep the dashboard up this long after the crawl (default: Ctrl-C)",
+        )
     return parser
 
 
@@ -228,6 +251,7 @@ class CrawlOptions:
     limit_per_host: int = 0
     requests_per_url: int = 1
     timeout: float = 30.0
+    web: WebOptions | None = None
 
 
 def _shown(url: URL) -> str:
@@ -275,9 +299,10 @@ async def run_crawl(
             for _ in range(options.requests_per_url)
             for url in options.urls
         ]
-        watched = await watch(
-            connector, jobs, reuse=reuse, console=console, description="crawl"
-        )
+        async with dashboard_during(connector, options.web, err or sys.stderr):
+            watched = await watch(
+                connector, jobs, reuse=reuse, console=console, description="crawl"
+            )
     failed = [o for o in watched.results if o.error is not None]
     if as_json:
         print(json.dumps(watched.stats.to_dict(), indent=2), file=out)
@@ -315,8 +340,13 @@ def _crawl_blocks(options: CrawlOptions, watched: Watched[Outcome]) -> list[Bloc
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        web = (
+            WebOptions(port=args.web_port, linger=args.web_for)
+            if getattr(args, "web", False)
+            else None
+        )
         if args.command == "demo":
-            options = DemoOptions(requests=args.requests, seed=args.seed)
+            options = DemoOptions(requests=args.requests, seed=args.seed, web=web)
             console = _console(sys.stdout, args.plain)
             return asyncio.run(run_demo(options, sys.stdout, console))
         if args.command == "crawl":
@@ -326,6 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 limit_per_host=args.limit_per_host,
                 requests_per_url=args.requests_per_url,
                 timeout=args.timeout,
+                web=web,
             )
             # With --json, stdout holds the JSON alone: the live view, if
             # any, goes to stderr.
@@ -351,6 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out=sys.stdout,
                 err=sys.stderr,
             )
+    except KeyboardInterrupt:
+        return 130  # Ctrl-C (ends a --web dashboard's wait)
     except BrokenPipeError:
         # The reader went away (piped into ``head``...): silence the flush
         # at exit, as the Python documentation recommends.
