@@ -14,7 +14,14 @@ from ._aiohttp.connector import PoolConnector
 from ._aiohttp.leaks import LeakInfo
 from ._core.counters import CLOSE_REASONS, COUNTER_NAMES, RELEASE_HOWS
 from ._core.host_limits import HostLimits
-from ._errors import AioConnPoolError, PoolClosedError, PoolFullError, PoolTimeoutError
+from ._errors import (
+    AioConnPoolError,
+    HostStalledError,
+    PacingDeadlineError,
+    PoolClosedError,
+    PoolFullError,
+    PoolTimeoutError,
+)
 from ._events import (
     Acquired,
     Closed,
@@ -22,7 +29,12 @@ from ._events import (
     ConnectFailed,
     ConnectStarted,
     Dequeued,
+    HostPaused,
+    HostResumed,
     LeakSuspected,
+    PacingDequeued,
+    PacingLate,
+    PacingQueued,
     PoolEvent,
     Queued,
     Rejected,
@@ -56,10 +68,17 @@ __all__ = [
     "FleetStats",
     "Histogram",
     "HostLimits",
+    "HostPaused",
+    "HostResumed",
+    "HostStalledError",
     "HostStats",
     "HostTable",
     "LeakInfo",
     "LeakSuspected",
+    "PacingDeadlineError",
+    "PacingDequeued",
+    "PacingLate",
+    "PacingQueued",
     "PoolClosedError",
     "PoolConnector",
     "PoolEvent",
