@@ -9,6 +9,7 @@ import itertools
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -357,3 +358,79 @@ async def test_no_pacing_means_no_gate(make_session: Build) -> None:
     assert "connect" not in vars(conn)  # the class's own connect(), untouched
     _session, paced = make_session(delay_per_host=0.1)
     assert "connect" in vars(paced)
+
+
+async def test_prometheus_shows_pacing_and_pauses(
+    server: TestServer, make_session: Build
+) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from aioconnpool.prometheus import PoolCollector
+
+    session, conn = make_session(delay_per_host=5.0)
+    target = url(server, "/small", host="m.test")
+    await fetch(session, target)
+    waiting = [asyncio.create_task(fetch(session, target)) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    conn.pause_host(url(server, "/", host="n.test"), 30, reason="429")
+    registry = CollectorRegistry()
+    registry.register(PoolCollector(conn))
+    text = (await asyncio.to_thread(generate_latest, registry)).decode()
+    port = server.port
+    assert "aioconnpool_pool_pacing_waiting 2.0" in text
+    assert (
+        f'aioconnpool_pacing_waiting{{host="m.test",port="{port}",scheme="http"}} 2.0'
+        in text
+    )
+    assert (
+        f'aioconnpool_delay_seconds{{host="m.test",port="{port}",scheme="http"}} 5.0'
+        in text
+    )
+    assert (
+        f'aioconnpool_paused{{host="n.test",port="{port}",reason="429",'
+        'scheme="http"} 1.0' in text
+    )
+    assert "aioconnpool_pool_pauses_total 1.0" in text
+    assert "aioconnpool_pool_paced_total 2.0" in text
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+
+
+async def test_opentelemetry_shows_pacing(
+    server: TestServer, make_session: Build
+) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from aioconnpool.otel import instrument
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    session, conn = make_session(delay_per_host=0.1)
+    handle = instrument(conn, meter_provider=provider)
+    try:
+        target = url(server, "/small", host="o.test")
+        await asyncio.gather(*(fetch(session, target) for _ in range(3)))
+        conn.pause_host(target, 10, reason="503")
+        data = reader.get_metrics_data()
+        assert data is not None
+        found: dict[str, list[Any]] = {
+            metric.name: list(metric.data.data_points)
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for metric in sm.metrics
+        }
+        durations = found["aioconnpool.pacing.duration"]
+        assert sum(p.count for p in durations) == 2
+        assert {p.attributes["aioconnpool.pacing.outcome"] for p in durations} == {
+            "released"
+        }
+        pauses = found["aioconnpool.pauses"]
+        assert [
+            (p.value, p.attributes["aioconnpool.pause.reason"]) for p in pauses
+        ] == [(1, "503")]
+        assert sum(p.value for p in found["aioconnpool.pacing.waiting"]) == 0
+    finally:
+        handle.close()
+        provider.shutdown()
