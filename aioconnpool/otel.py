@@ -243,7 +243,9 @@ class Instrumentation:
             attrs = self._admitted.attributes(event.key)
             self._pauses.add(1, {**attrs, "aioconnpool.pause.reason": event.reason})
 
-    def _observe(self, figures: Iterable[tuple[str, Attributes]]) -> list[Observation]:
+    def _observe(
+        self, figures: Iterable[tuple[str, Attributes]], *, pacing: bool = False
+    ) -> list[Observation]:
         """One snapshot; for each ``HostStats`` field (with its extra
         attributes), the busiest hosts' values and the rest summed under the
         overflow attribute."""
@@ -251,6 +253,10 @@ class Instrumentation:
         if self._closed or connector is None:
             return []
         snap = snapshot_on_loop(connector, self._loop)
+        if pacing and not (
+            snap.delay_per_host or snap.host_delays or snap.pauses or snap.paced
+        ):
+            return []  # a connector that never paced: no points of zeros
         top = busiest(snap.hosts, self._max_hosts)
         self._admitted.refresh(top)
         found: list[Observation] = []
@@ -279,7 +285,8 @@ class Instrumentation:
         return self._observe([("waiting", {})])
 
     def _observe_pacing(self, options: CallbackOptions) -> Iterable[Observation]:
-        return self._observe([("pacing_waiting", {})])
+        # Nothing for a connector that never paced: no points of zeros.
+        return self._observe([("pacing_waiting", {})], pacing=True)
 
     def _observe_fleet(
         self, field: str, options: CallbackOptions
