@@ -41,6 +41,7 @@ EXACT = [
     "leaks",
     "prometheus_metrics",
     "otel_metrics",
+    "politeness",
 ]
 # Checked by a test of their own below.
 OTHERS = ["crawler", "fleet_workers", "test_pool_guard", "_loopback"]
