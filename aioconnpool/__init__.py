@@ -9,6 +9,7 @@ observable and fast.
 
 import logging
 
+from ._aiohttp.backoff import BackoffMiddleware, backoff_middleware
 from ._aiohttp.compat import SUPPORTED_RANGE
 from ._aiohttp.connector import PoolConnector
 from ._aiohttp.leaks import LeakInfo
@@ -58,6 +59,7 @@ __all__ = [
     "SUPPORTED_RANGE",
     "Acquired",
     "AioConnPoolError",
+    "BackoffMiddleware",
     "Closed",
     "ConnectEnded",
     "ConnectFailed",
@@ -90,4 +92,5 @@ __all__ = [
     "Rejected",
     "Released",
     "__version__",
+    "backoff_middleware",
 ]

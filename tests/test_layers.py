@@ -38,6 +38,8 @@ DOCUMENTED: dict[str, tuple[str, ...]] = {
         "PoolTimeoutError",
         "PacingDeadlineError",
         "HostStalledError",
+        "backoff_middleware",
+        "BackoffMiddleware",
         "PoolClosedError",
         "PoolEvent",
         "Queued",

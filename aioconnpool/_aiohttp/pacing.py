@@ -41,12 +41,14 @@ __all__ = ["PLACE", "PacingGate", "Place"]
 
 class Place:
     """A request's place in its host's pacing queue, kept across retries
-    (``backoff_middleware`` sets one in :data:`PLACE` around a request)."""
+    (``backoff_middleware`` sets one in :data:`PLACE` around a request):
+    ``seq`` from ``Pacer.take_seq``; ``retry`` once it was sent."""
 
-    __slots__ = ("seq",)
+    __slots__ = ("retry", "seq")
 
-    def __init__(self) -> None:
-        self.seq: int | None = None
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.retry = False
 
 
 PLACE: contextvars.ContextVar[Place | None] = contextvars.ContextVar(
@@ -82,13 +84,14 @@ class PacingGate:
         now = loop.time()
         place = PLACE.get()
         pacer = self.pacer
-        ticket, released = pacer.arrive(
-            key, now, _deadline(timeout, now), None if place is None else place.seq
-        )
+        if place is None:
+            ticket, released = pacer.arrive(key, now, _deadline(timeout, now))
+        else:
+            ticket, released = pacer.arrive(
+                key, now, _deadline(timeout, now), place.seq, retry=place.retry
+            )
         if ticket is None:  # not paced
             return await run(connector, req, traces, timeout)
-        if place is not None and place.seq is None:
-            place.seq = ticket.seq
         self._carry_out(released)
         if ticket.state == LATE:
             raise self._late_error(ticket, now)

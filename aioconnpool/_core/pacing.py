@@ -215,7 +215,9 @@ class Pacer(Generic[K]):
         key: K,
         now: float,
         deadline: float | None = None,
-        place: int | None = None,
+        seq: int | None = None,
+        *,
+        retry: bool = False,
     ) -> tuple[PaceTicket | None, list[PaceTicket]]:
         """A request for ``key`` arrives at ``now``.
 
@@ -223,9 +225,11 @@ class Pacer(Generic[K]):
         on, and nothing is to be reported back. Otherwise a ticket: ``GO``
         (go now; report :meth:`ended`), ``WAITING`` (wait to be let go), or
         ``LATE`` (its start, ``ticket.start``, falls after ``deadline``).
-        ``place`` is the ``seq`` of an earlier ticket of the same request (a
-        retry): the ticket takes that place in the queue, with no new gap of
-        its own to plan. The list holds other tickets let go on the way.
+        ``seq`` is the request's place in its host's queue, taken earlier with
+        :meth:`take_seq` (default: a new one, the back of the queue); with
+        ``retry=True`` the request was sent before and comes back: it keeps
+        that place and plans no new gap of its own. The list holds other
+        tickets let go on the way.
         """
         hs = self._hosts.get(key)
         if hs is None:
@@ -234,11 +238,9 @@ class Pacer(Generic[K]):
                 return None, []
             hs = self._hosts[key] = HostPace(key, delay)
         gap = self._gap(hs.delay)
-        if place is None:
+        if seq is None:
             seq = next(self._seqs)
-            start = max(now, hs.last_planned + gap)
-        else:
-            seq, start = place, now
+        start = now if retry else max(now, hs.last_planned + gap)
         if hs.paused_until is not None and start < hs.paused_until:
             start = hs.paused_until
         ticket = PaceTicket(key, seq, now, start, gap=gap, deadline=deadline)
@@ -247,7 +249,7 @@ class Pacer(Generic[K]):
             self._refuse_late(ticket, now)
             self._advance(hs, now, released)  # forgets a host it just opened
             return ticket, released
-        if place is None:
+        if not retry:
             hs.last_planned = start
         if (
             not hs.waiting
@@ -269,6 +271,11 @@ class Pacer(Generic[K]):
         if ticket in released:  # a timer not run yet let it go with the rest
             released.remove(ticket)
         return ticket, released
+
+    def take_seq(self) -> int:
+        """A place in line, for a request to :meth:`arrive` with later (its
+        retries keep it)."""
+        return next(self._seqs)
 
     def ended(self, ticket: PaceTicket, now: float, *, sent: bool) -> list[PaceTicket]:
         """A ticket let go (``GO``) got its connection (``sent``) or failed
