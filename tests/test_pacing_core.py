@@ -153,7 +153,7 @@ def test_a_retry_keeps_its_place() -> None:
     p.ended(second, 1.0, sent=True)  # answered 429: it will be retried
     ticket(p, "a", 1.0)  # a third request, after it
     p.pause("a", 3.0, "429", 1.0)
-    retry = ticket(p, "a", 1.0, second.seq, retry=True)
+    retry = ticket(p, "a", 1.0, seq=second.seq, retry=True)
     assert p.due(3.0) == [retry]  # before the third, which arrived after it
 
 
