@@ -81,6 +81,7 @@ DOCUMENTED: dict[str, tuple[str, ...]] = {
         "FleetHostStatus",
         "mask_url",
     ),
+    "aioconnpool.robots": ("apply_robots",),
     "aioconnpool.pytest_plugin": (
         "DEFAULT_LEAK_THRESHOLD",
         "PoolGuard",

@@ -325,6 +325,17 @@ class PoolConnector(Acquiring, Releasing):
         """The per-host delays (``host_delays``), keyed by normalised pattern."""
         return self._options.host_delays.as_dict()
 
+    def set_host_delay(self, pattern: str, seconds: float) -> None:
+        """Set the delay of the hosts ``pattern`` selects (a ``host_delays``
+        key) from now on: requests already waiting keep their starts, the
+        next ones are planned with the new delay."""
+        parsed = self._options.host_delays.set(pattern, seconds)
+        gate = self._pacing_gate() if seconds else self._pacing
+        if gate is not None:
+            gate.pacer.refresh_delays(
+                lambda key: getattr(key, "host", None) == parsed.host
+            )
+
     def pause_host(
         self, target: PoolKey | str | URL, seconds: float, *, reason: str = "paused"
     ) -> None:

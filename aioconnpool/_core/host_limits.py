@@ -251,6 +251,12 @@ class HostDelays:
             seen[pattern] = raw
             self._delays[pattern] = delay
 
+    def set(self, raw: object, delay: object) -> HostPattern:
+        """Add or change one host's delay; returns the parsed pattern."""
+        pattern = parse_host_pattern(raw, "host_delays")
+        self._delays[pattern] = check_host_delay(raw, delay)
+        return pattern
+
     def __bool__(self) -> bool:
         """Whether any host is paced."""
         return bool(self.default or any(self._delays.values()))

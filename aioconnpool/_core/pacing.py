@@ -375,6 +375,15 @@ class Pacer(Generic[K]):
         self._advance(hs, now, released)
         return released
 
+    def refresh_delays(self, where: Callable[[Hashable], bool]) -> None:
+        """Ask ``delay_for`` again for the hosts ``where`` selects (after the
+        rules behind it changed). Waiting requests keep the starts they were
+        given; the next ones are planned with the new delay. Costs time in
+        the number of hosts with pacing state: an administrative call."""
+        for key, hs in self._hosts.items():
+            if where(key):
+                hs.delay = self._delay_for(key)  # type: ignore[arg-type]
+
     def close(self, now: float) -> list[PaceTicket]:
         """Refuse every waiting ticket (``CLOSED``) and forget every host."""
         self._closed = True
