@@ -246,6 +246,7 @@ def test_api_reference_covers_every_public_name() -> None:
     import aioconnpool.otel
     import aioconnpool.prometheus
     import aioconnpool.pytest_plugin
+    import aioconnpool.robots
     import aioconnpool.testing
 
     documented = _documented((DOCS / "api.md").read_text())
@@ -256,6 +257,7 @@ def test_api_reference_covers_every_public_name() -> None:
         aioconnpool.prometheus,
         aioconnpool.otel,
         aioconnpool.pytest_plugin,
+        aioconnpool.robots,
     ):
         public |= {f"{module.__name__}.{name}" for name in module.__all__}
     assert public == documented
