@@ -9,12 +9,20 @@ observable and fast.
 
 import logging
 
+from ._aiohttp.backoff import BackoffMiddleware, backoff_middleware
 from ._aiohttp.compat import SUPPORTED_RANGE
 from ._aiohttp.connector import PoolConnector
 from ._aiohttp.leaks import LeakInfo
 from ._core.counters import CLOSE_REASONS, COUNTER_NAMES, RELEASE_HOWS
 from ._core.host_limits import HostLimits
-from ._errors import AioConnPoolError, PoolClosedError, PoolFullError, PoolTimeoutError
+from ._errors import (
+    AioConnPoolError,
+    HostStalledError,
+    PacingDeadlineError,
+    PoolClosedError,
+    PoolFullError,
+    PoolTimeoutError,
+)
 from ._events import (
     Acquired,
     Closed,
@@ -22,7 +30,12 @@ from ._events import (
     ConnectFailed,
     ConnectStarted,
     Dequeued,
+    HostPaused,
+    HostResumed,
     LeakSuspected,
+    PacingDequeued,
+    PacingLate,
+    PacingQueued,
     PoolEvent,
     Queued,
     Rejected,
@@ -46,6 +59,7 @@ __all__ = [
     "SUPPORTED_RANGE",
     "Acquired",
     "AioConnPoolError",
+    "BackoffMiddleware",
     "Closed",
     "ConnectEnded",
     "ConnectFailed",
@@ -56,10 +70,17 @@ __all__ = [
     "FleetStats",
     "Histogram",
     "HostLimits",
+    "HostPaused",
+    "HostResumed",
+    "HostStalledError",
     "HostStats",
     "HostTable",
     "LeakInfo",
     "LeakSuspected",
+    "PacingDeadlineError",
+    "PacingDequeued",
+    "PacingLate",
+    "PacingQueued",
     "PoolClosedError",
     "PoolConnector",
     "PoolEvent",
@@ -71,4 +92,5 @@ __all__ = [
     "Rejected",
     "Released",
     "__version__",
+    "backoff_middleware",
 ]

@@ -20,6 +20,8 @@ from ._keys import PoolKey
 
 __all__ = [
     "AioConnPoolError",
+    "HostStalledError",
+    "PacingDeadlineError",
     "PoolClosedError",
     "PoolFullError",
     "PoolTimeoutError",
@@ -49,3 +51,33 @@ class PoolTimeoutError(AioConnPoolError, ClientConnectionError):
         super().__init__(message)
         self.key = key
         self.timeout = timeout
+
+
+class PacingDeadlineError(PoolTimeoutError):
+    """A request's start, decided by its host's pacing (a delay or a pause),
+    would fall after its ``ClientTimeout`` deadline: it fails at once rather
+    than wait for a start it cannot live to see. ``start`` and ``deadline``
+    are on the event loop's clock; ``timeout`` is the time it had left."""
+
+    def __init__(
+        self,
+        message: str,
+        key: PoolKey,
+        timeout: float,
+        *,
+        start: float,
+        deadline: float | None,
+    ) -> None:
+        super().__init__(message, key, timeout)
+        self.start = start
+        self.deadline = deadline
+
+
+class HostStalledError(AioConnPoolError, ClientConnectionError):
+    """``backoff_middleware``: the host answered 429/503 ``stalls`` times in
+    a row; its requests fail at once until its pause ends."""
+
+    def __init__(self, message: str, key: PoolKey, stalls: int) -> None:
+        super().__init__(message)
+        self.key = key
+        self.stalls = stalls

@@ -14,6 +14,12 @@ written to) by the server when the request comes to take it: that grant ends
 ``Released(how="error")`` -> ``Closed`` at once, and the same request goes
 on to its next ``Acquired`` or ``ConnectStarted``.
 ``LeakSuspected`` comes from leak detection (``leak_threshold``).
+
+Pacing (``delay_per_host``, ``host_delays``, pauses) comes before all that:
+``PacingQueued`` -> ``PacingDequeued(outcome="released")`` when a request
+had to wait for its start, or ``PacingLate`` when its start would fall after
+its deadline. ``HostPaused`` -> ``HostResumed`` bracket a host's pause
+(``pause_host``, ``backoff_middleware``).
 """
 
 from __future__ import annotations
@@ -30,7 +36,12 @@ __all__ = [
     "ConnectFailed",
     "ConnectStarted",
     "Dequeued",
+    "HostPaused",
+    "HostResumed",
     "LeakSuspected",
+    "PacingDequeued",
+    "PacingLate",
+    "PacingQueued",
     "PoolEvent",
     "Queued",
     "Rejected",
@@ -119,3 +130,47 @@ class LeakSuspected(PoolEvent):
     held: float
     task: str | None
     stack: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PacingQueued(PoolEvent):
+    """A request waits on its host's pacing (``delay_per_host``,
+    ``host_delays``, or a pause) until ``start`` (the loop's clock; the
+    earliest it may go); ``waiting`` on pacing for this host now."""
+
+    start: float
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
+class PacingDequeued(PoolEvent):
+    """A request left its host's pacing queue after ``waited`` seconds: let
+    go to the pool (``"released"``), given up (``"cancelled"``), refused
+    because a pause pushed its start past its deadline (``"late"``), or
+    refused because the connector closed (``"closed"``)."""
+
+    outcome: Literal["released", "cancelled", "late", "closed"]
+    waited: float
+
+
+@dataclass(frozen=True, slots=True)
+class PacingLate(PoolEvent):
+    """A request was refused: its start (``start``) would fall after its
+    ``ClientTimeout`` deadline (``deadline``), both on the loop's clock."""
+
+    start: float
+    deadline: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class HostPaused(PoolEvent):
+    """The host is paused until ``until`` (the loop's clock) for ``reason``
+    (``"429"``, ``"503"``, or what ``pause_host`` was given)."""
+
+    until: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostResumed(PoolEvent):
+    """The host's pause ended."""

@@ -19,6 +19,8 @@ from ._core.counters import (
     RELEASE_HOWS,
     Counters,
 )
+from ._core.host_limits import HostDelays
+from ._core.pacing import PaceFigures, Pacer
 from ._export import stats_to_dict
 from ._fleet_stats import FleetStats
 from ._histogram import Histogram
@@ -54,6 +56,13 @@ class HostStats:
     Durations (seconds, :class:`Histogram`): ``wait_time`` (in the queue, 0
     when served at once), ``connect_time``, ``hold_time`` (acquired to
     released) and ``lifetime`` (connection created to closed).
+    Pacing (``delay_per_host``, ``host_delays``, pauses): ``delay`` is the
+    least time in seconds between two starts in force for the host (0: not
+    paced); ``next_start`` the earliest the next request may start, on the
+    event loop's clock (``loop.time()``; ``None``: at once);
+    ``pacing_waiting`` the requests waiting on pacing (they hold no slot and
+    are not in ``waiting``); ``paused_until`` (loop clock) and
+    ``pause_reason`` describe a pause in force (``None``: none).
     """
 
     acquired: int = 0
@@ -78,6 +87,11 @@ class HostStats:
     connect_time: Histogram = EMPTY_HISTOGRAM
     hold_time: Histogram = EMPTY_HISTOGRAM
     lifetime: Histogram = EMPTY_HISTOGRAM
+    delay: float = 0.0
+    next_start: float | None = None
+    pacing_waiting: int = 0
+    paused_until: float | None = None
+    pause_reason: str | None = None
 
     @property
     def open(self) -> int:
@@ -103,7 +117,13 @@ class PoolStats:
     (:class:`HostTable`) that builds each host's ``HostStats`` when first read,
     from figures copied when the snapshot was taken. ``fleet`` shows the
     fleet-wide limits (:class:`FleetStats`) when the connector has a
-    ``fleet``, else ``None``.
+    ``fleet``, else ``None``. Pacing: ``delay_per_host``, ``host_delays``
+    (normalised pattern -> seconds) and ``delay_jitter`` as configured;
+    ``pacing_waiting`` the requests waiting on pacing now (not in
+    ``waiting``); counters ``paced`` (requests that had to wait on pacing),
+    ``pacing_late`` (refused at once: their start fell after their deadline)
+    and ``pauses`` (pauses asked for, by ``pause_host`` or the backoff
+    middleware); ``paused_hosts`` the hosts paused now.
     """
 
     acquired: int
@@ -132,6 +152,16 @@ class PoolStats:
     forgotten: HostStats
     is_closed: bool
     fleet: FleetStats | None = None
+    delay_per_host: float = 0.0
+    host_delays: Mapping[str, float] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    delay_jitter: float = 0.0
+    pacing_waiting: int = 0
+    paced: int = 0
+    pacing_late: int = 0
+    pauses: int = 0
+    paused_hosts: int = 0
 
     @property
     def open(self) -> int:
@@ -184,8 +214,27 @@ def _counter_fields(c: Counters) -> dict[str, object]:
     }
 
 
+def _pace_fields(pace: PaceFigures | None, delay: float) -> dict[str, Any]:
+    """Pacing fields of a ``HostStats``: the pacer's figures when the host
+    has pacing state, else only its configured delay."""
+    if pace is None:
+        return {"delay": delay} if delay else {}
+    return {
+        "delay": pace.delay,
+        "next_start": pace.next_start,
+        "pacing_waiting": pace.waiting,
+        "paused_until": pace.paused_until,
+        "pause_reason": pace.pause_reason,
+    }
+
+
 def build_host_stats(
-    figures: Iterable[KeyFigures], *, empty_room: int | None, empty_limit: int | None
+    figures: Iterable[KeyFigures],
+    *,
+    empty_room: int | None,
+    empty_limit: int | None,
+    pace: PaceFigures | None = None,
+    delay: float = 0.0,
 ) -> HostStats:
     """Add up the figures of the full keys behind one ``PoolKey``.
 
@@ -204,6 +253,7 @@ def build_host_stats(
             limit=f.limit,
             available=f.room,
             **_counter_fields(f.counters),  # type: ignore[arg-type]
+            **_pace_fields(pace, delay),
         )
     acquired = idle = connecting = waiting = 0
     total = Counters()  # none or several pools: summed into a new object
@@ -235,6 +285,7 @@ def build_host_stats(
         limit=limit,
         available=available,
         **_counter_fields(total),  # type: ignore[arg-type]
+        **_pace_fields(pace, delay),
     )
 
 
@@ -252,7 +303,14 @@ class HostTable(Mapping[PoolKey, HostStats]):
     equal to any mapping with the same items.
     """
 
-    __slots__ = ("_built", "_empty_limit", "_empty_room", "_figures")
+    __slots__ = (
+        "_built",
+        "_delays",
+        "_empty_limit",
+        "_empty_room",
+        "_figures",
+        "_pacing",
+    )
 
     def __init__(
         self,
@@ -260,20 +318,32 @@ class HostTable(Mapping[PoolKey, HostStats]):
         *,
         empty_room: int | None,
         empty_limit: int | None,
+        pacing: Mapping[PoolKey, PaceFigures] | None = None,
+        delays: HostDelays | None = None,
     ) -> None:
         self._figures = figures
         self._built: dict[PoolKey, HostStats] = {}
         self._empty_room = empty_room
         self._empty_limit = empty_limit
+        # Pacing figures copied at the snapshot, per host with pacing state;
+        # hosts only waiting on pacing (none in the pool yet) are listed too.
+        self._pacing = pacing or {}
+        self._delays = delays if delays else None
+        for key in self._pacing:
+            if key not in figures:
+                figures[key] = []
 
     def __getitem__(self, key: PoolKey) -> HostStats:
         built = self._built.get(key)
         if built is None:
             figures = self._figures[key]
+            delays = self._delays
             built = build_host_stats(
                 figures if isinstance(figures, list) else (figures,),
                 empty_room=self._empty_room,
                 empty_limit=self._empty_limit,
+                pace=self._pacing.get(key),
+                delay=0.0 if delays is None else delays.lookup(*key),
             )
             # setdefault: an exporter's thread and the loop may both read it.
             built = self._built.setdefault(key, built)
@@ -325,6 +395,9 @@ def build_pool_stats(
     host_limits: Mapping[str, int | None],
     group: Callable[[Hashable], PoolKey],
     fleet: FleetStats | None = None,
+    pacing: Pacer[PoolKey] | None = None,
+    delays: HostDelays | None = None,
+    delay_jitter: float = 0.0,
 ) -> PoolStats:
     """Snapshot the whole core, grouping full keys by ``PoolKey``.
 
@@ -346,6 +419,21 @@ def build_pool_stats(
     room = core.total_room()
     totals = core.totals
     forgotten_keys, forgotten = core.forgotten
+    paced: dict[PoolKey, PaceFigures] = {}
+    pace_counts: dict[str, Any] = {}
+    if pacing is not None:
+        paced = dict(pacing.all_figures())  # type: ignore[arg-type]
+        pace_counts = {
+            "pacing_waiting": pacing.waiting,
+            "paced": pacing.paced,
+            "pacing_late": pacing.late,
+            "pauses": pacing.pauses,
+            "paused_hosts": sum(f.paused_until is not None for f in paced.values()),
+        }
+    if delays is not None:
+        pace_counts["delay_per_host"] = delays.default
+        pace_counts["host_delays"] = MappingProxyType(delays.as_dict())
+        pace_counts["delay_jitter"] = delay_jitter
     return PoolStats(
         acquired=core.acquired,
         idle=core.idle,
@@ -356,12 +444,19 @@ def build_pool_stats(
         host_limits=MappingProxyType(dict(host_limits)),
         fd_budget=core.max_open,
         available=None if room is None else max(room, 0),
-        hosts=HostTable(grouped, empty_room=room, empty_limit=limit_per_host),
+        hosts=HostTable(
+            grouped,
+            empty_room=room,
+            empty_limit=limit_per_host,
+            pacing=paced,
+            delays=delays,
+        ),
         forgotten_hosts=forgotten_keys,
         forgotten=HostStats(**_counter_fields(forgotten)),  # type: ignore[arg-type]
         is_closed=core.closed,
         fleet=fleet,
         **_counter_fields(totals),  # type: ignore[arg-type]
+        **pace_counts,
     )
 
 

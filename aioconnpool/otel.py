@@ -23,6 +23,14 @@ UpDownCounters, ``{connection}`` / ``{request}``)
 ``aioconnpool.connection.closed`` / ``aioconnpool.released`` (Counters)
     with ``aioconnpool.close.reason`` / ``aioconnpool.release.how`` (see
     ``CLOSE_REASONS`` / ``RELEASE_HOWS``).
+``aioconnpool.pacing.waiting`` (observable UpDownCounter, ``{request}``)
+    requests waiting on their host's pacing (``delay_per_host``,
+    ``host_delays``, pauses), holding no slot.
+``aioconnpool.pacing.duration`` (Histogram, ``s``)
+    time spent waiting on pacing, from ``PacingDequeued`` events, with
+    ``aioconnpool.pacing.outcome`` = released | cancelled | late | closed.
+``aioconnpool.pauses`` (Counter, ``{pause}``)
+    host pauses, from ``HostPaused`` events, with ``aioconnpool.pause.reason``.
 
 Cardinality: observable instruments report the ``max_hosts`` busiest hosts
 (most requests, ties by key) at each collection, and the rest summed under
@@ -55,6 +63,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from . import (
     Closed,
     Dequeued,
+    HostPaused,
+    PacingDequeued,
     PoolConnector,
     PoolEvent,
     PoolKey,
@@ -151,6 +161,23 @@ class Instrumentation:
             unit="{request}",
             description="Requests queued for a connection.",
         )
+        meter.create_observable_up_down_counter(
+            "aioconnpool.pacing.waiting",
+            callbacks=[self._observe_pacing],
+            unit="{request}",
+            description="Requests waiting on their host's pacing.",
+        )
+        self._paced = meter.create_histogram(
+            "aioconnpool.pacing.duration",
+            unit="s",
+            description="Time requests spent waiting on their host's pacing.",
+            explicit_bucket_boundaries_advisory=_QUEUE_BUCKETS,
+        )
+        self._pauses = meter.create_counter(
+            "aioconnpool.pauses",
+            unit="{pause}",
+            description="Host pauses (pause_host, backoff_middleware), by reason.",
+        )
         self._duration = meter.create_histogram(
             "http.client.connection.duration",
             unit="s",
@@ -208,8 +235,17 @@ class Instrumentation:
             attrs = self._admitted.attributes(event.key)
             outcome = {"aioconnpool.queue.outcome": event.outcome}
             self._queued.record(event.waited, {**attrs, **outcome})
+        elif isinstance(event, PacingDequeued):
+            attrs = self._admitted.attributes(event.key)
+            paced = {"aioconnpool.pacing.outcome": event.outcome}
+            self._paced.record(event.waited, {**attrs, **paced})
+        elif isinstance(event, HostPaused):
+            attrs = self._admitted.attributes(event.key)
+            self._pauses.add(1, {**attrs, "aioconnpool.pause.reason": event.reason})
 
-    def _observe(self, figures: Iterable[tuple[str, Attributes]]) -> list[Observation]:
+    def _observe(
+        self, figures: Iterable[tuple[str, Attributes]], *, pacing: bool = False
+    ) -> list[Observation]:
         """One snapshot; for each ``HostStats`` field (with its extra
         attributes), the busiest hosts' values and the rest summed under the
         overflow attribute."""
@@ -217,6 +253,10 @@ class Instrumentation:
         if self._closed or connector is None:
             return []
         snap = snapshot_on_loop(connector, self._loop)
+        if pacing and not (
+            snap.delay_per_host or snap.host_delays or snap.pauses or snap.paced
+        ):
+            return []  # a connector that never paced: no points of zeros
         top = busiest(snap.hosts, self._max_hosts)
         self._admitted.refresh(top)
         found: list[Observation] = []
@@ -243,6 +283,10 @@ class Instrumentation:
 
     def _observe_waiting(self, options: CallbackOptions) -> Iterable[Observation]:
         return self._observe([("waiting", {})])
+
+    def _observe_pacing(self, options: CallbackOptions) -> Iterable[Observation]:
+        # Nothing for a connector that never paced: no points of zeros.
+        return self._observe([("pacing_waiting", {})], pacing=True)
 
     def _observe_fleet(
         self, field: str, options: CallbackOptions

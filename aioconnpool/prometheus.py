@@ -13,7 +13,10 @@ gauges ``acquired``, ``idle``, ``connecting``, ``waiting``, ``limit``, counters
 ``created``, ``reused``, ``connect_errors``, ``rejected``, ``wait_timeouts``,
 ``released{how}``, ``closed{reason}`` and the histograms ``wait_time``,
 ``connect_time``, ``hold_time`` and ``lifetime`` (seconds); and each of them
-in total as ``<prefix>_pool_*``, without host labels.
+in total as ``<prefix>_pool_*``, without host labels. Pacing adds the gauges
+``pacing_waiting`` (requests waiting on a host's pacing), ``delay_seconds``
+(the delay in force) and ``paused{reason}`` (1 while paused), and the pool
+counters ``pool_paced``, ``pool_pacing_late`` and ``pool_pauses``.
 
 Cardinality and monotonic counters
 ----------------------------------
@@ -127,7 +130,14 @@ _HELP = {
     ),
     "fleet_local_grants": "Acquisitions let through on local limits in outages.",
     "fleet_round_trip": "Duration of the calls to the fleet's Redis.",
+    "pacing_waiting": "Requests waiting on the host's pacing (holding no slot).",
+    "delay_seconds": "Least time between two request starts to the host.",
+    "paused": "1 while the host is paused (reason in the label).",
+    "paced": "Requests that had to wait on pacing.",
+    "pacing_late": "Requests refused: their start fell after their deadline.",
+    "pauses": "Host pauses asked for (pause_host, backoff_middleware).",
 }
+_PACING_COUNTERS = ("paced", "pacing_late", "pauses")
 _FLEET_GAUGES = ("limit", "acquired", "waiting", "mine", "waiting_here")
 _FLEET_COUNTERS = ("outages", "lapses", "local_grants")
 
@@ -289,6 +299,24 @@ class PoolCollector:
             fams[f"fleet_{c}"] = CounterMetricFamily(
                 f"{p}_fleet_{c}", _HELP[f"fleet_{c}"], labels=pool
             )
+        fams["pacing_waiting"] = GaugeMetricFamily(
+            f"{p}_pacing_waiting", _HELP["pacing_waiting"], labels=host
+        )
+        fams["pool_pacing_waiting"] = GaugeMetricFamily(
+            f"{p}_pool_pacing_waiting",
+            f"{_HELP['pacing_waiting']} All hosts.",
+            labels=pool,
+        )
+        fams["delay_seconds"] = GaugeMetricFamily(
+            f"{p}_delay_seconds", _HELP["delay_seconds"], labels=host
+        )
+        fams["paused"] = GaugeMetricFamily(
+            f"{p}_paused", _HELP["paused"], labels=[*host, "reason"]
+        )
+        for c in _PACING_COUNTERS:
+            fams[f"pool_{c}"] = CounterMetricFamily(
+                f"{p}_pool_{c}", _HELP[c], labels=pool
+            )
         fams["fleet_round_trip"] = HistogramMetricFamily(
             f"{p}_fleet_round_trip_seconds", _HELP["fleet_round_trip"], labels=pool
         )
@@ -359,6 +387,51 @@ class PoolCollector:
             _add_row(fams, "", const + _host_labels(row_key), row, bounds)
         if snap.fleet is not None:
             self._add_fleet(fams, const, snap.fleet)
+        self._add_pacing(fams, const, snap, top)
+
+    def _add_pacing(
+        self,
+        fams: dict[str, Metric],
+        const: list[str],
+        snap: PoolStats,
+        top: Sequence[PoolKey],
+    ) -> None:
+        """Pacing: per host, the delay in force and the pause for the
+        busiest hosts, and the requests waiting on pacing for the
+        ``max_hosts`` hosts with most of them (a host waiting on pacing may
+        not have reached the pool yet, so it may not rank among the
+        busiest); the rest under ``_other``; the counters in total."""
+        _gauge(fams["pool_pacing_waiting"]).add_metric(const, snap.pacing_waiting)
+        for c in _PACING_COUNTERS:
+            _counter(fams[f"pool_{c}"]).add_metric(const, getattr(snap, c))
+        hosts = snap.hosts
+        for key in top:
+            hs = hosts[key]
+            if hs.delay:
+                _gauge(fams["delay_seconds"]).add_metric(
+                    const + _host_labels(key), hs.delay
+                )
+        if not snap.pacing_waiting and not snap.paused_hosts:
+            return
+        pacing = sorted(
+            (
+                key
+                for key in hosts
+                if hosts[key].pacing_waiting or hosts[key].paused_until
+            ),
+            key=lambda key: (-hosts[key].pacing_waiting, key),
+        )
+        shown = pacing[: self.max_hosts]
+        rest = snap.pacing_waiting
+        for key in shown:
+            hs = hosts[key]
+            labels = const + _host_labels(key)
+            rest -= hs.pacing_waiting
+            _gauge(fams["pacing_waiting"]).add_metric(labels, hs.pacing_waiting)
+            if hs.paused_until is not None:
+                _gauge(fams["paused"]).add_metric([*labels, hs.pause_reason or ""], 1)
+        if len(pacing) > len(shown):
+            _gauge(fams["pacing_waiting"]).add_metric(const + _host_labels(None), rest)
 
     def _add_fleet(
         self, fams: dict[str, Metric], const: list[str], fleet: FleetStats

@@ -104,8 +104,29 @@ async def site(request: web.Request) -> web.Response:
     return web.Response(text=f"<html><body>\n{body}</body></html>\n")
 
 
+THROTTLED = web.AppKey("throttled", dict[str, int])
+
+
+async def throttle(request: web.Request) -> web.Response:
+    """``429 Too Many Requests`` with ``Retry-After: ?after=`` (seconds,
+    default 1) to a host's first ``?times=`` requests (default 1), then
+    ``ok``: a site asking the client to back off. ``?status=503`` answers
+    503 instead, and ``?after=`` empty sends no ``Retry-After``."""
+    seen = request.app[THROTTLED]
+    host = request.url.host or ""
+    seen[host] = seen.get(host, 0) + 1
+    if seen[host] <= int(request.query.get("times", "1")):
+        after = request.query.get("after", "1")
+        headers = {"Retry-After": after} if after else {}
+        status = int(request.query.get("status", "429"))
+        return web.Response(status=status, text="slow down", headers=headers)
+    return web.Response(text="ok")
+
+
 def make_app() -> web.Application:
     app = web.Application()
+    app[THROTTLED] = {}
+    app.router.add_get("/throttle", throttle)
     app.router.add_get("/small", small)
     app.router.add_get("/big", big)
     app.router.add_get("/close", close)

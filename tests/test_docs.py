@@ -41,6 +41,8 @@ EXACT = [
     "leaks",
     "prometheus_metrics",
     "otel_metrics",
+    "politeness",
+    "backoff",
 ]
 # Checked by a test of their own below.
 OTHERS = ["crawler", "fleet_workers", "test_pool_guard", "_loopback"]
@@ -93,6 +95,11 @@ async def test_example_prints_what_the_docs_show(
     examples: Callable[[str], ModuleType],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    if name == "backoff" and AIOHTTP_3_11:
+        # No client middlewares before aiohttp 3.12: the clear error instead.
+        with pytest.raises(RuntimeError, match=r"needs aiohttp >= 3\.12"):
+            await examples(name).main(port)
+        return
     await examples(name).main(port)
     printed = capsys.readouterr().out
     assert printed == (OUTPUT / f"{name}.txt").read_text()
@@ -239,6 +246,7 @@ def test_api_reference_covers_every_public_name() -> None:
     import aioconnpool.otel
     import aioconnpool.prometheus
     import aioconnpool.pytest_plugin
+    import aioconnpool.robots
     import aioconnpool.testing
     import aioconnpool.web
 
@@ -251,6 +259,7 @@ def test_api_reference_covers_every_public_name() -> None:
         aioconnpool.otel,
         aioconnpool.pytest_plugin,
         aioconnpool.web,
+        aioconnpool.robots,
     ):
         public |= {f"{module.__name__}.{name}" for name in module.__all__}
     assert public == documented

@@ -318,3 +318,27 @@ def test_the_demo_serves_the_dashboard_with_web() -> None:
     assert "aioconnpool demo: 60 requests" in out
     with pytest.raises(urllib.error.URLError):
         fetch_json(address + "status.json")
+
+
+async def test_the_politeness_figures_reach_the_dashboard(
+    make_session: Session,
+    server: TestServer,
+    aiohttp_client: Callable[[web.Application], Awaitable[TestClient[Any, Any]]],
+) -> None:
+    """A paced host shows its delay, a paused one its reason, in the host
+    table; the pool's pacing figures are in status.json."""
+    session, connector = make_session(host_delays={"slow.test": 0.25})
+    for host in ("slow.test", "fast.test"):
+        async with session.get(url(server, "/small", host)) as resp:
+            await resp.read()
+    connector.pause_host(f"http://fast.test:{server.port}", 30, reason="429 test")
+    client = await aiohttp_client(dashboard_app(connector))
+    page = await (await client.get("/hosts.json?sort=delay")).json()
+    rows = {r["host"].split(":")[1][2:]: r for r in page["rows"]}
+    assert rows["slow.test"]["delay"] == 0.25
+    assert page["rows"][0]["host"].startswith("http://slow.test")  # biggest delay
+    assert rows["fast.test"]["pause_reason"] == "429 test"
+    status = await (await client.get("/status.json")).json()
+    assert status["stats"]["paused_hosts"] == 1
+    assert status["stats"]["pauses"] == 1
+    connector.resume_host(f"http://fast.test:{server.port}")

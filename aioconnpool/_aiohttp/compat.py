@@ -19,6 +19,7 @@ from aiohttp.streams import StreamReader
 
 __all__ = [
     "AIOHTTP_VERSION",
+    "HAS_CLIENT_MIDDLEWARES",
     "KEY_LACKS_SERVER_HOSTNAME",
     "PAYLOAD_ATTR",
     "SHOULD_CLOSE_ATTR",
@@ -57,6 +58,9 @@ def check_aiohttp_version(version: str) -> tuple[int, int]:
 
 
 AIOHTTP_VERSION = check_aiohttp_version(aiohttp.__version__)
+
+HAS_CLIENT_MIDDLEWARES = AIOHTTP_VERSION >= (3, 12)
+"""``ClientSession(middlewares=...)`` exists (aiohttp 3.12 and later)."""
 
 # ``ClientResponse.release()`` and ``.close()`` mark the body stream with this
 # exception object before giving the connection back: seeing it tells "the

@@ -32,6 +32,7 @@ from aiohttp.client_proto import ResponseHandler
 from yarl import URL
 
 from .._core import Decision, PoolCore
+from .._core.pacing import Pacer
 from .._core.records import min_room
 from .._errors import PoolClosedError
 from .._events import PoolEvent
@@ -47,7 +48,8 @@ from .._stats import (
 from . import compat as _compat
 from .acquire import Acquiring
 from .leaks import LeakDetector, LeakInfo
-from .options import validate_pool_options, validate_tcp_options
+from .options import check_seconds, validate_pool_options, validate_tcp_options
+from .pacing import PacingGate
 from .protocol import PoolProtocol
 from .release_paths import Releasing
 
@@ -158,6 +160,9 @@ class PoolConnector(Acquiring, Releasing):
         stats_history: int = 10_000,
         fd_budget: int | str | None = "auto",
         fleet: Any = None,
+        delay_per_host: float = 0.0,
+        host_delays: Mapping[str, float] | None = None,
+        delay_jitter: float = 0.0,
         **kwargs: Any,
     ) -> None:
         validate_tcp_options(kwargs)
@@ -177,6 +182,9 @@ class PoolConnector(Acquiring, Releasing):
             reuse=reuse,
             leak_threshold=leak_threshold,
             fd_budget=fd_budget,
+            delay_per_host=delay_per_host,
+            host_delays=host_delays,
+            delay_jitter=delay_jitter,
         )
         super().__init__(**kwargs)
         self._options = options
@@ -211,6 +219,9 @@ class PoolConnector(Acquiring, Releasing):
         self._expiry_handle: asyncio.TimerHandle | None = None
         self._listeners: list[Callable[[PoolEvent], object]] = []
         self._pending_events: list[PoolEvent] = []
+        self._pacing: PacingGate | None = None
+        if options.host_delays:
+            self._pacing_gate()
         self._leaks: LeakDetector | None = None
         if options.leak_threshold is not None:
             self._leaks = LeakDetector(
@@ -235,6 +246,7 @@ class PoolConnector(Acquiring, Releasing):
         ``ValueError``.
         """
         core = self._core
+        gate = self._pacing
         if target is None:
             return build_pool_stats(
                 core,
@@ -242,12 +254,19 @@ class PoolConnector(Acquiring, Releasing):
                 host_limits=self._host_limits.as_dict(),
                 group=pool_key_of,
                 fleet=None if self._fleet is None else self._fleet.snapshot(),
+                pacing=None if gate is None else gate.pacer,
+                delays=self._options.host_delays,
+                delay_jitter=self._options.delay_jitter,
             )
         key = to_pool_key(target)
         figures = [core.figures(k) for k in core.keys_in_group(key)]
         limit = self._host_limit(key)
         return build_host_stats(
-            figures, empty_room=min_room(limit, core.total_room()), empty_limit=limit
+            figures,
+            empty_room=min_room(limit, core.total_room()),
+            empty_limit=limit,
+            pace=None if gate is None else gate.pacer.figures(key),
+            delay=self._options.host_delays.lookup(*key),
         )
 
     def add_listener(self, callback: Callable[[PoolEvent], object]) -> None:
@@ -261,6 +280,8 @@ class PoolConnector(Acquiring, Releasing):
             )
         self._listeners.append(callback)
         self._core.observe(self._pending_events)
+        if self._pacing is not None:
+            self._pacing.pacer.observe(self._pending_events)
 
     def remove_listener(self, callback: Callable[[PoolEvent], object]) -> None:
         """Stop calling ``callback``; ``ValueError`` if it is not a listener."""
@@ -270,6 +291,8 @@ class PoolConnector(Acquiring, Releasing):
             raise ValueError(f"{callback!r} is not a listener of {self!r}") from None
         if not self._listeners:
             self._core.observe(None)  # nobody listens: the core builds nothing
+            if self._pacing is not None:
+                self._pacing.pacer.observe(None)
             self._pending_events.clear()
 
     def leaks(self) -> list[LeakInfo]:
@@ -297,6 +320,48 @@ class PoolConnector(Acquiring, Releasing):
         parsed = self._host_limits.remove(pattern)
         self._apply_host_limits(parsed.host)
 
+    @property
+    def host_delays(self) -> dict[str, float]:
+        """The per-host delays (``host_delays``), keyed by normalised pattern."""
+        return self._options.host_delays.as_dict()
+
+    def set_host_delay(self, pattern: str, seconds: float) -> None:
+        """Set the delay of the hosts ``pattern`` selects (a ``host_delays``
+        key) from now on: requests already waiting keep their starts, the
+        next ones are planned with the new delay."""
+        parsed = self._options.host_delays.set(pattern, seconds)
+        gate = self._pacing_gate() if seconds else self._pacing
+        if gate is not None:
+            gate.pacer.refresh_delays(
+                lambda key: getattr(key, "host", None) == parsed.host
+            )
+
+    def pause_host(
+        self, target: PoolKey | str | URL, seconds: float, *, reason: str = "paused"
+    ) -> None:
+        """Pause a host (a ``PoolKey``, URL string or ``yarl.URL``) for
+        ``seconds``: its queued and future requests start no sooner than
+        that, holding no slot meanwhile (a later pause wins over an earlier
+        one). Requests whose start then falls after their ``ClientTimeout``
+        deadline fail at once with :class:`PacingDeadlineError`.
+        ``stats()`` shows the pause and ``reason``; events
+        ``HostPaused`` / ``HostResumed`` bracket it. Requests already
+        handed to the pool (at most one per paced host) are not recalled.
+        """
+        key = to_pool_key(target)
+        seconds = check_seconds("seconds", seconds, allow_none=False) or 0.0
+        if not isinstance(reason, str):
+            raise TypeError(f"reason must be a str, not {type(reason).__name__}")
+        if self._core.closed:
+            raise PoolClosedError("Connector is closed.")
+        self._pacing_gate().pause(key, seconds, reason)
+
+    def resume_host(self, target: PoolKey | str | URL) -> None:
+        """End a host's pause now (nothing happens if it has none)."""
+        key = to_pool_key(target)
+        if self._pacing is not None:
+            self._pacing.resume(key)
+
     def connections(self) -> list[ConnectionInfo]:
         """Every live connection, plus one entry per connection being opened."""
         return build_connection_infos(self._core, self._loop.time())
@@ -321,6 +386,8 @@ class PoolConnector(Acquiring, Releasing):
         if self._expiry_handle is not None:
             self._expiry_handle.cancel()
             self._expiry_handle = None
+        if self._pacing is not None:
+            self._pacing.close()
         decision = self._core.close()
         if decision.close:
             log.info("Closing connector: %d connections", len(decision.close))
@@ -371,6 +438,23 @@ class PoolConnector(Acquiring, Releasing):
         """A host's limit: its most specific override, else ``limit_per_host``."""
         found = self._host_limits.lookup(*key)
         return self._pool_limit_per_host if found is None else found[1]
+
+    def _pacing_gate(self) -> PacingGate:
+        """The pacing gate, built on first need. Only then does ``connect``
+        pass through it: an instance attribute over the class's method, so a
+        connector that never paces runs no pacing code at all."""
+        gate = self._pacing
+        if gate is None:
+            delays = self._options.host_delays
+            pacer: Pacer[PoolKey] = Pacer(
+                delay_for=lambda key: delays.lookup(*key),
+                jitter=self._options.delay_jitter,
+            )
+            gate = self._pacing = PacingGate(self, pacer)
+            if self._listeners:
+                pacer.observe(self._pending_events)
+            self.connect = gate.connect  # type: ignore[method-assign]
+        return gate
 
     def _apply_host_limits(self, host: str) -> None:
         self._carry_out(

@@ -9,12 +9,13 @@ from typing import Any
 
 from aiohttp.helpers import sentinel
 
-from .._core.host_limits import HostLimits
+from .._core.host_limits import HostDelays, HostLimits
 
 __all__ = [
     "FD_BUDGET_SHARE",
     "PoolOptions",
     "check_count",
+    "check_fraction",
     "check_seconds",
     "fd_budget_of",
     "validate_pool_options",
@@ -71,6 +72,18 @@ def check_positive_seconds(name: str, value: object) -> float | None:
     return seconds
 
 
+def check_fraction(name: str, value: object) -> float:
+    """``value`` as a number within [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{name} must be a fraction within [0, 1], "
+            f"not {type(value).__name__}: {value!r}"
+        )
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise ValueError(f"{name} must be within [0, 1], got {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True, slots=True)
 class PoolOptions:
     """``PoolConnector``'s own options, validated."""
@@ -87,6 +100,9 @@ class PoolOptions:
     reuse: str
     leak_threshold: float | None
     fd_budget: int | None
+    host_delays: HostDelays
+    """``delay_per_host`` as its default: falsy when no host is paced."""
+    delay_jitter: float
 
 
 FD_BUDGET_SHARE = 0.5
@@ -133,6 +149,9 @@ def validate_pool_options(
     reuse: object,
     leak_threshold: object,
     fd_budget: object,
+    delay_per_host: object = 0.0,
+    host_delays: object = None,
+    delay_jitter: object = 0.0,
 ) -> PoolOptions:
     """Check every option, then the ones that only make sense together.
 
@@ -164,6 +183,11 @@ def validate_pool_options(
         reuse=reuse,
         leak_threshold=check_positive_seconds("leak_threshold", leak_threshold),
         fd_budget=fd_budget_of(fd_budget),
+        host_delays=HostDelays(
+            host_delays,  # type: ignore[arg-type]
+            check_seconds("delay_per_host", delay_per_host, allow_none=False) or 0.0,
+        ),
+        delay_jitter=check_fraction("delay_jitter", delay_jitter),
     )
     if not block and options.acquire_timeout is not None:
         raise ValueError(

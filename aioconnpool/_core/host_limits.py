@@ -18,6 +18,7 @@ dict probes, whatever the number of patterns.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Iterator, Mapping
 from typing import NamedTuple
@@ -26,7 +27,7 @@ from yarl import URL
 
 from .._keys import mask_userinfo
 
-__all__ = ["HostLimits", "HostPattern", "parse_host_pattern"]
+__all__ = ["HostDelays", "HostLimits", "HostPattern", "parse_host_pattern"]
 
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 _TLS_SCHEMES = frozenset({"https", "wss"})
@@ -46,11 +47,12 @@ class HostPattern(NamedTuple):
         return f"{'https' if self.ssl else 'http'}://{host}:{self.port}"
 
 
-def parse_host_pattern(pattern: object) -> HostPattern:
-    """Parse one ``host_limits`` key; ``TypeError``/``ValueError`` quote it."""
+def parse_host_pattern(pattern: object, what: str = "host_limits") -> HostPattern:
+    """Parse one ``host_limits`` key (or a key of the table named ``what``,
+    such as ``host_delays``); ``TypeError``/``ValueError`` quote it."""
     if not isinstance(pattern, str):
         raise TypeError(
-            "host_limits keys must be host names or URL strings, "
+            f"{what} keys must be host names or URL strings, "
             f"not {type(pattern).__name__}: {mask_userinfo(repr(pattern))}"
         )
     shown = mask_userinfo(pattern)
@@ -63,34 +65,34 @@ def parse_host_pattern(pattern: object) -> HostPattern:
         port = url.explicit_port
     except (ValueError, TypeError) as exc:
         raise ValueError(
-            f"host_limits key {shown!r} is not a host, host:port or URL"
+            f"{what} key {shown!r} is not a host, host:port or URL"
         ) from exc
     if url.user is not None or url.password is not None:
-        raise ValueError(f"host_limits key {shown!r} must not contain credentials")
+        raise ValueError(f"{what} key {shown!r} must not contain credentials")
     if url.raw_query_string or url.raw_fragment:
-        raise ValueError(f"host_limits key {shown!r} must not have a query or fragment")
+        raise ValueError(f"{what} key {shown!r} must not have a query or fragment")
     if url.raw_path not in ("", "/"):
         raise ValueError(
-            f"host_limits key {shown!r} has the path {url.raw_path!r}: limits apply "
+            f"{what} key {shown!r} has the path {url.raw_path!r}: they apply "
             "to connections, which every path of a host shares; use a host, "
             "host:port or scheme://host[:port] prefix"
         )
     host = normalise_host(url.raw_host or "")
     if not host:
-        raise ValueError(f"host_limits key {shown!r} has no host")
+        raise ValueError(f"{what} key {shown!r} has no host")
     if not _is_valid_host(host):
         raise ValueError(
-            f"host_limits key {shown!r}: {host!r} is not a host name or IP address"
+            f"{what} key {shown!r}: {host!r} is not a host name or IP address"
             " (wildcards are not supported)"
         )
     if port == 0:
-        raise ValueError(f"host_limits key {shown!r}: port 0 is not a port")
+        raise ValueError(f"{what} key {shown!r}: port 0 is not a port")
     if not has_scheme:
         return HostPattern(host, port, None)
     scheme = url.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
         raise ValueError(
-            f"host_limits key {shown!r}: the scheme must be http, https, ws or wss"
+            f"{what} key {shown!r}: the scheme must be http, https, ws or wss"
         )
     if port is None:
         port = _DEFAULT_PORTS[scheme]
@@ -201,3 +203,80 @@ class HostLimits:
 
 
 _MISSING = object()
+
+
+def check_host_delay(pattern: object, value: object) -> float:
+    """A per-host delay: a finite number of seconds >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"host_delays[{pattern!r}] must be a number of seconds, "
+            f"not {type(value).__name__}: {value!r}"
+        )
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"host_delays[{pattern!r}] must be a finite number of seconds >= 0, "
+            f"got {value!r}"
+        )
+    return float(value)
+
+
+class HostDelays:
+    """``host_delays``: pattern -> seconds between two starts, with the same
+    patterns and most-specific lookup as :class:`HostLimits`, over a default
+    (``delay_per_host``)."""
+
+    __slots__ = ("_delays", "default")
+
+    def __init__(
+        self, delays: Mapping[str, float] | None = None, default: float = 0.0
+    ) -> None:
+        self.default = default
+        self._delays: dict[HostPattern, float] = {}
+        if delays is None:
+            return
+        if not isinstance(delays, Mapping):
+            raise TypeError(
+                "host_delays must be a mapping of host or URL prefix to seconds, "
+                f"not {type(delays).__name__}: {mask_userinfo(repr(delays))}"
+            )
+        seen: dict[HostPattern, object] = {}
+        for raw, value in delays.items():
+            pattern = parse_host_pattern(raw, "host_delays")
+            delay = check_host_delay(raw, value)
+            if pattern in seen:
+                raise ValueError(
+                    f"host_delays keys {seen[pattern]!r} and {raw!r} "
+                    f"both mean {str(pattern)!r}"
+                )
+            seen[pattern] = raw
+            self._delays[pattern] = delay
+
+    def set(self, raw: object, delay: object) -> HostPattern:
+        """Add or change one host's delay; returns the parsed pattern."""
+        pattern = parse_host_pattern(raw, "host_delays")
+        self._delays[pattern] = check_host_delay(raw, delay)
+        return pattern
+
+    def __bool__(self) -> bool:
+        """Whether any host is paced."""
+        return bool(self.default or any(self._delays.values()))
+
+    def lookup(self, host: str, port: int, ssl: bool) -> float:
+        """The delay of a connection: its most specific pattern's, else the
+        default."""
+        delays = self._delays
+        if delays:
+            host = normalise_host(host)
+            for pattern in (
+                HostPattern(host, port, ssl),
+                HostPattern(host, port, None),
+                HostPattern(host, None, None),
+            ):
+                found = delays.get(pattern)
+                if found is not None:
+                    return found
+        return self.default
+
+    def as_dict(self) -> dict[str, float]:
+        """The per-host delays keyed by their normalised pattern text."""
+        return {str(pattern): delay for pattern, delay in self._delays.items()}

@@ -24,6 +24,9 @@ COLUMNS = (
     "connect_errors",
     "rejected",
     "wait_timeouts",
+    "delay",
+    "pacing_waiting",
+    "pause_reason",
 )
 """The columns of ``hosts.json`` rows, which it can sort by, in order: the
 host, then ``HostStats``' gauges and counters (``to_dict()``'s names)."""
@@ -79,16 +82,23 @@ def _positive_int(
     return value
 
 
+# Columns where None means "no limit": the most room, so it sorts above any
+# number. Anywhere else None means "nothing" and sorts below.
+_NONE_IS_MOST = frozenset({"limit", "available"})
+
+
 def _sort_key(column: str) -> Any:
     if column == "host":
         return lambda row: row["host"]
+    none_rank = 2 if column in _NONE_IS_MOST else 0
 
-    def key(row: dict[str, Any]) -> tuple[int, float, str]:
+    def key(row: dict[str, Any]) -> tuple[int, float, str, str]:
         value = row.get(column)
-        # None (unlimited) sorts above every number: it is the most room.
         if value is None:
-            return (1, 0.0, row["host"])
-        return (0, float(value), row["host"])
+            return (none_rank, 0.0, "", row["host"])
+        if isinstance(value, (int, float)):
+            return (1, float(value), "", row["host"])
+        return (1, 0.0, str(value), row["host"])
 
     return key
 

@@ -29,6 +29,11 @@
     "host_limits", "forgotten", "is_closed", "fleet",
   ]));
   const HISTOGRAMS = ["wait_time", "connect_time", "hold_time", "lifetime"];
+  const POLITENESS = [
+    "delay_per_host", "delay_jitter", "pacing_waiting", "paced", "pacing_late",
+    "pauses", "paused_hosts",
+  ];
+  for (const name of POLITENESS.concat(["host_delays"])) KNOWN.add(name);
 
   function url(path, query) {
     const q = new URLSearchParams(query || {});
@@ -62,8 +67,11 @@
     return node;
   }
 
-  function show(value) {
-    if (value === null || value === undefined) return "\u221e";
+  // None is "no limit" for a limit, "nothing" anywhere else.
+  const UNLIMITED = new Set(["limit", "available", "limit_per_host", "fd_budget"]);
+
+  function show(value, name) {
+    if (value === null || value === undefined) return UNLIMITED.has(name) ? "\u221e" : "\u2013";
     if (typeof value === "number" && !Number.isInteger(value)) return value.toFixed(3);
     return String(value);
   }
@@ -72,7 +80,7 @@
     container.replaceChildren();
     for (const [name, value] of entries) {
       const box = el("div", { "data-figure": name });
-      box.append(el("dt", {}, name.replace(/_/g, " ")), el("dd", {}, show(value)));
+      box.append(el("dt", {}, name.replace(/_/g, " ")), el("dd", {}, show(value, name)));
       container.append(box);
     }
   }
@@ -228,7 +236,7 @@
     body.replaceChildren();
     for (const r of page.rows) {
       const row = el("tr", { "data-host": r.host });
-      for (const column of page.columns) row.append(el("td", { "data-column": column }, show(r[column])));
+      for (const column of page.columns) row.append(el("td", { "data-column": column }, show(r[column], column)));
       body.append(row);
     }
     $("hosts-count").textContent =
@@ -274,6 +282,9 @@
     drawHistograms(stats);
     drawEndings(stats);
     drawFleet(stats.fleet);
+    const polite = POLITENESS.filter((k) => k in stats);
+    $("politeness-section").hidden = polite.length === 0;
+    figures($("politeness"), polite.map((k) => [k, stats[k]]));
     drawMore(stats);
     drawLeaks(status.leaks);
     $("snapshot").textContent = "snapshot at " + new Date(status.snapshot_at * 1000).toLocaleTimeString();
