@@ -188,3 +188,58 @@ async def test_a_release_redis_did_not_count_makes_the_process_register_anew(
     await asyncio.sleep(0.1)
     assert await held_in_redis(redis_server.url) == {a.snapshot().session: 1}
     a.release(KEY)
+
+
+async def test_a_lapse_noticed_inside_a_reply_gives_nothing_back_for_the_old_session(
+    redis_server: RedisServer,
+    fleets: list[RedisFleet],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A reply that comes later than the lease (a Redis stall) is found out
+    at its first grant to a live request: the process starts a new session.
+    The same reply also grants a request cancelled meanwhile; that slot was
+    the old session's, which the new one drops. It must not be "given back"
+    by a release under the new session: Redis would then count fewer of the
+    process's slots than it holds (room for one more connection than the
+    limit), or, holding none, answer BEHIND for no lost write at all."""
+    a = new_fleet(
+        redis_server.url,
+        fleets,
+        limit=3,
+        lease_ttl=1.0,
+        redis_timeout=2.0,
+        on_unavailable="wait",
+    )
+    await get(a)  # one slot held, under a confirmed session
+    first = a.snapshot().session
+    trips = a.snapshot().round_trips
+    redis_server.pause()
+    live = asyncio.create_task(a.acquire(KEY))
+    doomed = asyncio.create_task(a.acquire(KEY))
+    # Their call hangs; the lease runs out meanwhile (a new session); when
+    # that call gives up, the new session's first call goes, carrying both
+    # acquires again, into the same stall.
+    for _ in range(800):
+        if a.snapshot().round_trips != trips:
+            break
+        await asyncio.sleep(0.01)
+    assert a.snapshot().session != first
+    doomed.cancel()
+    await asyncio.sleep(1.2)  # past the new session's lease, within redis_timeout
+    redis_server.resume()
+    await asyncio.wait_for(live, 5)
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    await asyncio.sleep(0.3)
+    mine = a.snapshot().hosts[KEY].mine
+    assert mine == 2
+    assert sum((await held_in_redis(redis_server.url)).values()) == mine
+    assert not any("counted fewer" in r.getMessage() for r in caplog.records)
+    # So another process gets the one slot left, and no more.
+    b = new_fleet(redis_server.url, fleets, limit=3, acquire_timeout=0.5)
+    await get(b)
+    with pytest.raises(FleetTimeoutError):
+        await get(b)
+    b.release(KEY)
+    a.release(KEY)
+    a.release(KEY)
