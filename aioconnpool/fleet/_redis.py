@@ -448,6 +448,14 @@ class RedisFleet:
             released, host.releases = host.releases, 0
             if released:
                 ops += ("R", str(released))
+            # What Redis must count for us here once the above is applied
+            # (grants it stored that we have not taken aside): counting
+            # fewer shows writes it lost (a failover), answered BEHIND at
+            # once, not only when a release of ours goes below zero. Read
+            # after the releases: one that a collected connection makes
+            # meanwhile lowers this and goes with the next call, so a count
+            # too low (never too high) is all such a race can send.
+            ops += ("V", str(host.held))
             for ticket_id in host.acquires:
                 ops += ("A", ticket_id)
                 ticket = host.tickets.get(ticket_id)
