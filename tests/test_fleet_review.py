@@ -159,9 +159,10 @@ async def test_a_release_redis_did_not_count_makes_the_process_register_anew(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A failover to a replica that missed the write of a grant: Redis
-    counts fewer of A's slots than A holds. A's release of such a slot is
-    answered BEHIND, and A registers what it really holds under a new
-    session, so the count is exact again."""
+    counts fewer of A's slots than A holds. A's next call about the host
+    (here a release, which alone would not yet go below zero) is answered
+    BEHIND, and A registers what it really holds under a new session, so
+    the count is exact again."""
     a = new_fleet(redis_server.url, fleets, limit=2)
     await get(a)
     await get(a)
@@ -173,18 +174,114 @@ async def test_a_release_redis_did_not_count_makes_the_process_register_anew(
         await client.hset(HOLDERS, session, 1)  # one grant's write "lost"
     finally:
         await client.aclose()
-    a.release(KEY)  # Redis counts 1, A held 2: fine so far (1 - 1 = 0)...
-    await asyncio.sleep(0.1)
-    assert a.snapshot().lapses == 0
-    a.release(KEY)  # ...and this one goes below zero
+    a.release(KEY)  # Redis counts 1 - 1 = 0, A holds 1: found out
     await asyncio.sleep(0.3)
     assert a.snapshot().lapses == 1
     assert any("counted fewer" in r.getMessage() for r in caplog.records)
     assert a.snapshot().session != session
+    assert await held_in_redis(redis_server.url) == {a.snapshot().session: 1}
+    a.release(KEY)
+    await asyncio.sleep(0.1)
+    assert a.snapshot().lapses == 1
     assert await held_in_redis(redis_server.url) == {}
     assert a.snapshot().hosts[KEY].mine == 0
     # A goes on under its new session.
     await get(a)
     await asyncio.sleep(0.1)
     assert await held_in_redis(redis_server.url) == {a.snapshot().session: 1}
+    a.release(KEY)
+
+
+async def test_a_lapse_noticed_inside_a_reply_gives_nothing_back_for_the_old_session(
+    redis_server: RedisServer,
+    fleets: list[RedisFleet],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A reply that comes later than the lease (a Redis stall) is found out
+    at its first grant to a live request: the process starts a new session.
+    The same reply also grants a request cancelled meanwhile; that slot was
+    the old session's, which the new one drops. It must not be "given back"
+    by a release under the new session: Redis would then count fewer of the
+    process's slots than it holds (room for one more connection than the
+    limit), or, holding none, answer BEHIND for no lost write at all."""
+    a = new_fleet(
+        redis_server.url,
+        fleets,
+        limit=3,
+        lease_ttl=1.0,
+        redis_timeout=2.0,
+        on_unavailable="wait",
+    )
+    await get(a)  # one slot held, under a confirmed session
+    first = a.snapshot().session
+    trips = a.snapshot().round_trips
+    redis_server.pause()
+    live = asyncio.create_task(a.acquire(KEY))
+    doomed = asyncio.create_task(a.acquire(KEY))
+    # Their call hangs; the lease runs out meanwhile (a new session); when
+    # that call gives up, the new session's first call goes, carrying both
+    # acquires again, into the same stall.
+    for _ in range(800):
+        if a.snapshot().round_trips != trips:
+            break
+        await asyncio.sleep(0.01)
+    assert a.snapshot().session != first
+    doomed.cancel()
+    await asyncio.sleep(1.2)  # past the new session's lease, within redis_timeout
+    redis_server.resume()
+    await asyncio.wait_for(live, 5)
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    await asyncio.sleep(0.3)
+    mine = a.snapshot().hosts[KEY].mine
+    assert mine == 2
+    assert sum((await held_in_redis(redis_server.url)).values()) == mine
+    assert not any("counted fewer" in r.getMessage() for r in caplog.records)
+    # So another process gets the one slot left, and no more.
+    b = new_fleet(redis_server.url, fleets, limit=3, acquire_timeout=0.5)
+    await get(b)
+    with pytest.raises(FleetTimeoutError):
+        await get(b)
+    b.release(KEY)
+    a.release(KEY)
+    a.release(KEY)
+
+
+async def test_a_grant_redis_lost_is_found_while_the_process_stays_busy_on_the_host(
+    redis_server: RedisServer,
+    fleets: list[RedisFleet],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis lost one of A's grants (a failover), and A keeps the host busy:
+    its connections end and new ones start, so it never holds fewer slots
+    than Redis lost and no release of it goes below zero. The shortfall
+    must still show at A's next call about the host, not only once A has
+    let go of the host: until then another process gets the slot Redis
+    thinks free, one more than the limit."""
+    a = new_fleet(redis_server.url, fleets, limit=2)
+    await get(a)
+    await get(a)
+    await asyncio.sleep(0.1)  # the grants reach Redis
+    session = a.snapshot().session
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        await client.hset(HOLDERS, session, 1)  # one grant's write "lost"
+    finally:
+        await client.aclose()
+    a.release(KEY)  # one of the connections from before the failover ends
+    await asyncio.sleep(0.1)
+    await get(a)  # a new request on the host
+    await asyncio.sleep(0.1)
+    a.release(KEY)  # ...and the other connection from before ends too
+    await asyncio.sleep(0.1)
+    await get(a)
+    await asyncio.sleep(0.1)
+    assert a.snapshot().hosts[KEY].mine == 2
+    assert sum((await held_in_redis(redis_server.url)).values()) == 2
+    assert a.snapshot().lapses == 1
+    assert any("counted fewer" in r.getMessage() for r in caplog.records)
+    b = new_fleet(redis_server.url, fleets, limit=2, acquire_timeout=0.5)
+    with pytest.raises(FleetTimeoutError):
+        await get(b)  # no slot left: A holds both
+    a.release(KEY)
     a.release(KEY)

@@ -448,6 +448,14 @@ class RedisFleet:
             released, host.releases = host.releases, 0
             if released:
                 ops += ("R", str(released))
+            # What Redis must count for us here once the above is applied
+            # (grants it stored that we have not taken aside): counting
+            # fewer shows writes it lost (a failover), answered BEHIND at
+            # once, not only when a release of ours goes below zero. Read
+            # after the releases: one that a collected connection makes
+            # meanwhile lowers this and goes with the next call, so a count
+            # too low (never too high) is all such a race can send.
+            ops += ("V", str(host.held))
             for ticket_id in host.acquires:
                 ops += ("A", ticket_id)
                 ticket = host.tickets.get(ticket_id)
@@ -563,10 +571,9 @@ class RedisFleet:
             return
         self._epoch = epoch_id
         grace_ms = int(reply[2])
-        current = session == self._session
         loop = self._loop
         assert loop is not None
-        if current:
+        if session == self._session:
             self._confirmed = True
             self._lease_until = sent_at + self._config.lease_ttl * 0.9
         now = loop.time()
@@ -576,14 +583,19 @@ class RedisFleet:
                 continue
             host.fleet_acquired = int(entry[1])
             host.fleet_waiting = int(entry[2])
-            if not current:
-                # A reply to a session this process has left: its grants
-                # went back with that session (dropped), and the requests
-                # they were for are queued again under the new one.
+            if session != self._session:
+                # A reply to a session this process has left (before the
+                # reply came, or while applying it: a grant below found the
+                # lease run out): its grants go back with that session
+                # (dropped), and the requests they were for are queued again
+                # under the new one. None of them is the new session's to
+                # give back or take.
                 continue
             host.reply_at = now
             direct = int(entry[5])
             for i, ticket_id in enumerate(entry[6:]):
+                if session != self._session:
+                    break
                 self._granted(host, ticket_id, stored=i >= direct)
         if grace_ms > 0 and self._grace_timer is None:
             loop = self._loop

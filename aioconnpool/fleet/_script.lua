@@ -23,6 +23,9 @@
 --            K t  the caller took ticket t's grant (stop redelivering it)
 --            R n  give back n slots
 --            S n  the caller holds n slots (re-registration after a resync)
+--            V n  the caller holds n slots once the operations before it
+--                 are applied (grants stored, not yet taken, set aside):
+--                 Redis counting fewer shows writes it lost (BEHIND)
 --
 -- Reply: {"OK", epoch, grace_ms_left, {host, used, queued, limit, mine,
 --         n_direct, direct tickets..., stored tickets...}...}, or
@@ -32,7 +35,8 @@
 --         resyncs under a new session. {"BEHIND", epoch}: applied, but the
 --         caller's own operations showed Redis counting fewer of its slots
 --         than it holds (a release or a take (K) of a slot Redis does not
---         have: writes lost in a failover); the caller resyncs likewise. Direct grants were made in this
+--         have, or a count (V) above Redis's: writes lost in a failover);
+--         the caller resyncs likewise. Direct grants were made in this
 --         call; stored ones earlier, and stay stored until taken (K).
 --
 -- Data, under the prefix P:
@@ -229,6 +233,13 @@ for _ = 1, groups do
       acquires[#acquires + 1] = arg
     elseif op == 'R' then
       add_held(host, me, -tonumber(arg))
+    elseif op == 'V' then
+      -- Grants stored and not yet taken are in holders, not yet in the
+      -- caller's count: set them aside.
+      local counted = tonumber(redis.call('HGET', hk(host, 'holders'), me) or '0')
+      local stored = redis.call('HGET', hk(host, 'granted'), me)
+      for _ in string.gmatch(stored or '', '%S+') do counted = counted - 1 end
+      if counted < tonumber(arg) then behind = true end
     elseif op == 'S' then
       if tonumber(arg) > 0 then
         redis.call('HSET', hk(host, 'holders'), me, arg)
