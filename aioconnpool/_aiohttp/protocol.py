@@ -97,6 +97,7 @@ class PoolProtocol(ResponseHandler):
             # it is freed by reference counting, not by the collector.
             self.data_received = _closed_reader  # type: ignore[method-assign]
             self.direct_reads = self.screen_reads = _closed_reader
+            self._aioconnpool_record = None
             ref = self._aioconnpool_pool
             pool = ref() if ref is not None else None
             if pool is not None:

@@ -11,7 +11,6 @@ never on its own.
 from __future__ import annotations
 
 import itertools
-from bisect import bisect_left
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -22,7 +21,6 @@ from .counters import (
     HISTOGRAMS_AT,
     RELEASED_INDEX,
     SUMS_AT,
-    bucket_index,
 )
 from .ready import ReadyQueue
 from .records import (
@@ -109,8 +107,10 @@ class Bookkeeping(PoolView[K, C, G]):
         counts[i] += 1
         totals[i] += 1
         held = now - since
-        # bucket_index, inlined: hot
-        i = HISTOGRAMS_AT + HOLD * BUCKETS + bisect_left(BOUNDS, held)
+        b = 0  # the bucket by a scan (bucket_of, inlined): no call
+        while held > BOUNDS[b]:
+            b += 1
+        i = HISTOGRAMS_AT + HOLD * BUCKETS + b
         counts[i] += 1
         totals[i] += 1
         counts[SUMS_AT + HOLD] += held
@@ -136,7 +136,10 @@ class Bookkeeping(PoolView[K, C, G]):
         return self._group(key)  # type: ignore[arg-type]
 
     def _observe(self, ks: KeyState, which: int, seconds: float) -> None:
-        i = bucket_index(which, seconds)  # one lookup for the key and the totals
+        b = 0  # the bucket by a scan (bucket_of, inlined): no call
+        while seconds > BOUNDS[b]:
+            b += 1
+        i = HISTOGRAMS_AT + which * BUCKETS + b  # for the key and the totals
         counts, totals = ks.counts, self._totals.n
         counts[i] += 1
         counts[SUMS_AT + which] += seconds

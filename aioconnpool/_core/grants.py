@@ -13,7 +13,6 @@ succeeds or fails, or it times out in the queue.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -339,7 +338,10 @@ class Grants(Bookkeeping[K, C, G]):
             waited = now - ticket.since
             counts, totals = ks.counts, self._totals.n
             if waited:  # _observe, inlined: every queued request passes here
-                i = HISTOGRAMS_AT + WAIT * BUCKETS + bisect_left(BOUNDS, waited)
+                b = 0  # the bucket by a scan (bucket_of, inlined): no call
+                while waited > BOUNDS[b]:
+                    b += 1
+                i = HISTOGRAMS_AT + WAIT * BUCKETS + b
                 counts[i] += 1
                 totals[i] += 1
                 counts[SUMS_AT + WAIT] += waited
