@@ -20,6 +20,7 @@ from aioconnpool._core import (
     Ticket,
 )
 from aioconnpool._core.counters import CLOSE_REASONS, RELEASE_HOWS, Counters
+from aioconnpool._core.records import GONE
 from aioconnpool._histogram import BOUNDS, bucket_of
 
 Core = PoolCore[str, str, str]
@@ -1353,4 +1354,25 @@ def test_every_duration_lands_in_its_bisect_bucket(seconds: float) -> None:
             expected[bisect_left(BOUNDS, value)] += 1
         assert list(a.histogram(which).counts) == expected, which
         assert core.totals.histogram(which) == a.histogram(which)
+    check_consistent(core)
+
+
+def test_a_record_that_left_the_pool_is_gone_and_releases_nothing() -> None:
+    # The connector's fast lane releases by the record its protocol kept:
+    # the record alone must tell that the pool let the connection go.
+    core = make_core(per_key=2)
+    connect(core, "a", "c1")
+    connect(core, "a", "c2")
+    r1, r2 = core.record_of("c1"), core.record_of("c2")
+    assert r1 is not None
+    assert r2 is not None
+    decision = core.release("c1", "eof", "error", record=r1)  # closed
+    assert decision is not None
+    assert r1.state == GONE
+    assert core.release("c1", "eof", None, record=r1) is None  # only once
+    core.close()  # counts c2 released and closed with the pool
+    assert r2.state == GONE
+    released = core.totals.released["connector_closed"]
+    assert core.release("c2", "eof", None, record=r2) is None
+    assert core.totals.released["connector_closed"] == released == 1
     check_consistent(core)

@@ -24,6 +24,7 @@ from .counters import (
 )
 from .ready import ReadyQueue
 from .records import (
+    GONE,
     Closing,
     ConnRecord,
     KeyState,
@@ -88,6 +89,7 @@ class Bookkeeping(PoolView[K, C, G]):
         for rec, reason in dropped:
             ks = rec.key
             del self._conns[rec.handle]
+            rec.state = GONE
             self._count_close(ks, reason, now, rec.created_at, rec.served)
             closes.append(Closing(rec.handle, reason, ks.key))
         # Only once every closing is counted: a retired key's counters are

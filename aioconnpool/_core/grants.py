@@ -34,6 +34,7 @@ from .records import (
     ACQUIRED,
     CLOSED,
     DONE,
+    GONE,
     GRANTED,
     NO_WAITERS,
     NOTHING,
@@ -220,6 +221,7 @@ class Grants(Bookkeeping[K, C, G]):
         ks.acquired -= 1
         self._acquired -= 1
         del self._conns[conn]
+        rec.state = GONE
         self._count_close(ks, reason, now, rec.created_at, rec.served)
         closes = [Closing(conn, reason, ks.key)]
         # Also restarts a permit's connect time at now.
