@@ -246,7 +246,8 @@ class Acquiring(DecisionRunner):
                 raise PoolClosedError("Connector is closed.") from exc
             raise
         decision = self._core.connect_succeeded(ticket, proto)
-        self._carry_out(decision)
+        if decision is not NOTHING or self._pending_events:
+            self._carry_out(decision)
         if ticket.state == CLOSED:
             raise PoolClosedError("Connector is closed.")
         if isinstance(proto, PoolProtocol):

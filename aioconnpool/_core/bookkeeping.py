@@ -64,7 +64,10 @@ class Bookkeeping(PoolView[K, C, G]):
         return ks
 
     def _retire_if_empty(self, ks: KeyState) -> None:
-        if not ks.is_empty() or self._keys.get(ks.key) is not ks:
+        # KeyState.is_empty, inlined: every new connection's key passes here.
+        if ks.acquired or ks.connecting or ks.idle or ks.waiters:
+            return
+        if self._keys.get(ks.key) is not ks:
             return
         del self._keys[ks.key]
         self._history.retire(ks.key, ks.counts)
