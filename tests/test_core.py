@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import heapq
+import math
+from bisect import bisect_left
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -18,6 +20,8 @@ from aioconnpool._core import (
     Ticket,
 )
 from aioconnpool._core.counters import CLOSE_REASONS, RELEASE_HOWS, Counters
+from aioconnpool._core.records import GONE
+from aioconnpool._histogram import BOUNDS, bucket_of
 
 Core = PoolCore[str, str, str]
 
@@ -1303,4 +1307,72 @@ def test_hand_over_refused_when_the_pool_closed_first() -> None:
     assert granted.state == DONE
     assert nothing(core.abandon(granted))
     assert core.totals.released["connector_closed"] == 1
+    check_consistent(core)
+
+
+_BOUNDARY_DURATIONS = sorted(
+    {0.0, 1e-9, 1e6}
+    | set(BOUNDS[:-1])
+    | {math.nextafter(b, 0.0) for b in BOUNDS[:-1]}
+    | {math.nextafter(b, math.inf) for b in BOUNDS[:-1]}
+)
+
+
+@pytest.mark.parametrize("seconds", [*_BOUNDARY_DURATIONS, -1.0, math.inf, math.nan])
+def test_bucket_of_is_bisect_left(seconds: float) -> None:
+    assert bucket_of(seconds) == bisect_left(BOUNDS, seconds)
+
+
+@pytest.mark.parametrize("seconds", _BOUNDARY_DURATIONS)
+def test_every_duration_lands_in_its_bisect_bucket(seconds: float) -> None:
+    # The core finds buckets by an inlined scan (no call per request): each
+    # timed duration must land where bisect puts it, bounds included.
+    clock = FakeClock(0.0)
+    core = make_core(per_key=1, clock=clock)
+    ticket = permit(core, "a")
+    clock.advance(seconds)
+    assert nothing(core.connect_succeeded(ticket, "c1"))  # connect: seconds
+    born = clock.now
+    waiter = queued(core, "a")
+    clock.advance(seconds)
+    decision = core.release("c1", "eof", None)  # held and waited: seconds
+    assert decision is not None
+    assert list(decision.wake) == [waiter]
+    assert core.handed_over(waiter)
+    handed = clock.now
+    clock.advance(seconds)
+    assert core.release("c1", "eof", "error") is not None  # closed
+    a = core.figures("a").counters
+    for which, observed in (
+        (0, [0.0, seconds]),  # the first request was served at once
+        (1, [seconds]),
+        (2, [handed - born, clock.now - handed]),
+        (3, [clock.now - born]),
+    ):
+        expected = [0] * len(BOUNDS)
+        for value in observed:
+            expected[bisect_left(BOUNDS, value)] += 1
+        assert list(a.histogram(which).counts) == expected, which
+        assert core.totals.histogram(which) == a.histogram(which)
+    check_consistent(core)
+
+
+def test_a_record_that_left_the_pool_is_gone_and_releases_nothing() -> None:
+    # The connector's fast lane releases by the record its protocol kept:
+    # the record alone must tell that the pool let the connection go.
+    core = make_core(per_key=2)
+    connect(core, "a", "c1")
+    connect(core, "a", "c2")
+    r1, r2 = core.record_of("c1"), core.record_of("c2")
+    assert r1 is not None
+    assert r2 is not None
+    decision = core.release("c1", "eof", "error", record=r1)  # closed
+    assert decision is not None
+    assert r1.state == GONE
+    assert core.release("c1", "eof", None, record=r1) is None  # only once
+    core.close()  # counts c2 released and closed with the pool
+    assert r2.state == GONE
+    released = core.totals.released["connector_closed"]
+    assert core.release("c2", "eof", None, record=r2) is None
+    assert core.totals.released["connector_closed"] == released == 1
     check_consistent(core)

@@ -34,6 +34,7 @@ from aioconnpool._core import (
     Ticket,
 )
 from aioconnpool._core.counters import CLOSE_REASONS, RELEASE_HOWS, Counters
+from aioconnpool._core.records import GONE, ConnRecord
 
 from .test_core import check_ready_queue
 
@@ -120,6 +121,8 @@ class PoolMachine(RuleBasedStateMachine):
         self.conn_ids = 0
         self.served: dict[str, int] = {}  # requests each connection served
         self.born: dict[str, float] = {}  # when each connection was created
+        # Each connection's record, kept as the connector's protocol keeps it.
+        self.records: dict[str, ConnRecord] = {}
 
     def _new_core(self, history: int) -> PoolCore[str, str, str]:
         return PoolCore(
@@ -291,6 +294,9 @@ class PoolMachine(RuleBasedStateMachine):
         assert nothing(self.core.connect_succeeded(ticket, conn))
         self.served[conn] = 1
         self.born[conn] = self.now
+        record = self.core.record_of(conn)
+        assert record is not None
+        self.records[conn] = record
         self.expected.created += 1
         assert ticket.state == DONE
         assert isinstance(ticket.key, str)
@@ -309,9 +315,13 @@ class PoolMachine(RuleBasedStateMachine):
         self.done.append(ticket)
         return ticket.conn
 
-    def give_back(self, conn: str, how: str, reason: str | None) -> None:
+    def give_back(
+        self, conn: str, how: str, reason: str | None, by_record: bool = False
+    ) -> None:
         key = self.acquired.pop(conn)
-        decision = self.core.release(conn, how, reason)
+        # by_record: as the connector's fast lane, with the record it kept.
+        record = self.records[conn] if by_record else None
+        decision = self.core.release(conn, how, reason, record=record)
         assert decision is not None
         self.expected.bump_released(how)
         if reason is None:
@@ -321,6 +331,8 @@ class PoolMachine(RuleBasedStateMachine):
             assert (conn, reason) in [(c.conn, c.reason) for c in decision.close]
             self.apply(decision, released=conn)
             assert self.core.release(conn, how, None) is None
+            record = self.records[conn]
+            assert self.core.release(conn, how, None, record=record) is None
 
     @rule(key=st.sampled_from(KEYS), count=st.integers(min_value=1, max_value=3))
     def arrive(self, key: str, count: int) -> None:
@@ -387,7 +399,7 @@ class PoolMachine(RuleBasedStateMachine):
         self.expected.reused += 1
         self.served[conn] += 1
         self.acquired[conn] = key
-        self.give_back(conn, how, None)
+        self.give_back(conn, how, None, by_record=True)  # the connector's way
 
     @precondition(lambda self: self.permits)
     @rule(i=INDEX, ok=st.booleans())
@@ -433,9 +445,11 @@ class PoolMachine(RuleBasedStateMachine):
         i=INDEX,
         how=HOWS,
         reason=st.one_of(st.none(), st.sampled_from(CLOSE_REASONS)),
+        by_record=st.booleans(),
     )
-    def release(self, i: int, how: str, reason: str | None) -> None:
-        self.give_back(list(self.acquired)[i % len(self.acquired)], how, reason)
+    def release(self, i: int, how: str, reason: str | None, by_record: bool) -> None:
+        conn = list(self.acquired)[i % len(self.acquired)]
+        self.give_back(conn, how, reason, by_record)
 
     @precondition(lambda self: self.queued or self.permits or self.grants)
     @rule(i=INDEX, how=HOWS)
@@ -645,6 +659,14 @@ class PoolMachine(RuleBasedStateMachine):
         for f in self.core.all_figures():
             if f.waiting:
                 assert f.room == 0, f
+
+    @invariant()
+    def records_are_gone_once_out_of_the_pool(self) -> None:
+        # A kept record tells, alone, whether the pool still holds it: what
+        # lets a release by record skip the lookup.
+        for conn, record in self.records.items():
+            held = self.core.record_of(conn) is record
+            assert held == (record.state != GONE), (conn, record.state)
 
     @invariant()
     def every_acquisition_ends_once(self) -> None:

@@ -346,6 +346,50 @@ async def test_logs_in_urllib3_vocabulary(
     assert conn.stats().closed["server"] == 1
 
 
+async def test_log_levels_changed_at_any_time_take_effect(
+    server: TestServer, make_session: Build, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The paths every request takes read logging's own cache of
+    # isEnabledFor (reporting.LOG_LEVELS): a level set, a logger disabled or
+    # logging.disable() between two requests must show in the next one.
+    logger = logging.getLogger("aioconnpool")
+    session, _conn = make_session()
+    target = url(server, "/small", host="a.test")
+
+    def reuse_lines() -> int:
+        lines = [r for r in caplog.records if r.getMessage().startswith("Reusing")]
+        caplog.clear()
+        return len(lines)
+
+    caplog.set_level(logging.INFO, logger="aioconnpool")
+    await get(session, target)
+    await get(session, target)
+    assert reuse_lines() == 0
+    caplog.set_level(logging.DEBUG, logger="aioconnpool")
+    await get(session, target)
+    assert reuse_lines() == 1
+    logger.disabled = True
+    try:
+        await get(session, target)
+        assert reuse_lines() == 0
+    finally:
+        logger.disabled = False
+    await get(session, target)
+    assert reuse_lines() == 1
+    logging.disable(logging.DEBUG)
+    try:
+        await get(session, target)
+        assert reuse_lines() == 0
+    finally:
+        logging.disable(logging.NOTSET)
+    await get(session, target)
+    assert reuse_lines() == 1
+    caplog.set_level(logging.WARNING, logger="aioconnpool")
+    await get(session, url(server, "/close", host="a.test"))
+    await settle()
+    assert not [r for r in caplog.records if r.name == "aioconnpool"]
+
+
 async def test_library_logger_has_a_null_handler() -> None:
     handlers = logging.getLogger("aioconnpool").handlers
     assert any(isinstance(h, logging.NullHandler) for h in handlers)

@@ -28,7 +28,7 @@ from . import compat as _compat
 from .carry_out import DecisionRunner
 from .protocol import PoolProtocol
 from .release_paths import PoolConnection
-from .reporting import describe_wait
+from .reporting import LOG_LEVELS, describe_wait
 
 if TYPE_CHECKING:
     from aiohttp.client import ClientTimeout
@@ -169,7 +169,11 @@ class Acquiring(DecisionRunner):
         # An idle connection the request now holds: its reads go straight to
         # aiohttp's parser again (PoolProtocol).
         proto.data_received = proto.direct_reads
-        if log.isEnabledFor(logging.DEBUG):
+        try:  # log.isEnabledFor(DEBUG), without a call (LOG_LEVELS)
+            debug = LOG_LEVELS[logging.DEBUG] and not log.disabled
+        except KeyError:
+            debug = log.isEnabledFor(logging.DEBUG)
+        if debug:
             log.debug("Reusing connection to %s", pool_key_of(key))
         if self._leaks is not None:
             self._leaks.acquired(proto, pool_key_of(key))
@@ -213,7 +217,11 @@ class Acquiring(DecisionRunner):
         timeout: ClientTimeout,
     ) -> ResponseHandler:
         """Open a new connection under ``ticket``'s permit."""
-        if log.isEnabledFor(logging.DEBUG):
+        try:  # log.isEnabledFor(DEBUG), without a call (LOG_LEVELS)
+            debug = LOG_LEVELS[logging.DEBUG] and not log.disabled
+        except KeyError:
+            debug = log.isEnabledFor(logging.DEBUG)
+        if debug:
             key = pool_key_of(ticket.key)
             log.debug(
                 "Starting new %s connection (%d): %s:%d",
@@ -238,7 +246,8 @@ class Acquiring(DecisionRunner):
                 raise PoolClosedError("Connector is closed.") from exc
             raise
         decision = self._core.connect_succeeded(ticket, proto)
-        self._carry_out(decision)
+        if decision is not NOTHING or self._pending_events:
+            self._carry_out(decision)
         if ticket.state == CLOSED:
             raise PoolClosedError("Connector is closed.")
         if isinstance(proto, PoolProtocol):

@@ -26,7 +26,7 @@ from .._keys import PoolKey
 from . import compat as _compat
 from .leaks import LeakDetector
 from .options import PoolOptions
-from .reporting import log_closing
+from .reporting import LOG_LEVELS, log_closing
 
 log = logging.getLogger("aioconnpool")
 
@@ -70,7 +70,14 @@ class DecisionRunner(TCPConnector):
         while work:
             decision = work.pop()
             for closing in decision.close:
-                log_closing(self._core, self._options, closing.key, closing.reason)
+                # log_closing logs at INFO, but always checks pool_full
+                # (a WARNING); the INFO check without a call (LOG_LEVELS).
+                try:
+                    info = LOG_LEVELS[logging.INFO] and not log.disabled
+                except KeyError:
+                    info = log.isEnabledFor(logging.INFO)
+                if info or closing.reason == "pool_full":
+                    log_closing(self._core, self._options, closing.key, closing.reason)
                 self._close_protocol(closing.conn, closing.reason)
             for ticket in decision.wake:
                 # A woken ticket was queued, so connect() gave it its future

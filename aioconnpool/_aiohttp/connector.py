@@ -189,6 +189,7 @@ class PoolConnector(Acquiring, Releasing):
         super().__init__(**kwargs)
         self._options = options
         self._host_limits = options.host_limits
+        self._host_limit_patterns = self._host_limits.patterns
         self._pool_limit_per_host = self._limit_per_host or None
         factory = functools.partial(
             PoolProtocol,
@@ -432,6 +433,10 @@ class PoolConnector(Acquiring, Releasing):
 
     def _limit_for(self, key: Hashable) -> int | None:
         """The per-host limit of a ``ConnectionKey``."""
+        if not self._host_limit_patterns:
+            # No override (the common case): no PoolKey to build and look up
+            # for every new host.
+            return self._pool_limit_per_host
         return self._host_limit(pool_key_of(key))
 
     def _host_limit(self, key: PoolKey) -> int | None:

@@ -93,10 +93,13 @@ class PoolProtocol(ResponseHandler):
                 and not drain_waiter.cancelled()
             ):
                 drain_waiter.exception()  # marks it retrieved
-            # The bound readers refer to this protocol: drop them, so that
-            # it is freed by reference counting, not by the collector.
+            # The bound readers refer to this protocol, and so does the
+            # pool's record of it (ConnRecord.handle): drop them, so that it
+            # is freed by reference counting, not by the collector (with the
+            # record, a closed idle connection's drained key went too).
             self.data_received = _closed_reader  # type: ignore[method-assign]
             self.direct_reads = self.screen_reads = _closed_reader
+            self._aioconnpool_record = None
             ref = self._aioconnpool_pool
             pool = ref() if ref is not None else None
             if pool is not None:

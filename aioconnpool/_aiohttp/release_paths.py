@@ -117,8 +117,15 @@ class PoolConnection(Connection):
             and not connector._force_close
             and ended_at_eof(protocol)
         ):
-            # alive: ended_at_eof has just checked the socket.
-            decision = connector._core.release(protocol, "eof", None, alive=True)
+            # alive: ended_at_eof has just checked the socket. The protocol
+            # keeps the core's record of it (PoolProtocol.track): no lookup.
+            decision = connector._core.release(
+                protocol,
+                "eof",
+                None,
+                alive=True,
+                record=protocol._aioconnpool_record,  # type: ignore[attr-defined]
+            )
             if decision is NOTHING:  # kept idle, nobody to wake
                 if connector._pending_events or connector._expiry_handle is None:
                     connector._release_decided(protocol, decision, None)

@@ -14,9 +14,18 @@ from .._core.host_limits import HostLimits
 from .._keys import PoolKey, pool_key_of
 from .options import PoolOptions
 
-__all__ = ["describe_wait", "log_closing"]
+__all__ = ["LOG_LEVELS", "describe_wait", "log_closing"]
 
 log = logging.getLogger("aioconnpool")
+
+LOG_LEVELS: dict[int, bool] = getattr(log, "_cache", {})
+"""What ``log.isEnabledFor(level)`` last answered, per level: the logger's
+own cache (``Logger._cache``, CPython 3.7 to 3.13), which ``logging`` empties
+whenever a level changes anywhere and on ``logging.disable()``. The paths
+every request takes read it without a call, as ``LOG_LEVELS[level] and not
+log.disabled`` (``isEnabledFor`` checks ``disabled`` before its cache), and
+ask ``isEnabledFor`` on a ``KeyError``, which fills it. Empty for good, and
+so always asking, if a logger class ever lacked it."""
 
 Core = PoolCore[Hashable, Hashable, PoolKey]
 

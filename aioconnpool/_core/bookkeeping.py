@@ -11,7 +11,6 @@ never on its own.
 from __future__ import annotations
 
 import itertools
-from bisect import bisect_left
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -22,10 +21,10 @@ from .counters import (
     HISTOGRAMS_AT,
     RELEASED_INDEX,
     SUMS_AT,
-    bucket_index,
 )
 from .ready import ReadyQueue
 from .records import (
+    GONE,
     Closing,
     ConnRecord,
     KeyState,
@@ -65,7 +64,10 @@ class Bookkeeping(PoolView[K, C, G]):
         return ks
 
     def _retire_if_empty(self, ks: KeyState) -> None:
-        if not ks.is_empty() or self._keys.get(ks.key) is not ks:
+        # KeyState.is_empty, inlined: every new connection's key passes here.
+        if ks.acquired or ks.connecting or ks.idle or ks.waiters:
+            return
+        if self._keys.get(ks.key) is not ks:
             return
         del self._keys[ks.key]
         self._history.retire(ks.key, ks.counts)
@@ -90,6 +92,7 @@ class Bookkeeping(PoolView[K, C, G]):
         for rec, reason in dropped:
             ks = rec.key
             del self._conns[rec.handle]
+            rec.state = GONE
             self._count_close(ks, reason, now, rec.created_at, rec.served)
             closes.append(Closing(rec.handle, reason, ks.key))
         # Only once every closing is counted: a retired key's counters are
@@ -109,8 +112,10 @@ class Bookkeeping(PoolView[K, C, G]):
         counts[i] += 1
         totals[i] += 1
         held = now - since
-        # bucket_index, inlined: hot
-        i = HISTOGRAMS_AT + HOLD * BUCKETS + bisect_left(BOUNDS, held)
+        b = 0  # the bucket by a scan (bucket_of, inlined): no call
+        while held > BOUNDS[b]:
+            b += 1
+        i = HISTOGRAMS_AT + HOLD * BUCKETS + b
         counts[i] += 1
         totals[i] += 1
         counts[SUMS_AT + HOLD] += held
@@ -136,7 +141,10 @@ class Bookkeeping(PoolView[K, C, G]):
         return self._group(key)  # type: ignore[arg-type]
 
     def _observe(self, ks: KeyState, which: int, seconds: float) -> None:
-        i = bucket_index(which, seconds)  # one lookup for the key and the totals
+        b = 0  # the bucket by a scan (bucket_of, inlined): no call
+        while seconds > BOUNDS[b]:
+            b += 1
+        i = HISTOGRAMS_AT + which * BUCKETS + b  # for the key and the totals
         counts, totals = ks.counts, self._totals.n
         counts[i] += 1
         counts[SUMS_AT + which] += seconds

@@ -13,6 +13,7 @@ from .bookkeeping import Bookkeeping
 from .records import (
     ACQUIRED,
     CLOSED,
+    GONE,
     IDLE,
     NO_WAITERS,
     NOTHING,
@@ -77,6 +78,7 @@ class Closes(Bookkeeping[K, C, G]):
                 self._acquired -= 1
             self._count_close(ks, "connector_closed", now, rec.created_at, rec.served)
             del self._conns[rec.handle]
+            rec.state = GONE
             closes.append(Closing(rec.handle, "connector_closed", ks.key))
         for ks in list(self._keys.values()):
             for ticket in ks.waiters:

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import math
 import operator
-from bisect import bisect_left
 from typing import Any
 
-from .._histogram import BOUNDS, BUCKETS, DURATIONS, Histogram
+from .._histogram import BOUNDS, BUCKETS, DURATIONS, Histogram, bucket_of
 
 __all__ = [
     "CLOSED_AT",
@@ -125,7 +124,7 @@ COUNTER_NAMES: tuple[str, ...] = (
 def bucket_index(which: int, seconds: float) -> int:
     """The index in ``Counters.n`` of ``seconds`` in histogram ``which``
     (the order of ``DURATIONS``)."""
-    return HISTOGRAMS_AT + which * BUCKETS + bisect_left(BOUNDS, seconds)
+    return HISTOGRAMS_AT + which * BUCKETS + bucket_of(seconds)
 
 
 def _scalar(index: int, doc: str) -> property:

@@ -13,7 +13,6 @@ succeeds or fails, or it times out in the queue.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +34,7 @@ from .records import (
     ACQUIRED,
     CLOSED,
     DONE,
+    GONE,
     GRANTED,
     NO_WAITERS,
     NOTHING,
@@ -221,6 +221,7 @@ class Grants(Bookkeeping[K, C, G]):
         ks.acquired -= 1
         self._acquired -= 1
         del self._conns[conn]
+        rec.state = GONE
         self._count_close(ks, reason, now, rec.created_at, rec.served)
         closes = [Closing(conn, reason, ks.key)]
         # Also restarts a permit's connect time at now.
@@ -339,7 +340,10 @@ class Grants(Bookkeeping[K, C, G]):
             waited = now - ticket.since
             counts, totals = ks.counts, self._totals.n
             if waited:  # _observe, inlined: every queued request passes here
-                i = HISTOGRAMS_AT + WAIT * BUCKETS + bisect_left(BOUNDS, waited)
+                b = 0  # the bucket by a scan (bucket_of, inlined): no call
+                while waited > BOUNDS[b]:
+                    b += 1
+                i = HISTOGRAMS_AT + WAIT * BUCKETS + b
                 counts[i] += 1
                 totals[i] += 1
                 counts[SUMS_AT + WAIT] += waited
@@ -369,7 +373,11 @@ class Grants(Bookkeeping[K, C, G]):
                 # connections idle longest. There are enough of them, since
                 # acquired + connecting stays under the budget (self._limit).
                 excess = (
-                    self._acquired + self._connecting + len(self._idle) + 1 - max_open
+                    self._acquired
+                    + self._connecting
+                    + len(self._idle.connections)
+                    + 1
+                    - max_open
                 )
                 if excess > 0:
                     self._idle.evict(excess, dropped, "fd_budget")

@@ -194,6 +194,12 @@ class HostLimits:
     def __len__(self) -> int:
         return len(self._limits)
 
+    @property
+    def patterns(self) -> Mapping[HostPattern, int | None]:
+        """The overrides, pattern -> limit: the table's own mapping, the same
+        object for the table's life (read it, never change it)."""
+        return self._limits
+
     def __iter__(self) -> Iterator[tuple[HostPattern, int | None]]:
         return iter(list(self._limits.items()))
 

@@ -49,6 +49,7 @@ class IdleStore:
         "_max_total",
         "_order",
         "_retiring",
+        "connections",
         "is_alive",
         "plain",
     )
@@ -87,18 +88,17 @@ class IdleStore:
         # All idle connections, oldest first: idle_since never decreases in
         # insertion order, so expiry pops from the front and stops early.
         self._order: OrderedDict[Hashable, ConnRecord] = OrderedDict()
+        # The idle connections, oldest first: the store's own mapping, the
+        # same object for the store's life (read it, never change it). An
+        # attribute, not a property: the socket budget's check reads its
+        # size on every new connection.
+        self.connections = self._order
         # Keys keeping idle connections, least recently used first; kept only
         # when max_keys is set, so the hot path pays nothing otherwise.
         self._keys: OrderedDict[KeyState, None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._order)
-
-    @property
-    def connections(self) -> OrderedDict[Hashable, ConnRecord]:
-        """The idle connections, oldest first (the store's own mapping: the
-        same object for the store's life; read it, never change it)."""
-        return self._order
 
     def __iter__(self) -> Iterator[ConnRecord]:
         return iter(self._order.values())

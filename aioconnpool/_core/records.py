@@ -13,6 +13,7 @@ __all__ = [
     "ACQUIRED",
     "CLOSED",
     "DONE",
+    "GONE",
     "GRANTED",
     "IDLE",
     "NOTHING",
@@ -39,6 +40,10 @@ REJECTED = "rejected"
 
 ACQUIRED = "acquired"
 IDLE = "idle"
+# A record the pool no longer holds (closed, or closed with the pool): set
+# whenever a record leaves the pool, so that whoever kept it (the connector's
+# protocol) can tell from the record alone, without a lookup.
+GONE = "gone"
 
 
 class Closing(NamedTuple):
