@@ -157,6 +157,17 @@ async def test_the_whole_cluster_down_then_back(
         assert c.stats().acquired == 0
 
 
+def test_cluster_mode_names_the_redis_py_it_needs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import aioconnpool.fleet._connect as connect
+
+    monkeypatch.setattr(connect, "_REDIS_MAJOR", 5)
+    with pytest.raises(RuntimeError, match=r"needs redis-py 6\.0 or later"):
+        RedisFleet("redis://h:7000/0", name="x", limit_per_host=1, cluster=True)
+    RedisFleet("redis://h:7000/0", name="x", limit_per_host=1)  # one node: fine
+
+
 def test_cluster_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="Redis Cluster has database 0 only"):
         RedisFleet("redis://h:7000/3", name="x", limit_per_host=1, cluster=True)

@@ -285,3 +285,87 @@ async def test_a_grant_redis_lost_is_found_while_the_process_stays_busy_on_the_h
         await get(b)  # no slot left: A holds both
     a.release(KEY)
     a.release(KEY)
+
+
+class ReplyDroppingProxy:
+    """A TCP proxy to Redis that can lose a reply: with ``drop_next`` set,
+    the next bytes Redis sends back are not forwarded and the client's
+    connection is cut, after Redis has run the command. What a network
+    failure at the wrong moment does."""
+
+    def __init__(self, port: int) -> None:
+        self.redis_port = port
+        self.drop_next = False
+        self.dropped = 0
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _serve(
+        self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
+    ) -> None:
+        redis_r, redis_w = await asyncio.open_connection("127.0.0.1", self.redis_port)
+
+        async def pipe(
+            src: asyncio.StreamReader, dst: asyncio.StreamWriter, replies: bool
+        ) -> None:
+            try:
+                while data := await src.read(65536):
+                    if replies and self.drop_next:
+                        self.drop_next = False
+                        self.dropped += 1
+                        break
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                for w in (client_w, redis_w):
+                    w.close()
+
+        await asyncio.gather(
+            pipe(client_r, redis_w, False), pipe(redis_r, client_w, True)
+        )
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+async def test_a_script_whose_reply_is_lost_is_not_run_again(
+    redis_server: RedisServer, fleets: list[RedisFleet]
+) -> None:
+    """The connection drops after Redis ran a call, before its reply came
+    back. The call must not be sent again (redis-py's own retries would run
+    the acquire twice: one slot counted that nobody holds). It is an outage;
+    the process then registers what it really holds, anew."""
+    proxy = ReplyDroppingProxy(redis_server.port)
+    await proxy.start()
+    try:
+        a = new_fleet(
+            f"redis://127.0.0.1:{proxy.port}/0",
+            fleets,
+            limit=3,
+            on_unavailable="wait",
+            redis_timeout=0.5,
+        )
+        await get(a)
+        await asyncio.sleep(0.1)
+        assert sum((await held_in_redis(redis_server.url)).values()) == 1
+        proxy.drop_next = True
+        await asyncio.wait_for(get(a), 10)  # through an outage and a resync
+        await asyncio.sleep(0.3)
+        assert proxy.dropped == 1
+        snapshot = a.snapshot()
+        assert snapshot.outages == 1
+        assert snapshot.hosts[KEY].mine == 2
+        # Redis counts exactly what the process holds: 2, not 3.
+        assert await held_in_redis(redis_server.url) == {snapshot.session: 2}
+        a.release(KEY)
+        a.release(KEY)
+    finally:
+        await proxy.stop()

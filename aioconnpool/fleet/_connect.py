@@ -17,13 +17,18 @@ which the listener does by subscribing anew).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from yarl import URL
 
 try:
+    import redis
     import redis.asyncio as aioredis
     from redis.asyncio.cluster import RedisCluster
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
 except ImportError as exc:  # pragma: no cover - the [redis] extra is missing
     raise ImportError(
         "aioconnpool.fleet needs redis-py: pip install 'aioconnpool[redis]'"
@@ -31,7 +36,9 @@ except ImportError as exc:  # pragma: no cover - the [redis] extra is missing
 
 from ._config import FleetConfig
 
-__all__ = ["open_client", "open_slot_node"]
+__all__ = ["check_cluster_support", "open_client", "open_slot_node", "reopen_cluster"]
+
+_REDIS_MAJOR = int(redis.__version__.split(".", 1)[0])
 
 
 def _options(timeout: float) -> dict[str, Any]:
@@ -39,13 +46,30 @@ def _options(timeout: float) -> dict[str, Any]:
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "decode_responses": True,
+        # Never send a call again by itself: a script whose reply was lost
+        # may have run, and its operations (acquire, release, take) are not
+        # safe to repeat. A failed call is an outage instead, after which
+        # the process registers what it really holds (see _redis).
+        "retry": Retry(NoBackoff(), 0),
     }
+
+
+def check_cluster_support() -> None:
+    """``cluster=True`` needs redis-py 6.0 or later: 5.x's asyncio cluster
+    client, without its own retries, does not come back after every node
+    restarted (it fails with an UnboundLocalError of its own)."""
+    if _REDIS_MAJOR < 6:
+        raise RuntimeError(
+            "RedisFleet(cluster=True) needs redis-py 6.0 or later "
+            f"(installed: {redis.__version__}): pip install 'redis>=6'"
+        )
 
 
 def open_client(config: FleetConfig, *, timeout: float) -> Any:
     """The client every script call goes through: a ``Redis``, or with
     ``cluster=True`` a ``RedisCluster`` that finds the fleet's shard from
-    the node in ``config.url`` and follows it through failovers (MOVED)."""
+    the node in ``config.url`` and follows it through failovers (MOVED;
+    those redirections are not retries: the command did not run)."""
     if config.cluster:
         return RedisCluster.from_url(config.url, **_options(timeout))
     return aioredis.Redis.from_url(config.url, **_options(timeout))
@@ -60,3 +84,36 @@ async def open_slot_node(client: Any, config: FleetConfig, *, timeout: float) ->
     node = client.get_node_from_key(f"{config.prefix}epoch")
     url = URL(config.url).with_host(str(node.host)).with_port(int(node.port))
     return aioredis.Redis.from_url(str(url), **_options(timeout))
+
+
+async def reopen_cluster(
+    client: Any,
+    config: FleetConfig,
+    *,
+    timeout: float,
+    errors: tuple[type[BaseException], ...],
+) -> Any:
+    """A new ``RedisCluster`` client after an outage, started from the first
+    node that answers among those ``client`` knew, then the URL's own (which
+    may be the one that died). A fresh client has no stale connection to a
+    restarted node and a fresh map of the slots; the caller closes the old
+    one. Raises the last error when no node answers."""
+    known = [(str(n.host), int(n.port)) for n in client.get_nodes()]
+    base = URL(config.url)
+    if base.host is not None and base.port is not None:
+        known.append((base.host, base.port))
+    options = _options(timeout)
+    error: BaseException | None = None
+    for host, port in dict.fromkeys(known):
+        url = str(base.with_host(host).with_port(port))
+        fresh = RedisCluster.from_url(url, **options)
+        try:
+            await asyncio.wait_for(fresh.initialize(), timeout * 2)
+        except errors as exc:
+            error = exc
+            with contextlib.suppress(*errors):
+                await fresh.aclose()
+            continue
+        return fresh
+    assert error is not None
+    raise error

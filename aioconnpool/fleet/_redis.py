@@ -54,7 +54,12 @@ from aioconnpool import (
 )
 
 from ._config import FleetConfig, validate_config
-from ._connect import open_client, open_slot_node
+from ._connect import (
+    check_cluster_support,
+    open_client,
+    open_slot_node,
+    reopen_cluster,
+)
 from ._errors import FleetTimeoutError, FleetUnavailableError
 
 try:
@@ -70,6 +75,12 @@ __all__ = ["RedisFleet"]
 # What "Redis cannot be reached" looks like. A cluster client adds its own
 # errors outside RedisError's tree (no node reachable, a slot not covered).
 _UNREACHABLE = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
+# What a call to Redis may raise, all taken as "Redis cannot be used now":
+# the above, and a client library's own bug (redis-py 5.0's cluster client
+# can raise UnboundLocalError after a failed reconnection). Such an error
+# must not end the task that calls Redis or the heartbeat that brings it
+# back; it is reported like an outage, with its type and message.
+_CALL_FAILED = (Exception,)
 
 log = logging.getLogger("aioconnpool.fleet")
 
@@ -162,6 +173,8 @@ class RedisFleet:
             redis_timeout=redis_timeout,
             cluster=cluster,
         )
+        if cluster:
+            check_cluster_support()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._redis: Any = None
         self._script: Any = None
@@ -365,7 +378,7 @@ class RedisFleet:
             if self._state == "connected":
                 for session in [*self._drops, self._session]:
                     await self._run_script(session, drop=session, groups=[])
-        except _UNREACHABLE as exc:
+        except _CALL_FAILED as exc:
             log.warning(
                 "Fleet %r: could not leave cleanly (%s); this process's slots "
                 "return when its lease runs out",
@@ -476,7 +489,7 @@ class RedisFleet:
         sent_at = loop.time()
         try:
             reply = await self._run_script(session, drop=drop, groups=groups)
-        except _UNREACHABLE as exc:
+        except _CALL_FAILED as exc:
             if drop:  # maybe not dropped: try again
                 self._drops.insert(0, drop)
             if session != self._session:
@@ -794,13 +807,27 @@ class RedisFleet:
     async def _recover(self) -> None:
         """Try Redis again; on success, resync under a new session."""
         try:
+            if self._config.cluster:
+                # The client does not retry (see _connect), so it does not
+                # look for the slot's new primary by itself either, and its
+                # pools may hold connections to nodes that restarted: start
+                # a fresh one from the nodes it knew.
+                fresh = await reopen_cluster(
+                    self._redis,
+                    self._config,
+                    timeout=self._config.redis_timeout,
+                    errors=_UNREACHABLE,
+                )
+                old, self._redis = self._redis, fresh
+                self._script = fresh.register_script(SCRIPT)
+                await _close_quietly(old)
             # A keyed read, not PING: in a cluster it must reach the shard
             # that serves the fleet (PING would ask every node).
             await asyncio.wait_for(
                 self._redis.exists(f"{self._config.prefix}epoch"),
                 self._config.redis_timeout * 2,
             )
-        except _UNREACHABLE:
+        except _CALL_FAILED:
             return
         log.warning(
             "Fleet %r: Redis at %s is back; re-registering this process's slots",
@@ -840,7 +867,7 @@ class RedisFleet:
                     message = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=0.2
                     )
-                except _UNREACHABLE:
+                except _CALL_FAILED:
                     # (After a cluster failover, the next subscription goes
                     # to the slot's new primary.)
                     await _close_quietly(pubsub, node)
