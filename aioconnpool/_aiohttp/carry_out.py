@@ -126,10 +126,10 @@ class DecisionRunner(TCPConnector):
         when = self._core.next_expiry()
         if when is None or self._core.closed:
             return
-        if (
-            self._keepalive_timeout
-            and self._keepalive_timeout >= self._timeout_ceil_threshold
-        ):
+        keepalive = _compat.keepalive_seconds(
+            self._force_close, self._keepalive_timeout
+        )
+        if keepalive and keepalive >= self._timeout_ceil_threshold:
             when = math.ceil(when)  # batch expiries, as aiohttp's timer does
         self._expiry_handle = self._loop.call_at(when, _run_expiry, weakref.ref(self))
 
