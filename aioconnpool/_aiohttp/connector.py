@@ -183,6 +183,9 @@ class PoolConnector(Acquiring, Releasing):
         self._options = options
         self._host_limits = options.host_limits
         self._pool_limit_per_host = self._limit_per_host or None
+        self._pool_keepalive = _compat.keepalive_seconds(
+            self._force_close, self._keepalive_timeout
+        )
         factory = functools.partial(
             PoolProtocol,
             loop=self._loop,
@@ -193,9 +196,7 @@ class PoolConnector(Acquiring, Releasing):
             limit=self._limit or None,
             limit_for=self._limit_for,
             group=pool_key_of,
-            keepalive_timeout=_compat.keepalive_seconds(
-                self._force_close, self._keepalive_timeout
-            ),
+            keepalive_timeout=self._pool_keepalive,
             is_alive=ResponseHandler.is_connected,  # type: ignore[arg-type]
             clock=_clock_of(self._loop),
             history=options.stats_history,
