@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck demo bench soak docs tox peer clean
+.PHONY: install test lint typecheck demo bench soak docs tox peer against-source clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,14 @@ tox: $(STAMP)
 peer: $(STAMP)
 	$(PY) peer/run.py
 
+# The manual check against an unreleased aiohttp (its 3.15 branch, master):
+# `make against-source AIOHTTP_SRC=path/to/aiohttp-tree` builds it in pure
+# Python in .source-venv/ and runs our suite there (peer/against_source.py).
+# Not in CI: CI reaches only PyPI.
+against-source: $(STAMP)
+	test -n "$(AIOHTTP_SRC)" || { echo "usage: make against-source AIOHTTP_SRC=path/to/aiohttp"; exit 2; }
+	$(PY) peer/against_source.py $(AIOHTTP_SRC)
+
 clean:
 	rm -rf $(VENV) .tox .mypy_cache .ruff_cache .pytest_cache .hypothesis \
-		.peer-venv .peer-cache
+		.peer-venv .peer-cache .source-venv

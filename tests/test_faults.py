@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import http_parser
 
 from aioconnpool import PoolConnector
 from aioconnpool.testing import LoopbackResolver
@@ -100,6 +101,10 @@ async def wait_for(predicate: Callable[[], bool], what: str) -> None:
 
 # ------------------------------------------------------- server-side faults
 
+PURE_PYTHON_PARSER = http_parser.HttpResponseParser is http_parser.HttpResponseParserPy
+"""aiohttp built without its C extensions (``AIOHTTP_NO_EXTENSIONS``, as
+``peer/against_source.py`` builds an unreleased one)."""
+
 SERVER_FAULTS = [
     # fault, error expected (None: the request succeeds), released, closed
     ("ok", None, {"eof"}, set()),
@@ -131,6 +136,11 @@ async def test_server_fault(
     released: set[str],
     closed: set[str],
 ) -> None:
+    if fault == "long-body" and PURE_PYTHON_PARSER:
+        pytest.skip(
+            "aiohttp's pure-Python parser drops bytes that follow a complete "
+            "response in the same packet: no fault to see (TCPConnector alike)"
+        )
     srv = await fault_server()
     session, conn = make_session(
         session_kwargs={"timeout": aiohttp.ClientTimeout(sock_read=0.1)}

@@ -163,9 +163,14 @@ async def test_mocked(pool_connector):
 """
     )
     result = suite.runpytest_subprocess(*PLUGIN)
-    if "required keyword-only argument: 'stream_writer'" in result.stdout.str():
-        # aioresponses 0.7.9 builds ClientResponse without it: it cannot mock
-        # any request on aiohttp 3.14, with or without this plugin.
+    out = result.stdout.str()
+    if (
+        "required keyword-only argument: 'stream_writer'" in out
+        or "module 'aiohttp.http' has no attribute 'RESPONSES'" in out
+    ):
+        # aioresponses 0.7.9 builds ClientResponse without it (aiohttp 3.14)
+        # and reads aiohttp.http.RESPONSES (gone on aiohttp's master, 4.0):
+        # it cannot mock any request there, with or without this plugin.
         pytest.skip("aioresponses cannot build responses on this aiohttp")
     result.assert_outcomes(passed=1)
 

@@ -319,15 +319,36 @@ async def test_stats_after_close_are_a_final_report(
     assert stats.closed["connector_closed"] == 1
 
 
+class _Captured(Exception):
+    pass
+
+
+async def request_built_by_aiohttp(target: str) -> ClientRequest:
+    """A ``ClientRequest`` for ``target``, as ``ClientSession`` builds it:
+    its constructor's arguments change from one aiohttp to the next (4.0
+    makes twenty of them required)."""
+    captured: list[ClientRequest] = []
+
+    class Capture(aiohttp.BaseConnector):
+        async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+            captured.append(req)
+            raise _Captured
+
+    async with aiohttp.ClientSession(connector=Capture()) as session:
+        with pytest.raises(_Captured):
+            await session.get(target)
+    return captured[0]
+
+
 async def test_connect_accepts_traces_none(server: TestServer) -> None:
     """aiohttp's connectors accept ``traces=None`` (its own tests call them
     so); the new, queued and reused paths all do here."""
     conn = PoolConnector(limit=1, resolver=LoopbackResolver())
-    loop = asyncio.get_running_loop()
     timeout = aiohttp.ClientTimeout()
+    req = await request_built_by_aiohttp(url(server, "/small"))
 
     def request() -> ClientRequest:
-        return ClientRequest("GET", URL(url(server, "/small")), loop=loop)
+        return req
 
     try:
         first = await conn.connect(request(), None, timeout)

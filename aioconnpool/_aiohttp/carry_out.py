@@ -49,6 +49,9 @@ class DecisionRunner(TCPConnector):
     _options: PoolOptions
     _host_limits: HostLimits
     _pool_limit_per_host: int | None
+    # Seconds an idle connection is kept (compat.keepalive_seconds), None for
+    # no timer: aiohttp's _keepalive_timeout holds None or a sentinel then.
+    _pool_keepalive: float | None
     _expiry_handle: asyncio.TimerHandle | None
     _listeners: list[Callable[[PoolEvent], object]]
     _pending_events: list[PoolEvent]
@@ -133,10 +136,8 @@ class DecisionRunner(TCPConnector):
         when = self._core.next_expiry()
         if when is None or self._core.closed:
             return
-        if (
-            self._keepalive_timeout
-            and self._keepalive_timeout >= self._timeout_ceil_threshold
-        ):
+        keepalive = self._pool_keepalive
+        if keepalive and keepalive >= self._timeout_ceil_threshold:
             when = math.ceil(when)  # batch expiries, as aiohttp's timer does
         self._expiry_handle = self._loop.call_at(when, _run_expiry, weakref.ref(self))
 

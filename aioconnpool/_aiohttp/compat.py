@@ -2,24 +2,43 @@
 
 aiohttp 3.11 to 3.14 agree on the hooks used here (``_release``, ``_factory``,
 ``ResponseHandler._payload``...); where they differ, the difference is
-isolated below. Importing with an unsupported aiohttp fails loudly.
+isolated below, found by looking at aiohttp's classes rather than at its
+version number. The same detection already covers the shapes of aiohttp's
+3.15 branch and of master (4.0), read from their sources (the table in
+``docs/compatibility.md``): 4.0's ``_close`` renamed ``_close_immediately``
+(``CLOSE_HOOK``), ``close()`` a coroutine in ``BaseConnector`` too,
+``proxy_auth`` gone from ``ConnectionKey``, the keep-alive sentinel kept
+with ``force_close`` (``keepalive_seconds``).
+
+Importing fails loudly, naming the aiohttp version: with a version outside
+``SUPPORTED_RANGE`` (unless ``AIOCONNPOOL_ALLOW_AIOHTTP`` names that exact
+version: the manual check against an aiohttp source tree,
+``peer/against_source.py``), or with an aiohttp that lacks a hook the
+connector needs (``missing_hooks``), rather than with an ``AttributeError``
+in the middle of a request.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import re
 from typing import Any, NamedTuple
 
 import aiohttp
 from aiohttp import client_reqrep
-from aiohttp.connector import BaseConnector
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.connector import BaseConnector, Connection, TCPConnector
 from aiohttp.streams import StreamReader
 
 __all__ = [
     "AIOHTTP_VERSION",
+    "ALLOW_ENV",
+    "CLOSE_HOOK",
+    "CLOSE_IS_COROUTINE",
     "HAS_CLIENT_MIDDLEWARES",
+    "KEY_HAS_PROXY_AUTH",
     "KEY_LACKS_SERVER_HOSTNAME",
     "PAYLOAD_ATTR",
     "SHOULD_CLOSE_ATTR",
@@ -28,9 +47,14 @@ __all__ = [
     "abort",
     "caller_stop_marker",
     "check_aiohttp_version",
+    "check_factory",
+    "close_hook_of",
     "ended_at_eof",
     "fail_unread_body",
+    "keepalive_seconds",
+    "missing_hooks",
     "update_proxy_headers",
+    "with_connect_timeout",
     "with_server_hostname",
 ]
 
@@ -45,19 +69,147 @@ def _parse(version: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def check_aiohttp_version(version: str) -> tuple[int, int]:
-    """Raise ``ImportError`` naming the supported range if ``version`` is outside it."""
+ALLOW_ENV = "AIOCONNPOOL_ALLOW_AIOHTTP"
+"""An environment variable naming one aiohttp version, exactly, to accept
+outside ``SUPPORTED_RANGE``: for trying an unreleased aiohttp built from
+source (``peer/against_source.py``). It names a version rather than saying
+"yes" so that it cannot, left set, wave through the next release too."""
+
+
+def check_aiohttp_version(version: str, allow: str | None = None) -> tuple[int, int]:
+    """Raise ``ImportError`` naming the supported range if ``version`` is
+    outside it, unless ``allow`` (``AIOCONNPOOL_ALLOW_AIOHTTP``) is that very
+    version."""
     parsed = _parse(version)
     low, high = SUPPORTED_RANGE
-    if not low <= parsed <= high:
+    if not low <= parsed <= high and allow != version:
         raise ImportError(
             f"aioconnpool supports aiohttp {low[0]}.{low[1]} to {high[0]}.{high[1]}; "
-            f"aiohttp {version} is installed"
+            f"aiohttp {version} is installed (to try it anyway, set {ALLOW_ENV}="
+            f"{version})"
         )
     return parsed
 
 
-AIOHTTP_VERSION = check_aiohttp_version(aiohttp.__version__)
+AIOHTTP_VERSION = check_aiohttp_version(aiohttp.__version__, os.environ.get(ALLOW_ENV))
+
+
+def close_hook_of(connector_class: type) -> str | None:
+    """The name of aiohttp's synchronous close step, which ``close()`` and
+    ``__del__`` call and ``PoolConnector`` extends: ``_close`` in 3.x,
+    ``_close_immediately`` on master (4.0); ``None`` if it has neither."""
+    for name in ("_close_immediately", "_close"):
+        if callable(getattr(connector_class, name, None)):
+            return name
+    return None
+
+
+CLOSE_HOOK: str = close_hook_of(BaseConnector) or "_close"
+"""aiohttp's synchronous close step (see ``close_hook_of``); checked present
+by ``missing_hooks`` below."""
+
+
+_KEY_FIELDS = ("host", "port", "is_ssl")
+"""The ``ConnectionKey`` fields the pool reads by name (``pool_key_of``)."""
+
+_CONNECTION_SLOTS = ("_key", "_connector", "_loop", "_protocol", "_callbacks")
+_STREAM_SLOTS = ("_exception", "_waiter", "_eof_waiter")
+"""Instance attributes read or written here and in the glue, checked where
+the class declares ``__slots__`` (``StreamReader`` from 3.12, ``Connection``
+on master): a class without slots cannot be checked before an instance
+exists."""
+
+
+def missing_hooks(
+    *,
+    connector: type,
+    connection: type,
+    protocol: type,
+    stream: type,
+    key: type,
+    reqrep: object,
+) -> list[str]:
+    """What the connector needs from aiohttp and these classes lack, one
+    line each (empty: all there). Called at import with aiohttp's own
+    classes; the tests feed it small fakes of other shapes."""
+    problems: list[str] = []
+    if close_hook_of(connector) is None:
+        problems.append(
+            f"{connector.__name__} has neither _close_immediately() (4.0) nor "
+            "_close() (3.x), the close step PoolConnector extends"
+        )
+    for name in ("connect", "_release", "_create_connection"):
+        if not callable(getattr(connector, name, None)):
+            problems.append(f"{connector.__name__}.{name}() is gone")
+    for name in ("release", "close", "_notify_release"):
+        if not callable(getattr(connection, name, None)):
+            problems.append(f"{connection.__name__}.{name}() is gone")
+    for name in ("should_close", "upgraded", "is_connected"):
+        if getattr(protocol, name, None) is None:
+            problems.append(f"{protocol.__name__}.{name} is gone")
+    fields = getattr(key, "_fields", ())
+    for name in _KEY_FIELDS:
+        if name not in fields:
+            problems.append(f"{key.__name__} has no field {name!r}")
+    for cls, wanted in ((connection, _CONNECTION_SLOTS), (stream, _STREAM_SLOTS)):
+        slots = _declared_slots(cls)
+        if slots is None:
+            continue
+        for name in wanted:
+            if name not in slots:
+                problems.append(f"{cls.__name__} no longer has {name}")
+    if getattr(reqrep, "_CONNECTION_CLOSED_EXCEPTION", None) is None:
+        problems.append(
+            "client_reqrep._CONNECTION_CLOSED_EXCEPTION is gone (it tells a "
+            "caller's early release() from a stream error)"
+        )
+    return problems
+
+
+def _declared_slots(cls: type) -> set[str] | None:
+    """Every slot declared along ``cls``'s MRO, or ``None`` if some class
+    on it has a ``__dict__`` (attributes cannot be checked statically)."""
+    slots: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is object:
+            continue
+        declared = klass.__dict__.get("__slots__")
+        if declared is None:
+            return None
+        slots.update([declared] if isinstance(declared, str) else declared)
+    return slots
+
+
+def _check_hooks() -> None:
+    problems = missing_hooks(
+        connector=TCPConnector,
+        connection=Connection,
+        protocol=ResponseHandler,
+        stream=StreamReader,
+        key=client_reqrep.ConnectionKey,
+        reqrep=client_reqrep,
+    )
+    if problems:
+        raise ImportError(
+            f"aioconnpool cannot drive aiohttp {aiohttp.__version__}: "
+            + "; ".join(problems)
+        )
+
+
+_check_hooks()
+
+
+def check_factory(connector: object) -> None:
+    """After ``TCPConnector.__init__``: the connector must have the protocol
+    factory (``_factory``) that ``PoolConnector`` replaces with its own, or
+    no connection would be a ``PoolProtocol``."""
+    if not callable(getattr(connector, "_factory", None)):
+        raise TypeError(
+            f"aioconnpool cannot drive aiohttp {aiohttp.__version__}: "
+            "TCPConnector.__init__ set no _factory (the protocol factory "
+            "PoolConnector replaces)"
+        )
+
 
 HAS_CLIENT_MIDDLEWARES = AIOHTTP_VERSION >= (3, 12)
 """``ClientSession(middlewares=...)`` exists (aiohttp 3.12 and later)."""
@@ -104,6 +256,14 @@ def ended_at_eof(protocol: Any) -> bool:
     if payload.__class__ is StreamReader:  # the body stream: read its field
         return payload._exception is None  # (StreamReader.exception() returns it)
     return payload.exception() is None  # EMPTY_PAYLOAD, a subclass
+
+
+KEY_HAS_PROXY_AUTH = "proxy_auth" in client_reqrep.ConnectionKey._fields
+"""aiohttp 3.x keys a pool by ``proxy_auth`` (a ``BasicAuth``, password
+included); master (4.0) drops the field and turns the credentials into a
+``Proxy-Authorization`` header, which ``proxy_headers_hash`` covers. Either
+way, requests with different proxy credentials never share a connection;
+the pool reads neither field (``pool_key_of`` takes host, port, is_ssl)."""
 
 
 KEY_LACKS_SERVER_HOSTNAME = "server_hostname" not in client_reqrep.ConnectionKey._fields
@@ -198,7 +358,24 @@ def with_connect_timeout(timeout: Any, seconds: float) -> Any:
     return attr.evolve(timeout, connect=seconds)
 
 
-CLOSE_IS_COROUTINE: bool = inspect.iscoroutinefunction(BaseConnector.close)
-"""aiohttp >= 3.12: ``close()`` is a coroutine that awaits what ``_close()``
-returns. 3.11: ``close()`` calls ``_close()`` and returns an awaitable of
-nothing, so what the pool must wait for at close needs its own way."""
+CLOSE_IS_COROUTINE: bool = inspect.iscoroutinefunction(TCPConnector.close)
+"""aiohttp >= 3.12: ``TCPConnector.close()`` (the one a ``PoolConnector``
+inherits) is a coroutine that awaits what the close step (``CLOSE_HOOK``)
+returns; on master (4.0) ``BaseConnector.close()`` is one too. 3.11:
+``close()`` calls ``_close()``, which returns nothing, and returns an
+awaitable of nothing, so what the pool must wait for at close needs its own
+way (``FleetGatedConnector.close``). Read on ``TCPConnector``, not
+``BaseConnector``, whose ``close()`` is a plain function returning an
+awaitable in 3.11 to 3.15."""
+
+
+def keepalive_seconds(force_close: bool, value: object) -> float | None:
+    """The keep-alive timeout a connector's idle connections get, from its
+    ``_keepalive_timeout``: ``None`` for none at all. With ``force_close``
+    nothing is kept alive whatever the field holds (``None`` in 3.11 to
+    3.14, aiohttp's own ``sentinel`` object on the 3.15 branch and master);
+    ``None`` without ``force_close`` (3.14.5) means idle connections never
+    expire."""
+    if force_close or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)

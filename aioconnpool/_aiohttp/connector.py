@@ -187,10 +187,14 @@ class PoolConnector(Acquiring, Releasing):
             delay_jitter=delay_jitter,
         )
         super().__init__(**kwargs)
+        _compat.check_factory(self)
         self._options = options
         self._host_limits = options.host_limits
         self._host_limit_patterns = self._host_limits.patterns
         self._pool_limit_per_host = self._limit_per_host or None
+        self._pool_keepalive = _compat.keepalive_seconds(
+            self._force_close, self._keepalive_timeout
+        )
         factory = functools.partial(
             PoolProtocol,
             loop=self._loop,
@@ -201,7 +205,7 @@ class PoolConnector(Acquiring, Releasing):
             limit=self._limit or None,
             limit_for=self._limit_for,
             group=pool_key_of,
-            keepalive_timeout=None if self._force_close else self._keepalive_timeout,
+            keepalive_timeout=self._pool_keepalive,
             is_alive=ResponseHandler.is_connected,  # type: ignore[arg-type]
             clock=_clock_of(self._loop),
             history=options.stats_history,
@@ -380,8 +384,20 @@ class PoolConnector(Acquiring, Releasing):
     # ------------------------------------------------------- aiohttp's hooks
 
     def _close(self, **kwargs: Any) -> Any:
+        """aiohttp 3.x's close step (``close()`` and ``__del__`` call it)."""
+        return self._close_pool(**kwargs)
+
+    def _close_immediately(self, **kwargs: Any) -> Any:
+        """aiohttp 4.0's name for the same step (master renamed ``_close``)."""
+        return self._close_pool(**kwargs)
+
+    def _close_pool(self, **kwargs: Any) -> Any:
+        """Close the pool, then run aiohttp's own close step
+        (``compat.CLOSE_HOOK``); return what it returns plus what ``close()``
+        must also wait for (sockets closing, leaving the fleet)."""
+        aiohttp_close = getattr(super(), _compat.CLOSE_HOOK)
         if self._closed:
-            return super()._close(**kwargs)
+            return aiohttp_close(**kwargs)
         waiters: list[Awaitable[object]] = []
         abort_ssl = bool(kwargs.get("abort_ssl", False))
         if self._expiry_handle is not None:
@@ -412,7 +428,7 @@ class PoolConnector(Acquiring, Releasing):
             # it with the sockets (FleetGatedConnector.close on aiohttp 3.11).
             self._fleet_closing = self._loop.create_task(self._fleet.close())
             waiters.append(self._fleet_closing)
-        result: list[Awaitable[object]] | None = cast(Any, super()._close(**kwargs))
+        result: list[Awaitable[object]] | None = aiohttp_close(**kwargs)
         if result is None:  # aiohttp 3.11: nothing to wait for
             return None
         return [*result, *waiters]
@@ -422,7 +438,7 @@ class PoolConnector(Acquiring, Releasing):
         if self._closed or core is None or not (core.acquired or core.idle):
             return
         summary = repr(self)
-        self._close()
+        self._close_pool()
         _warnings.warn(f"Unclosed connector {summary}", ResourceWarning, source=self)
         context: dict[str, Any] = {"connector": self, "message": "Unclosed connector"}
         if self._source_traceback is not None:

@@ -96,7 +96,9 @@ class FleetGatedConnector(PoolConnector):
 
         def close(self) -> Any:  # type: ignore[override]
             """aiohttp 3.11's ``close()``, whose awaitable also waits for the
-            fleet to be left (aiohttp's own awaits nothing)."""
+            fleet to be left (aiohttp's own awaits nothing). From 3.12 on,
+            ``close()`` awaits what the close step returns, the fleet's
+            leaving included (``PoolConnector._close_pool``)."""
             result = super().close()
             closing = self._fleet_closing
             if closing is None:
