@@ -73,8 +73,11 @@ def _save(fig: Any, path: Path) -> None:
     print(f"wrote {path}")
 
 
-def hosts_chart(sockets: dict[str, Any], out: Path) -> None:
-    rows = sockets["sections"]["crawl"]
+def _rps_chart(
+    rows: list[dict[str, Any]], *, xlabel: str, title: str, path: Path
+) -> None:
+    """req/s of each client against the rows' number (``K=``, ``N=``), with
+    the force-close floor when the rows have one."""
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for name, points in _series(rows).items():
         xs, ys = zip(*points, strict=True)
@@ -91,27 +94,30 @@ def hosts_chart(sockets: dict[str, Any], out: Path) -> None:
                 label="floor (every request a new connection)",
             )
     ax.set_xscale("log")
-    ax.set_xlabel("hosts in the crawl (log scale)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("requests per second")
-    ax.set_title(f"A crawl over many hosts ({sockets['date'][:10]})")
+    ax.set_title(title)
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
-    _save(fig, out / "bench-hosts.svg")
+    _save(fig, path)
+
+
+def hosts_chart(sockets: dict[str, Any], out: Path) -> None:
+    _rps_chart(
+        sockets["sections"]["crawl"],
+        xlabel="hosts in the crawl (log scale)",
+        title=f"A crawl over many hosts ({sockets['date'][:10]})",
+        path=out / "bench-hosts.svg",
+    )
 
 
 def queued_chart(sockets: dict[str, Any], out: Path) -> None:
-    rows = sockets["sections"]["queued"]
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    for name, points in _series(rows).items():
-        xs, ys = zip(*points, strict=True)
-        ax.plot(xs, ys, marker="o", label=name, color=COLORS.get(name))
-    ax.set_xscale("log")
-    ax.set_xlabel("requests queued on one host (N, log scale)")
-    ax.set_ylabel("requests per second")
-    ax.set_title(f"The queued sweep ({sockets['date'][:10]})")
-    ax.legend(fontsize="small")
-    ax.grid(alpha=0.3)
-    _save(fig, out / "bench-queued.svg")
+    _rps_chart(
+        sockets["sections"]["queued"],
+        xlabel="requests queued on one host (N, log scale)",
+        title=f"The queued sweep ({sockets['date'][:10]})",
+        path=out / "bench-queued.svg",
+    )
 
 
 def fairness_chart(fleet: dict[str, Any], out: Path) -> bool:
