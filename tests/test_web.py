@@ -177,10 +177,14 @@ def test_serve_dashboard_needs_the_pools_loop() -> None:
     async def build() -> PoolConnector:
         return PoolConnector()
 
+    async def close() -> None:
+        # (On aiohttp 3.11 close() returns an awaitable, not a coroutine.)
+        await connector.close()
+
     connector = asyncio.run(build())
     with pytest.raises(RuntimeError, match="must be called from the event loop"):
         serve_dashboard(connector)
-    asyncio.run(connector.close())
+    asyncio.run(close())
 
 
 def fetch_json(address: str) -> dict[str, Any]:
