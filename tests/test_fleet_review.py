@@ -214,15 +214,15 @@ async def test_a_lapse_noticed_inside_a_reply_gives_nothing_back_for_the_old_ses
     )
     await get(a)  # one slot held, under a confirmed session
     first = a.snapshot().session
-    trips = a.snapshot().round_trips
     redis_server.pause()
     live = asyncio.create_task(a.acquire(KEY))
     doomed = asyncio.create_task(a.acquire(KEY))
-    # Their call hangs; the lease runs out meanwhile (a new session); when
-    # that call gives up, the new session's first call goes, carrying both
-    # acquires again, into the same stall.
+    # Their call hangs; the lease runs out meanwhile; when that call gives
+    # up, the process starts a new session, whose first call goes, carrying
+    # both acquires again, into the same stall. (Wait for the new session
+    # itself: a call sent before the pause may still come back first.)
     for _ in range(800):
-        if a.snapshot().round_trips != trips:
+        if a.snapshot().session != first:
             break
         await asyncio.sleep(0.01)
     assert a.snapshot().session != first
@@ -299,6 +299,8 @@ class ReplyDroppingProxy:
         self.dropped = 0
         self.server: asyncio.Server | None = None
         self.port = 0
+        self.writers: list[asyncio.StreamWriter] = []
+        self.handlers: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -308,6 +310,10 @@ class ReplyDroppingProxy:
         self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
     ) -> None:
         redis_r, redis_w = await asyncio.open_connection("127.0.0.1", self.redis_port)
+        self.writers += (client_w, redis_w)
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.append(task)
 
         async def pipe(
             src: asyncio.StreamReader, dst: asyncio.StreamWriter, replies: bool
@@ -333,6 +339,11 @@ class ReplyDroppingProxy:
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
+            # From Python 3.12, wait_closed() also waits for the connections
+            # it accepted: the fleet's client still has one.
+            for writer in self.writers:
+                writer.close()
+            await asyncio.gather(*self.handlers, return_exceptions=True)
             await self.server.wait_closed()
 
 
