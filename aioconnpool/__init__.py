@@ -13,6 +13,7 @@ from ._aiohttp.backoff import BackoffMiddleware, backoff_middleware
 from ._aiohttp.compat import SUPPORTED_RANGE
 from ._aiohttp.connector import PoolConnector
 from ._aiohttp.leaks import LeakInfo
+from ._core.adaptive import AdaptiveLimit
 from ._core.counters import CLOSE_REASONS, COUNTER_NAMES, RELEASE_HOWS
 from ._core.host_limits import HostLimits
 from ._errors import (
@@ -33,6 +34,7 @@ from ._events import (
     HostPaused,
     HostResumed,
     LeakSuspected,
+    LimitAdjusted,
     PacingDequeued,
     PacingLate,
     PacingQueued,
@@ -58,6 +60,7 @@ __all__ = [
     "RELEASE_HOWS",
     "SUPPORTED_RANGE",
     "Acquired",
+    "AdaptiveLimit",
     "AioConnPoolError",
     "BackoffMiddleware",
     "Closed",
@@ -77,6 +80,7 @@ __all__ = [
     "HostTable",
     "LeakInfo",
     "LeakSuspected",
+    "LimitAdjusted",
     "PacingDeadlineError",
     "PacingDequeued",
     "PacingLate",

@@ -20,6 +20,9 @@ Pacing (``delay_per_host``, ``host_delays``, pauses) comes before all that:
 had to wait for its start, or ``PacingLate`` when its start would fall after
 its deadline. ``HostPaused`` -> ``HostResumed`` bracket a host's pause
 (``pause_host``, ``backoff_middleware``).
+
+Adaptive limits (``limit_per_host="auto"`` or an ``AdaptiveLimit``):
+``LimitAdjusted`` whenever a host's learned limit changes.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ __all__ = [
     "HostPaused",
     "HostResumed",
     "LeakSuspected",
+    "LimitAdjusted",
     "PacingDequeued",
     "PacingLate",
     "PacingQueued",
@@ -174,3 +178,20 @@ class HostPaused(PoolEvent):
 @dataclass(frozen=True, slots=True)
 class HostResumed(PoolEvent):
     """The host's pause ended."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitAdjusted(PoolEvent):
+    """A host's adaptive limit changed from ``previous`` to ``limit`` at the
+    end of a window of samples: ``reason`` is ``"overload"`` (too many 5xx,
+    429 or connection errors), ``"latency"`` (the gradient shrank it) or
+    ``"growth"`` (room to grow); ``gradient``, ``min_rtt`` and ``rtt`` (the
+    window's median round trip, ``None`` with no good sample) are the
+    window's figures, in seconds."""
+
+    limit: int
+    previous: int
+    reason: Literal["overload", "latency", "growth"]
+    gradient: float
+    min_rtt: float | None
+    rtt: float | None

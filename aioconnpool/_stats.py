@@ -8,6 +8,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from ._core import KeyFigures, PoolCore
+from ._core.adaptive import AdaptiveController, AdaptiveFigures, AdaptiveLimit
 from ._core.counters import (
     CLOSE_REASONS,
     N_CONNECT_ERRORS,
@@ -63,6 +64,15 @@ class HostStats:
     ``pacing_waiting`` the requests waiting on pacing (they hold no slot and
     are not in ``waiting``); ``paused_until`` (loop clock) and
     ``pause_reason`` describe a pause in force (``None``: none).
+    Adaptive limits (``limit_per_host="auto"``), for a host that has been
+    sampled (else ``None`` and zeros): ``adaptive_limit`` the learned limit
+    (also in ``limit`` once the host's pool is open); ``gradient`` the last
+    window's (1: no sign of queueing, down to 0.5; the backoff after an
+    overload); ``min_rtt`` the no-load round trip and ``rtt`` the last
+    window's median, in seconds (response headers after hand-over);
+    ``adaptive_samples`` the requests sampled, ``adaptive_overloads`` those
+    that were 5xx, 429 or connection errors, ``limit_adjustments`` the
+    changes of its limit.
     """
 
     acquired: int = 0
@@ -92,6 +102,13 @@ class HostStats:
     pacing_waiting: int = 0
     paused_until: float | None = None
     pause_reason: str | None = None
+    adaptive_limit: int | None = None
+    gradient: float | None = None
+    min_rtt: float | None = None
+    rtt: float | None = None
+    adaptive_samples: int = 0
+    adaptive_overloads: int = 0
+    limit_adjustments: int = 0
 
     @property
     def open(self) -> int:
@@ -123,7 +140,10 @@ class PoolStats:
     ``waiting``); counters ``paced`` (requests that had to wait on pacing),
     ``pacing_late`` (refused at once: their start fell after their deadline)
     and ``pauses`` (pauses asked for, by ``pause_host`` or the backoff
-    middleware); ``paused_hosts`` the hosts paused now.
+    middleware); ``paused_hosts`` the hosts paused now. Adaptive limits:
+    ``adaptive`` the :class:`AdaptiveLimit` in force (``None``: off; then
+    ``limit_per_host`` is ``None``), ``limit_adjustments`` the changes of
+    a host's limit in all.
     """
 
     acquired: int
@@ -162,6 +182,8 @@ class PoolStats:
     pacing_late: int = 0
     pauses: int = 0
     paused_hosts: int = 0
+    adaptive: AdaptiveLimit | None = None
+    limit_adjustments: int = 0
 
     @property
     def open(self) -> int:
@@ -228,6 +250,21 @@ def _pace_fields(pace: PaceFigures | None, delay: float) -> dict[str, Any]:
     }
 
 
+def _adaptive_fields(adaptive: AdaptiveFigures | None) -> dict[str, Any]:
+    """Adaptive fields of a ``HostStats`` (none for a host never sampled)."""
+    if adaptive is None:
+        return {}
+    return {
+        "adaptive_limit": adaptive.limit,
+        "gradient": adaptive.gradient,
+        "min_rtt": adaptive.min_rtt,
+        "rtt": adaptive.rtt,
+        "adaptive_samples": adaptive.samples,
+        "adaptive_overloads": adaptive.overloads,
+        "limit_adjustments": adaptive.adjustments,
+    }
+
+
 def build_host_stats(
     figures: Iterable[KeyFigures],
     *,
@@ -235,6 +272,7 @@ def build_host_stats(
     empty_limit: int | None,
     pace: PaceFigures | None = None,
     delay: float = 0.0,
+    adaptive: AdaptiveFigures | None = None,
 ) -> HostStats:
     """Add up the figures of the full keys behind one ``PoolKey``.
 
@@ -254,6 +292,7 @@ def build_host_stats(
             available=f.room,
             **_counter_fields(f.counters),  # type: ignore[arg-type]
             **_pace_fields(pace, delay),
+            **_adaptive_fields(adaptive),
         )
     acquired = idle = connecting = waiting = 0
     total = Counters()  # none or several pools: summed into a new object
@@ -286,6 +325,7 @@ def build_host_stats(
         available=available,
         **_counter_fields(total),  # type: ignore[arg-type]
         **_pace_fields(pace, delay),
+        **_adaptive_fields(adaptive),
     )
 
 
@@ -304,6 +344,7 @@ class HostTable(Mapping[PoolKey, HostStats]):
     """
 
     __slots__ = (
+        "_adaptive",
         "_built",
         "_delays",
         "_empty_limit",
@@ -320,8 +361,11 @@ class HostTable(Mapping[PoolKey, HostStats]):
         empty_limit: int | None,
         pacing: Mapping[PoolKey, PaceFigures] | None = None,
         delays: HostDelays | None = None,
+        adaptive: Mapping[PoolKey, AdaptiveFigures] | None = None,
     ) -> None:
         self._figures = figures
+        # Adaptive figures copied at the snapshot, for the hosts listed.
+        self._adaptive = adaptive or {}
         self._built: dict[PoolKey, HostStats] = {}
         self._empty_room = empty_room
         self._empty_limit = empty_limit
@@ -344,6 +388,7 @@ class HostTable(Mapping[PoolKey, HostStats]):
                 empty_limit=self._empty_limit,
                 pace=self._pacing.get(key),
                 delay=0.0 if delays is None else delays.lookup(*key),
+                adaptive=self._adaptive.get(key),
             )
             # setdefault: an exporter's thread and the loop may both read it.
             built = self._built.setdefault(key, built)
@@ -398,6 +443,7 @@ def build_pool_stats(
     pacing: Pacer[PoolKey] | None = None,
     delays: HostDelays | None = None,
     delay_jitter: float = 0.0,
+    adaptive: AdaptiveController[PoolKey] | None = None,
 ) -> PoolStats:
     """Snapshot the whole core, grouping full keys by ``PoolKey``.
 
@@ -434,6 +480,11 @@ def build_pool_stats(
         pace_counts["delay_per_host"] = delays.default
         pace_counts["host_delays"] = MappingProxyType(delays.as_dict())
         pace_counts["delay_jitter"] = delay_jitter
+    learned: dict[PoolKey, AdaptiveFigures] = {}
+    if adaptive is not None:
+        learned = {k: f for k, f in adaptive.all_figures() if k in grouped}
+        pace_counts["adaptive"] = adaptive.config
+        pace_counts["limit_adjustments"] = adaptive.adjustments
     return PoolStats(
         acquired=core.acquired,
         idle=core.idle,
@@ -450,6 +501,7 @@ def build_pool_stats(
             empty_limit=limit_per_host,
             pacing=paced,
             delays=delays,
+            adaptive=learned,
         ),
         forgotten_hosts=forgotten_keys,
         forgotten=HostStats(**_counter_fields(forgotten)),  # type: ignore[arg-type]

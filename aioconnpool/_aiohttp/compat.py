@@ -48,11 +48,13 @@ __all__ = [
     "caller_stop_marker",
     "check_aiohttp_version",
     "check_factory",
+    "check_response_hook",
     "close_hook_of",
     "ended_at_eof",
     "fail_unread_body",
     "keepalive_seconds",
     "missing_hooks",
+    "response_status",
     "update_proxy_headers",
     "with_connect_timeout",
     "with_server_hostname",
@@ -379,3 +381,29 @@ def keepalive_seconds(force_close: bool, value: object) -> float | None:
     if force_close or isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
+
+
+def response_status(item: Any) -> int | None:
+    """The status code of what aiohttp's ``ResponseHandler.data_received``
+    hands to ``feed_data`` once a response's headers are parsed: a
+    ``(RawResponseMessage, StreamReader)`` pair in 3.11 to 3.14, the
+    message's ``code`` its status. ``None`` for anything else. Read only by
+    the adaptive limits' protocol (``_aiohttp/adaptive.py``)."""
+    try:
+        code = item[0].code
+    except (TypeError, IndexError, AttributeError):
+        return None
+    return code if isinstance(code, int) else None
+
+
+def check_response_hook(protocol: type = ResponseHandler) -> None:
+    """Adaptive limits see each response's status through ``feed_data``
+    (``DataQueue.feed_data(data, size=0)`` in 3.11 to 3.14, called by
+    ``ResponseHandler.data_received`` once per parsed response); raise
+    ``TypeError`` naming the aiohttp version if it is gone."""
+    if not callable(getattr(protocol, "feed_data", None)):
+        raise TypeError(
+            f"adaptive limits cannot run on aiohttp {aiohttp.__version__}: "
+            f"{protocol.__name__}.feed_data() is gone (where response "
+            "statuses are seen)"
+        )

@@ -32,6 +32,7 @@ from aiohttp.client_proto import ResponseHandler
 from yarl import URL
 
 from .._core import Decision, PoolCore
+from .._core.adaptive import AdaptiveController
 from .._core.pacing import Pacer
 from .._core.records import min_room
 from .._errors import PoolClosedError
@@ -47,8 +48,14 @@ from .._stats import (
 )
 from . import compat as _compat
 from .acquire import Acquiring
+from .adaptive import AdaptiveGate, AdaptiveProtocol, adaptive_connection_class
 from .leaks import LeakDetector, LeakInfo
-from .options import check_seconds, validate_pool_options, validate_tcp_options
+from .options import (
+    adaptive_of,
+    check_seconds,
+    validate_pool_options,
+    validate_tcp_options,
+)
 from .pacing import PacingGate
 from .protocol import PoolProtocol
 from .release_paths import Releasing
@@ -86,6 +93,14 @@ class PoolConnector(Acquiring, Releasing):
     ``resolver``...), plus these keyword-only pool policies (all validated
     here, with errors naming the option and the value):
 
+    ``limit_per_host``
+        as in ``TCPConnector`` (an int, 0 for none), or adaptive:
+        ``"auto"`` or an :class:`AdaptiveLimit` learns each host's limit
+        from its latency and its errors, within ``[min, max]``
+        (``"auto"`` is ``AdaptiveLimit()``: 1 to 16, starting at 4). A
+        ``host_limits`` match wins over it for its hosts. ``stats()`` shows
+        each host's ``adaptive_limit``, ``gradient`` and ``min_rtt``; every
+        change is a ``LimitAdjusted`` event. See ``docs/politeness.md``.
     ``host_limits``
         per-host limits overriding ``limit_per_host``: a mapping of
         ``"host"``, ``"host:port"`` or ``"scheme://host[:port]"`` to an int
@@ -133,6 +148,8 @@ class PoolConnector(Acquiring, Releasing):
     """
 
     _fleet: Any = None
+    # The adaptive limits' glue; None (the class's) without them.
+    _adaptive: AdaptiveGate | None = None
     _fleet_closing: asyncio.Task[None] | None = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> PoolConnector:
@@ -165,6 +182,11 @@ class PoolConnector(Acquiring, Releasing):
         delay_jitter: float = 0.0,
         **kwargs: Any,
     ) -> None:
+        adaptive = adaptive_of(kwargs.get("limit_per_host"))
+        if adaptive is not None:
+            # aiohttp's own per-host limit is never used by the pool, and
+            # must be an int: 0 ("none") there, the adaptive one here.
+            kwargs["limit_per_host"] = 0
         validate_tcp_options(kwargs)
         if fleet is not None:
             check_fleet(fleet)
@@ -195,15 +217,33 @@ class PoolConnector(Acquiring, Releasing):
         self._pool_keepalive = _compat.keepalive_seconds(
             self._force_close, self._keepalive_timeout
         )
+        limit_for = self._limit_for
+        protocol: type[PoolProtocol] = PoolProtocol
+        if adaptive is not None:
+            # Only now, so that a connector without adaptive limits runs
+            # none of their code (their protocol, connection class, connect
+            # step).
+            _compat.check_response_hook()
+            gate = self._adaptive = AdaptiveGate(
+                self,
+                AdaptiveController(adaptive, history=max(options.stats_history, 1000)),
+            )
+            limit_for = self._adaptive_limit_for
+            protocol = AdaptiveProtocol
+            self._connection_class = adaptive_connection_class(
+                type(self)._connection_class
+            )
+            create = gate.wrap_create_connection(self._create_connection)
+            self._create_connection = create  # type: ignore[method-assign,assignment]
         factory = functools.partial(
-            PoolProtocol,
+            protocol,
             loop=self._loop,
             pool=weakref.ref(self),
         )
         self._factory = cast("functools.partial[ResponseHandler]", factory)
         self._core: PoolCore[Hashable, Hashable, PoolKey] = PoolCore(
             limit=self._limit or None,
-            limit_for=self._limit_for,
+            limit_for=limit_for,
             group=pool_key_of,
             keepalive_timeout=self._pool_keepalive,
             is_alive=ResponseHandler.is_connected,  # type: ignore[arg-type]
@@ -252,6 +292,7 @@ class PoolConnector(Acquiring, Releasing):
         """
         core = self._core
         gate = self._pacing
+        adaptive = None if self._adaptive is None else self._adaptive.controller
         if target is None:
             return build_pool_stats(
                 core,
@@ -262,6 +303,7 @@ class PoolConnector(Acquiring, Releasing):
                 pacing=None if gate is None else gate.pacer,
                 delays=self._options.host_delays,
                 delay_jitter=self._options.delay_jitter,
+                adaptive=adaptive,
             )
         key = to_pool_key(target)
         figures = [core.figures(k) for k in core.keys_in_group(key)]
@@ -272,6 +314,7 @@ class PoolConnector(Acquiring, Releasing):
             empty_limit=limit,
             pace=None if gate is None else gate.pacer.figures(key),
             delay=self._options.host_delays.lookup(*key),
+            adaptive=None if adaptive is None else adaptive.figures(key),
         )
 
     def add_listener(self, callback: Callable[[PoolEvent], object]) -> None:
@@ -287,6 +330,8 @@ class PoolConnector(Acquiring, Releasing):
         self._core.observe(self._pending_events)
         if self._pacing is not None:
             self._pacing.pacer.observe(self._pending_events)
+        if self._adaptive is not None:
+            self._adaptive.controller.observe(self._pending_events)
 
     def remove_listener(self, callback: Callable[[PoolEvent], object]) -> None:
         """Stop calling ``callback``; ``ValueError`` if it is not a listener."""
@@ -298,6 +343,8 @@ class PoolConnector(Acquiring, Releasing):
             self._core.observe(None)  # nobody listens: the core builds nothing
             if self._pacing is not None:
                 self._pacing.pacer.observe(None)
+            if self._adaptive is not None:
+                self._adaptive.controller.observe(None)
             self._pending_events.clear()
 
     def leaks(self) -> list[LeakInfo]:
@@ -374,11 +421,14 @@ class PoolConnector(Acquiring, Releasing):
     def __repr__(self) -> str:
         core = self._core
         state = " closed" if core.closed else ""
+        per_host: object = self._limit_per_host
+        if self._adaptive is not None:
+            per_host = self._adaptive.controller.config
         return (
             f"<{type(self).__name__}{state} [Requests: {core.acquired} active, "
             f"{core.waiting} queued | Connections: {core.acquired} active, "
             f"{core.idle} idle, {core.connecting} connecting] "
-            f"limit={self._limit} limit_per_host={self._limit_per_host}>"
+            f"limit={self._limit} limit_per_host={per_host}>"
         )
 
     # ------------------------------------------------------- aiohttp's hooks
@@ -458,7 +508,16 @@ class PoolConnector(Acquiring, Releasing):
     def _host_limit(self, key: PoolKey) -> int | None:
         """A host's limit: its most specific override, else ``limit_per_host``."""
         found = self._host_limits.lookup(*key)
-        return self._pool_limit_per_host if found is None else found[1]
+        if found is not None:
+            return found[1]
+        if self._adaptive is not None:
+            return self._adaptive.controller.limit_of(key)
+        return self._pool_limit_per_host
+
+    def _adaptive_limit_for(self, key: Hashable) -> int | None:
+        """``_limit_for`` with adaptive limits: a fixed override, else the
+        host's learned limit (asked once per key the pool opens)."""
+        return self._host_limit(pool_key_of(key))
 
     def _pacing_gate(self) -> PacingGate:
         """The pacing gate, built on first need. Only then does ``connect``

@@ -9,11 +9,13 @@ from typing import Any
 
 from aiohttp.helpers import sentinel
 
+from .._core.adaptive import AdaptiveLimit
 from .._core.host_limits import HostDelays, HostLimits
 
 __all__ = [
     "FD_BUDGET_SHARE",
     "PoolOptions",
+    "adaptive_of",
     "check_count",
     "check_fraction",
     "check_seconds",
@@ -57,6 +59,28 @@ def validate_tcp_options(options: Mapping[str, Any]) -> None:
     keepalive = options.get("keepalive_timeout")
     if keepalive is not None and keepalive is not sentinel:
         check_seconds("keepalive_timeout", keepalive)
+
+
+def adaptive_of(value: object) -> AdaptiveLimit | None:
+    """``limit_per_host`` as an adaptive limit: ``"auto"`` is
+    ``AdaptiveLimit()``, an ``AdaptiveLimit`` is itself; ``None`` for
+    anything else (an int, checked by ``validate_tcp_options``). Any other
+    string raises ``ValueError`` naming it."""
+    if isinstance(value, AdaptiveLimit):
+        return value
+    if isinstance(value, str):
+        if value == "auto":
+            return AdaptiveLimit()
+        raise ValueError(
+            "limit_per_host must be an int >= 0, 'auto' or an AdaptiveLimit, "
+            f"got {value!r}"
+        )
+    if isinstance(value, type) and issubclass(value, AdaptiveLimit):
+        raise TypeError(
+            "limit_per_host must be an AdaptiveLimit instance, not the class: "
+            "write AdaptiveLimit()"
+        )
+    return None
 
 
 def check_optional_count(name: str, value: object, *, minimum: int) -> int | None:

@@ -47,6 +47,13 @@ class PoolView(Generic[K, C, G]):
         ks = self._keys.get(key)
         return ks.limit if ks is not None else self._limit_for(key)
 
+    def demand(self, key: K) -> int:
+        """Requests of ``key`` in the pool now: acquired, connecting and
+        queued (0 for a drained key). What adaptive limits call a host's
+        use of its limit."""
+        ks = self._keys.get(key)
+        return ks.acquired + ks.connecting + len(ks.waiters) if ks is not None else 0
+
     def connection_count(self, key: K) -> int:
         """Connections ``key`` opened or is opening (0 for a drained key)."""
         ks = self._keys.get(key)
