@@ -250,10 +250,9 @@ def _pace_fields(pace: PaceFigures | None, delay: float) -> dict[str, Any]:
     }
 
 
-def _adaptive_fields(adaptive: AdaptiveFigures | None) -> dict[str, Any]:
-    """Adaptive fields of a ``HostStats`` (none for a host never sampled)."""
-    if adaptive is None:
-        return {}
+def _adaptive_fields(adaptive: AdaptiveFigures) -> dict[str, Any]:
+    """Adaptive fields of a ``HostStats`` (a host never sampled has none:
+    the caller skips the call)."""
     return {
         "adaptive_limit": adaptive.limit,
         "gradient": adaptive.gradient,
@@ -292,7 +291,7 @@ def build_host_stats(
             available=f.room,
             **_counter_fields(f.counters),  # type: ignore[arg-type]
             **_pace_fields(pace, delay),
-            **_adaptive_fields(adaptive),
+            **(_adaptive_fields(adaptive) if adaptive is not None else {}),
         )
     acquired = idle = connecting = waiting = 0
     total = Counters()  # none or several pools: summed into a new object
@@ -325,7 +324,7 @@ def build_host_stats(
         available=available,
         **_counter_fields(total),  # type: ignore[arg-type]
         **_pace_fields(pace, delay),
-        **_adaptive_fields(adaptive),
+        **(_adaptive_fields(adaptive) if adaptive is not None else {}),
     )
 
 
@@ -388,7 +387,7 @@ class HostTable(Mapping[PoolKey, HostStats]):
                 empty_limit=self._empty_limit,
                 pace=self._pacing.get(key),
                 delay=0.0 if delays is None else delays.lookup(*key),
-                adaptive=self._adaptive.get(key),
+                adaptive=self._adaptive.get(key) if self._adaptive else None,
             )
             # setdefault: an exporter's thread and the loop may both read it.
             built = self._built.setdefault(key, built)
