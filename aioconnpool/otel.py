@@ -31,6 +31,11 @@ UpDownCounters, ``{connection}`` / ``{request}``)
     ``aioconnpool.pacing.outcome`` = released | cancelled | late | closed.
 ``aioconnpool.pauses`` (Counter, ``{pause}``)
     host pauses, from ``HostPaused`` events, with ``aioconnpool.pause.reason``.
+``aioconnpool.adaptive.limit`` / ``.gradient`` / ``.min_rtt`` (observable
+Gauges, ``{connection}`` / ``1`` / ``s``)
+    with adaptive limits (``limit_per_host="auto"``): each busiest sampled
+    host's learned limit, last gradient and no-load round trip (no overflow
+    point: they do not add up).
 
 Cardinality: observable instruments report the ``max_hosts`` busiest hosts
 (most requests, ties by key) at each collection, and the rest summed under
@@ -114,6 +119,12 @@ class _Admitted:
                 self._hosts.add(key)
         return _server(key)
 
+
+_ADAPTIVE_GAUGES = (
+    ("limit", "{connection}", "The host's adaptive limit."),
+    ("gradient", "1", "The host's last adaptive gradient (1: no queueing)."),
+    ("min_rtt", "s", "The host's no-load round trip (adaptive baseline)."),
+)
 
 _FLEET_GAUGES = {
     "limit": "Fleet-wide connection limit of the host.",
@@ -209,6 +220,14 @@ class Instrumentation:
                     unit="{connection}",
                     description=what,
                 )
+        if connector.stats().adaptive is not None:
+            for field, unit, what in _ADAPTIVE_GAUGES:
+                meter.create_observable_gauge(
+                    f"aioconnpool.adaptive.{field}",
+                    callbacks=[functools.partial(self._observe_adaptive, field)],
+                    unit=unit,
+                    description=what,
+                )
         connector.add_listener(self._on_event)
 
     def close(self) -> None:
@@ -287,6 +306,22 @@ class Instrumentation:
     def _observe_pacing(self, options: CallbackOptions) -> Iterable[Observation]:
         # Nothing for a connector that never paced: no points of zeros.
         return self._observe([("pacing_waiting", {})], pacing=True)
+
+    def _observe_adaptive(
+        self, field: str, options: CallbackOptions
+    ) -> Iterable[Observation]:
+        """An adaptive figure per busiest host that has been sampled."""
+        connector = self._connector()
+        if self._closed or connector is None:
+            return []
+        snap = snapshot_on_loop(connector, self._loop)
+        name = "adaptive_limit" if field == "limit" else field
+        found: list[Observation] = []
+        for key in busiest(snap.hosts, self._max_hosts):
+            value = getattr(snap.hosts[key], name)
+            if value is not None:
+                found.append(Observation(value, _server(key)))
+        return found
 
     def _observe_fleet(
         self, field: str, options: CallbackOptions

@@ -16,7 +16,12 @@ gauges ``acquired``, ``idle``, ``connecting``, ``waiting``, ``limit``, counters
 in total as ``<prefix>_pool_*``, without host labels. Pacing adds the gauges
 ``pacing_waiting`` (requests waiting on a host's pacing), ``delay_seconds``
 (the delay in force) and ``paused{reason}`` (1 while paused), and the pool
-counters ``pool_paced``, ``pool_pacing_late`` and ``pool_pauses``.
+counters ``pool_paced``, ``pool_pacing_late`` and ``pool_pauses``. Adaptive
+limits (``limit_per_host="auto"``) add, for the busiest hosts that have been
+sampled, the gauges ``adaptive_limit`` (the learned limit),
+``adaptive_gradient`` and ``adaptive_min_rtt_seconds`` (the figures Envoy's
+adaptive concurrency filter exports), and the pool counter
+``pool_limit_adjustments``.
 
 Cardinality and monotonic counters
 ----------------------------------
@@ -136,6 +141,13 @@ _HELP = {
     "paced": "Requests that had to wait on pacing.",
     "pacing_late": "Requests refused: their start fell after their deadline.",
     "pauses": "Host pauses asked for (pause_host, backoff_middleware).",
+    "adaptive_limit": "The host's adaptive limit (learned from latency, errors).",
+    "adaptive_gradient": (
+        "The host's last adaptive gradient: 1 while it answers near its "
+        "baseline, down to 0.5 as it queues; the backoff after overload."
+    ),
+    "adaptive_min_rtt": "The host's no-load round trip (adaptive baseline).",
+    "limit_adjustments": "Changes of a host's adaptive limit.",
 }
 _PACING_COUNTERS = ("paced", "pacing_late", "pauses")
 _FLEET_GAUGES = ("limit", "acquired", "waiting", "mine", "waiting_here")
@@ -317,6 +329,14 @@ class PoolCollector:
             fams[f"pool_{c}"] = CounterMetricFamily(
                 f"{p}_pool_{c}", _HELP[c], labels=pool
             )
+        for g in ("adaptive_limit", "adaptive_gradient"):
+            fams[g] = GaugeMetricFamily(f"{p}_{g}", _HELP[g], labels=host)
+        fams["adaptive_min_rtt"] = GaugeMetricFamily(
+            f"{p}_adaptive_min_rtt_seconds", _HELP["adaptive_min_rtt"], labels=host
+        )
+        fams["pool_limit_adjustments"] = CounterMetricFamily(
+            f"{p}_pool_limit_adjustments", _HELP["limit_adjustments"], labels=pool
+        )
         fams["fleet_round_trip"] = HistogramMetricFamily(
             f"{p}_fleet_round_trip_seconds", _HELP["fleet_round_trip"], labels=pool
         )
@@ -388,6 +408,32 @@ class PoolCollector:
         if snap.fleet is not None:
             self._add_fleet(fams, const, snap.fleet)
         self._add_pacing(fams, const, snap, top)
+        if snap.adaptive is not None:
+            self._add_adaptive(fams, const, snap, top)
+
+    def _add_adaptive(
+        self,
+        fams: dict[str, Metric],
+        const: list[str],
+        snap: PoolStats,
+        top: Sequence[PoolKey],
+    ) -> None:
+        """Adaptive limits: per busiest host that has been sampled, its
+        limit, gradient and baseline (no ``_other``: they do not add up);
+        the adjustments in total."""
+        _counter(fams["pool_limit_adjustments"]).add_metric(
+            const, snap.limit_adjustments
+        )
+        for key in top:
+            hs = snap.hosts[key]
+            if hs.adaptive_limit is None:
+                continue
+            labels = const + _host_labels(key)
+            _gauge(fams["adaptive_limit"]).add_metric(labels, hs.adaptive_limit)
+            if hs.gradient is not None:
+                _gauge(fams["adaptive_gradient"]).add_metric(labels, hs.gradient)
+            if hs.min_rtt is not None:
+                _gauge(fams["adaptive_min_rtt"]).add_metric(labels, hs.min_rtt)
 
     def _add_pacing(
         self,

@@ -311,3 +311,59 @@ def test_the_connection_class_keeps_the_fleet_release() -> None:
     assert made is adaptive_connection_class(FleetConnection)
     assert made.__name__ == "AdaptiveFleetConnection"
     assert issubclass(AdaptiveProtocol, PoolProtocol)
+
+
+async def test_prometheus_and_opentelemetry_show_the_adaptive_figures(
+    aiohttp_server: MakeServer, make_session: Build
+) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from aioconnpool.otel import instrument
+    from aioconnpool.prometheus import PoolCollector
+
+    knee = KneeServer(base=0.0)
+    server = await knee_server(aiohttp_server, knee)
+    session, conn = make_session(limit_per_host=AdaptiveLimit(window=2))
+    _plain_session, plain = make_session(limit_per_host=2)
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    handle = instrument(conn, meter_provider=provider)
+    try:
+        target = url(server, "/fail", host="m.test")
+        await hammer(session, target, workers=1, each=2)  # one window: 4 -> 3
+        host = conn.stats(target)
+        assert (host.adaptive_limit, host.gradient, host.min_rtt) == (3, 0.75, None)
+        registry = CollectorRegistry()
+        registry.register(PoolCollector({"a": conn, "b": plain}))
+        text = (await asyncio.to_thread(generate_latest, registry)).decode()
+        labels = f'connector="a",host="m.test",port="{server.port}",scheme="http"'
+        assert f"aioconnpool_adaptive_limit{{{labels}}} 3.0" in text
+        assert f"aioconnpool_adaptive_gradient{{{labels}}} 0.75" in text
+        assert "aioconnpool_adaptive_min_rtt_seconds{" not in text  # none yet
+        assert 'aioconnpool_pool_limit_adjustments_total{connector="a"} 1.0' in text
+        assert 'aioconnpool_pool_limit_adjustments_total{connector="b"}' not in text
+        # A success gives the host a baseline.
+        await hammer(session, url(server, "/", host="m.test"), workers=1, each=2)
+        text = (await asyncio.to_thread(generate_latest, registry)).decode()
+        assert f"aioconnpool_adaptive_min_rtt_seconds{{{labels}}} " in text
+        data = reader.get_metrics_data()
+        assert data is not None
+        found: dict[str, list[Any]] = {
+            metric.name: list(metric.data.data_points)
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for metric in sm.metrics
+        }
+        host = conn.stats(target)
+        [limit] = found["aioconnpool.adaptive.limit"]
+        assert limit.value == host.adaptive_limit
+        assert limit.attributes["server.address"] == "m.test"
+        [gradient] = found["aioconnpool.adaptive.gradient"]
+        assert gradient.value == host.gradient
+        [min_rtt] = found["aioconnpool.adaptive.min_rtt"]
+        assert min_rtt.value == host.min_rtt
+    finally:
+        handle.close()
+        provider.shutdown()

@@ -57,6 +57,8 @@ DOCUMENTED: dict[str, tuple[str, ...]] = {
         "PacingLate",
         "HostPaused",
         "HostResumed",
+        "AdaptiveLimit",
+        "LimitAdjusted",
         "COUNTER_NAMES",
         "RELEASE_HOWS",
         "CLOSE_REASONS",
