@@ -182,7 +182,13 @@ async def test_a_fixed_host_limit_wins(
         assert host.limit == limit
         assert host.adaptive_limit is None
         assert host.adaptive_samples == 0
-    assert conn.stats(url(server, "/", host="new.test")).limit == 4
+    fresh = url(server, "/", host="new.test")
+    assert conn.stats(fresh).limit == 4
+    await hammer(session, fresh, workers=1, each=1)
+    conn.set_host_limit("new.test", 7)  # out of adaptive control
+    assert conn.stats(fresh).limit == 7
+    conn.remove_host_limit("new.test")  # back under it
+    assert conn.stats(fresh).limit == 4
     stats = conn.stats()
     assert stats.limit_per_host is None
     assert stats.adaptive == AdaptiveLimit()

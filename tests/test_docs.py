@@ -43,6 +43,7 @@ EXACT = [
     "otel_metrics",
     "politeness",
     "backoff",
+    "adaptive",
 ]
 # Checked by a test of their own below.
 OTHERS = ["crawler", "fleet_workers", "test_pool_guard", "_loopback"]
