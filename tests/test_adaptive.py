@@ -259,16 +259,22 @@ async def test_connection_errors_count_as_overload(make_session: Build) -> None:
     assert host.adaptive_limit == 3  # 8 -> 6 -> 4 -> 3
 
 
-async def test_cancelled_requests_say_nothing_about_the_host(
-    aiohttp_server: MakeServer, make_session: Build
-) -> None:
+async def silent_server(aiohttp_server: MakeServer) -> TestServer:
+    """A server that takes requests and never answers (within a test)."""
+
     async def never(request: web.Request) -> web.Response:
         await asyncio.sleep(10)
         return web.Response()
 
     app = web.Application()
     app.router.add_get("/", never)
-    server = await aiohttp_server(app)
+    return await aiohttp_server(app)
+
+
+async def test_cancelled_requests_say_nothing_about_the_host(
+    aiohttp_server: MakeServer, make_session: Build
+) -> None:
+    server = await silent_server(aiohttp_server)
     session, conn = make_session(limit_per_host=AdaptiveLimit(window=1))
     target = url(server, "/", host="cancel.test")
     task = asyncio.create_task(session.get(target))
@@ -282,13 +288,7 @@ async def test_cancelled_requests_say_nothing_about_the_host(
 async def test_read_timeouts_count_as_overload(
     aiohttp_server: MakeServer, make_session: Build
 ) -> None:
-    async def never(request: web.Request) -> web.Response:
-        await asyncio.sleep(10)
-        return web.Response()
-
-    app = web.Application()
-    app.router.add_get("/", never)
-    server = await aiohttp_server(app)
+    server = await silent_server(aiohttp_server)
     session, conn = make_session(limit_per_host=AdaptiveLimit(window=1))
     target = url(server, "/", host="timeout.test")
     with pytest.raises(asyncio.TimeoutError):
@@ -328,6 +328,7 @@ async def test_prometheus_and_opentelemetry_show_the_adaptive_figures(
 
     from aioconnpool.otel import instrument
     from aioconnpool.prometheus import PoolCollector
+    from tests.test_otel import points
 
     knee = KneeServer(base=0.0)
     server = await knee_server(aiohttp_server, knee)
@@ -355,20 +356,13 @@ async def test_prometheus_and_opentelemetry_show_the_adaptive_figures(
         text = (await asyncio.to_thread(generate_latest, registry)).decode()
         assert f"aioconnpool_adaptive_min_rtt_seconds{{{labels}}} " in text
         data = reader.get_metrics_data()
-        assert data is not None
-        found: dict[str, list[Any]] = {
-            metric.name: list(metric.data.data_points)
-            for rm in data.resource_metrics
-            for sm in rm.scope_metrics
-            for metric in sm.metrics
-        }
         host = conn.stats(target)
-        [limit] = found["aioconnpool.adaptive.limit"]
+        [limit] = points(data, "aioconnpool.adaptive.limit")
         assert limit.value == host.adaptive_limit
         assert limit.attributes["server.address"] == "m.test"
-        [gradient] = found["aioconnpool.adaptive.gradient"]
+        [gradient] = points(data, "aioconnpool.adaptive.gradient")
         assert gradient.value == host.gradient
-        [min_rtt] = found["aioconnpool.adaptive.min_rtt"]
+        [min_rtt] = points(data, "aioconnpool.adaptive.min_rtt")
         assert min_rtt.value == host.min_rtt
     finally:
         handle.close()

@@ -289,3 +289,16 @@ def test_any_samples_keep_the_limit_whole_and_in_bounds(
         if overload and changed is not None:
             # A window with an overload sample never grows the limit.
             assert changed < before
+
+
+def test_the_core_reports_a_keys_demand() -> None:
+    from aioconnpool._core import PoolCore
+
+    core: PoolCore[str, object, str] = PoolCore(
+        limit=None, limit_for=lambda key: 1, group=str, keepalive_timeout=None
+    )
+    assert core.demand("k") == 0
+    core.acquire("k")  # a permit to connect
+    core.acquire("k")  # queued behind it
+    assert core.demand("k") == 2
+    assert core.demand("other") == 0
