@@ -182,7 +182,10 @@ class PoolConnector(Acquiring, Releasing):
         delay_jitter: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        adaptive = adaptive_of(kwargs.get("limit_per_host"))
+        # An int (or nothing) is the common case: no call for it.
+        adaptive = None
+        if "limit_per_host" in kwargs and kwargs["limit_per_host"].__class__ is not int:
+            adaptive = adaptive_of(kwargs["limit_per_host"])
         if adaptive is not None:
             # aiohttp's own per-host limit is never used by the pool, and
             # must be an int: 0 ("none") there, the adaptive one here.
