@@ -22,6 +22,7 @@ from aioconnpool import (
     LimitAdjusted,
     PoolConnector,
     PoolEvent,
+    PoolFullError,
     PoolKey,
 )
 from aioconnpool._aiohttp.adaptive import AdaptiveProtocol, adaptive_connection_class
@@ -367,3 +368,18 @@ async def test_prometheus_and_opentelemetry_show_the_adaptive_figures(
     finally:
         handle.close()
         provider.shutdown()
+
+
+async def test_errors_name_the_adaptive_limit(
+    aiohttp_server: MakeServer, make_session: Build
+) -> None:
+    server = await silent_server(aiohttp_server)
+    session, _conn = make_session(limit_per_host=AdaptiveLimit(initial=1), block=False)
+    target = url(server, "/", host="full.test")
+    held = asyncio.create_task(session.get(target))
+    await asyncio.sleep(0.05)
+    with pytest.raises(PoolFullError, match=r"\(adaptive limit_per_host=1\)"):
+        await session.get(target)
+    held.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await held

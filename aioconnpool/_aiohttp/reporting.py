@@ -63,6 +63,8 @@ def describe_wait(
         source = f"host_limits[{str(found[0])!r}]={found[1]}"
     elif limit_per_host is not None:
         source = f"limit_per_host={limit_per_host}"
+    elif f.limit is not None:  # none configured, one in force: learned
+        source = f"adaptive limit_per_host={f.limit}"
     else:
         source = "no per-host limit"
     total = f"limit={core.limit}" if core.limit is not None else "no total limit"
