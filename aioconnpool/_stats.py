@@ -62,7 +62,9 @@ class HostStats:
     event loop's clock (``loop.time()``; ``None``: at once);
     ``pacing_waiting`` the requests waiting on pacing (they hold no slot and
     are not in ``waiting``); ``paused_until`` (loop clock) and
-    ``pause_reason`` describe a pause in force (``None``: none).
+    ``pause_reason`` describe a pause in force (``None``: none). While a
+    pause is in force ``limit`` is 0: the requests of the host already
+    queued in the pool (``waiting``) are held there until it ends.
     """
 
     acquired: int = 0
