@@ -13,10 +13,10 @@ import re
 from collections import Counter
 from io import StringIO
 
-import aiohttp
 import pytest
 from rich.console import Console
 
+from aioconnpool._aiohttp.compat import HAS_CLIENT_MIDDLEWARES
 from aioconnpool.cli.demo import (
     HOSTS,
     PACED_DELAY,
@@ -30,10 +30,9 @@ from aioconnpool.cli.render import HOST_HEADERS
 from tests.conftest import table
 
 REQUESTS = 60
-HAS_MIDDLEWARES = tuple(map(int, aiohttp.__version__.split(".")[:2])) >= (3, 12)
 # busy.test's 429 is sent again once by backoff_middleware (aiohttp 3.12+):
 # one more request in the pool's figures than the demo planned.
-RETRIED = {"busy.test": 1} if HAS_MIDDLEWARES else {}
+RETRIED = {"busy.test": 1} if HAS_CLIENT_MIDDLEWARES else {}
 
 
 def counts(cell: str) -> Counter[str]:
@@ -112,7 +111,7 @@ def test_demo_shows_a_paced_host_and_a_429_host(demo_output: str) -> None:
     assert float(sent[1]) >= PACED_DELAY - 0.005
     counters = re.search(r"paced=(\d+) pauses=(\d+)", block)
     assert counters is not None, block
-    if HAS_MIDDLEWARES:
+    if HAS_CLIENT_MIDDLEWARES:
         pause = re.search(r"longest gap between two arrivals: ([0-9.]+) s", block)
         assert pause is not None, block
         # The pause starts when the 429 reaches the client, a moment after
