@@ -63,16 +63,18 @@ class HostStats:
     event loop's clock (``loop.time()``; ``None``: at once);
     ``pacing_waiting`` the requests waiting on pacing (they hold no slot and
     are not in ``waiting``); ``paused_until`` (loop clock) and
-    ``pause_reason`` describe a pause in force (``None``: none).
+    ``pause_reason`` describe a pause in force (``None``: none). While a
+    pause is in force ``limit`` is 0: the requests of the host already
+    queued in the pool (``waiting``) are held there until it ends.
     Adaptive limits (``limit_per_host="auto"``), for a host that has been
     sampled (else ``None`` and zeros): ``adaptive_limit`` the learned limit
-    (also in ``limit`` once the host's pool is open); ``gradient`` the last
-    window's (1: no sign of queueing, down to 0.5; the backoff after an
-    overload); ``min_rtt`` the no-load round trip and ``rtt`` the last
-    window's median, in seconds (response headers after hand-over);
-    ``adaptive_samples`` the requests sampled, ``adaptive_overloads`` those
-    that were 5xx, 429 or connection errors, ``limit_adjustments`` the
-    changes of its limit.
+    (also in ``limit`` once the host's pool is open, unless paused);
+    ``gradient`` the last window's (1: no sign of queueing, down to 0.5;
+    the backoff after an overload); ``min_rtt`` the no-load round trip and
+    ``rtt`` the last window's median, in seconds (response headers after
+    hand-over); ``adaptive_samples`` the requests sampled,
+    ``adaptive_overloads`` those that were 5xx, 429 or connection errors,
+    ``limit_adjustments`` the changes of its limit.
     """
 
     acquired: int = 0

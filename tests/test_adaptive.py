@@ -383,3 +383,38 @@ async def test_errors_name_the_adaptive_limit(
     held.cancel()
     with pytest.raises(asyncio.CancelledError):
         await held
+
+
+async def test_a_paused_host_stays_held_whatever_it_learns(
+    aiohttp_server: MakeServer, make_session: Build
+) -> None:
+    gate = asyncio.Event()
+    arrived = asyncio.Event()
+
+    async def busy(request: web.Request) -> web.Response:
+        arrived.set()
+        await gate.wait()
+        return web.Response(status=503)
+
+    app = web.Application()
+    app.router.add_get("/", busy)
+    server = await aiohttp_server(app)
+    session, conn = make_session(limit_per_host=AdaptiveLimit(window=1))
+    target = url(server, "/", host="paused.test")
+
+    async def fetch() -> int:
+        async with session.get(target) as resp:
+            await resp.read()
+            return resp.status
+
+    sent = asyncio.create_task(fetch())
+    await arrived.wait()
+    conn.pause_host(target, 30, reason="maintenance")
+    assert conn.stats(target).limit == 0
+    gate.set()
+    assert await sent == 503  # overload: the learned limit drops to 3
+    host = conn.stats(target)
+    assert (host.adaptive_limit, host.limit) == (3, 0)  # still held
+    conn.resume_host(target)
+    await asyncio.sleep(0)
+    assert conn.stats(target).limit == 3

@@ -39,7 +39,8 @@ from aioconnpool._core.records import GONE, ConnRecord
 from .test_core import check_ready_queue
 
 KEYS = ("a:1", "a:2", "b:1", "c:1")
-KEY_LIMITS = st.sampled_from([1, 2, None, 3])
+# 0: a paused host, held by the glue (its queued requests wait, none granted)
+KEY_LIMITS = st.sampled_from([1, 2, None, 3, 0])
 INDEX = st.integers(min_value=0, max_value=63)
 HOWS = st.sampled_from(RELEASE_HOWS)
 

@@ -9,18 +9,30 @@ scheduling was.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from io import StringIO
 
 import pytest
 from rich.console import Console
 
-from aioconnpool.cli.demo import HOSTS, DemoOptions, plan_jobs, run_demo
+from aioconnpool._aiohttp.compat import HAS_CLIENT_MIDDLEWARES
+from aioconnpool.cli.demo import (
+    HOSTS,
+    PACED_DELAY,
+    RETRY_AFTER,
+    DemoOptions,
+    plan_jobs,
+    run_demo,
+)
 from aioconnpool.cli.main import main
 from aioconnpool.cli.render import HOST_HEADERS
 from tests.conftest import table
 
 REQUESTS = 60
+# busy.test's 429 is sent again once by backoff_middleware (aiohttp 3.12+):
+# one more request in the pool's figures than the demo planned.
+RETRIED = {"busy.test": 1} if HAS_CLIENT_MIDDLEWARES else {}
 
 
 def counts(cell: str) -> Counter[str]:
@@ -55,8 +67,8 @@ def test_demo_reports_every_host(demo_output: str) -> None:
     per_host = [figures[host] for host in HOSTS]
     planned = Counter(job.host for job in plan_jobs(REQUESTS, seed=1))
     for host in HOSTS:
-        assert figures[host]["requests"] == planned[host]
-    assert figures["total"]["requests"] == REQUESTS
+        assert figures[host]["requests"] == planned[host] + RETRIED.get(host, 0)
+    assert figures["total"]["requests"] == REQUESTS + sum(RETRIED.values())
     for row in per_host:
         # Every request completed: each took a new or a reused connection,
         # and gave it back before the snapshot.
@@ -89,6 +101,27 @@ def test_demo_reuse_histogram_sees_every_socket(demo_output: str) -> None:
     assert sum(histogram.values()) == created
     assert sum(n * sockets for n, sockets in histogram.items()) == created + reused
     assert f"seen: {created} of the {created} sockets opened" in demo_output
+
+
+def test_demo_shows_a_paced_host_and_a_429_host(demo_output: str) -> None:
+    block = demo_output.split("politeness (", 1)[1].split("\n\n", 1)[0]
+    sent = re.search(r"smallest gap between two sent: ([0-9.]+) s", block)
+    assert sent is not None, block
+    # The pool paces when requests start; the client writes them at once.
+    assert float(sent[1]) >= PACED_DELAY - 0.005
+    counters = re.search(r"paced=(\d+) pauses=(\d+)", block)
+    assert counters is not None, block
+    if HAS_CLIENT_MIDDLEWARES:
+        pause = re.search(r"longest gap between two arrivals: ([0-9.]+) s", block)
+        assert pause is not None, block
+        # The pause starts when the 429 reaches the client, a moment after
+        # the server's last arrival before it.
+        assert float(pause[1]) >= RETRY_AFTER - 0.1
+        assert "throttled=1 retried=1" in block
+        assert int(counters[2]) == 1
+    else:
+        assert "backoff_middleware needs aiohttp >= 3.12" in block
+    assert int(counters[1]) > 0
 
 
 async def test_demo_live_view_on_a_forced_terminal() -> None:

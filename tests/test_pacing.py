@@ -28,7 +28,7 @@ from aioconnpool import (
     PoolKey,
     PoolTimeoutError,
 )
-from tests.conftest import Recorder, url
+from tests.conftest import Recorder, settle, url
 
 Build = Callable[..., tuple[aiohttp.ClientSession, PoolConnector]]
 
@@ -228,6 +228,57 @@ async def test_pause_host_holds_queued_and_future_requests(
     ]
     assert conn.stats().pauses == 1
     assert conn.stats(target).paused_until is None
+
+
+async def test_a_pause_holds_requests_already_queued_in_the_pool(
+    server: TestServer, make_session: Build, recorder: Recorder
+) -> None:
+    # h.test is not paced: its requests go straight into the pool, where
+    # three queue behind the one in flight (limit_per_host=1). A 429 pausing
+    # the host must hold those too, not only requests arriving later.
+    starts = starts_by_host(recorder)
+    session, conn = make_session(limit=1, limit_per_host=1)
+    target = url(server, "/small", host="h.test")
+    in_flight = asyncio.create_task(fetch(session, url(server, "/hang", host="h.test")))
+    await settle()
+    queued = [asyncio.create_task(fetch(session, target)) for _ in range(3)]
+    await settle()
+    assert conn.stats(target).waiting == 3
+    conn.pause_host(target, 0.5, reason="429")
+    paused_at = time.monotonic()
+    assert conn.stats(target).limit == 0  # held
+    recorder.gate.set()
+    assert await in_flight == "late"
+    # Its connection went idle, not to a held request; the pool's one slot
+    # serves another host meanwhile.
+    assert await fetch(session, url(server, "/small", host="other.test")) == "ok"
+    host = conn.stats(target)
+    assert (host.idle, host.acquired, host.waiting) == (1, 0, 3)
+    assert starts["h.test"] == []
+    assert await asyncio.gather(*queued) == ["ok"] * 3
+    assert min(starts["h.test"]) - paused_at >= 0.5 - TOLERANCE
+    host = conn.stats(target)
+    assert (host.limit, host.waiting, host.reused) == (1, 0, 3)
+
+
+async def test_resuming_lets_held_requests_go_at_once(
+    server: TestServer, make_session: Build, recorder: Recorder
+) -> None:
+    session, conn = make_session(limit_per_host=1)
+    target = url(server, "/small", host="r.test")
+    in_flight = asyncio.create_task(fetch(session, url(server, "/hang", host="r.test")))
+    await settle()
+    queued = [asyncio.create_task(fetch(session, target)) for _ in range(2)]
+    await settle()
+    conn.pause_host(target, 60.0, reason="maintenance")
+    recorder.gate.set()
+    assert await in_flight == "late"
+    assert conn.stats(target).waiting == 2
+    conn.resume_host(target)
+    assert conn.stats(target).limit == 1
+    results = await asyncio.wait_for(asyncio.gather(*queued), 5)
+    assert results == ["ok", "ok"]
+    assert conn.stats(target).pause_reason is None
 
 
 async def test_a_pause_past_the_deadline_fails_the_queued_request(

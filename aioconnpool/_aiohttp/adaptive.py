@@ -214,7 +214,10 @@ class AdaptiveGate:
         limit = self.controller.sample(
             host, now, rtt, overload=overload, demand=core.demand(key)
         )
-        if limit is not None:
+        if limit is not None and host not in connector._held:
+            # A paused host keeps its limit of 0 (PoolConnector._hold); the
+            # learned one applies when the pause ends (refresh_limits asks
+            # _adaptive_limit_for again).
             log.debug("Adaptive limit of %s: %d", host, limit)
             for member in core.keys_in_group(host):
                 connector._carry_out(core.set_limit(member, limit))

@@ -216,6 +216,7 @@ class PoolConnector(Acquiring, Releasing):
         self._options = options
         self._host_limits = options.host_limits
         self._host_limit_patterns = self._host_limits.patterns
+        self._held: set[PoolKey] = set()  # paused hosts: limit 0 (see _hold)
         self._pool_limit_per_host = self._limit_per_host or None
         self._pool_keepalive = _compat.keepalive_seconds(
             self._force_close, self._keepalive_timeout
@@ -401,7 +402,10 @@ class PoolConnector(Acquiring, Releasing):
         deadline fail at once with :class:`PacingDeadlineError`.
         ``stats()`` shows the pause and ``reason``; events
         ``HostPaused`` / ``HostResumed`` bracket it. Requests already
-        handed to the pool (at most one per paced host) are not recalled.
+        queued in the pool are held there too: the host's limit is 0
+        until the pause ends (``stats()`` shows it), so its idle connections
+        and freed slots go to no request of it. Requests already sent are
+        not recalled.
         """
         key = to_pool_key(target)
         seconds = check_seconds("seconds", seconds, allow_none=False) or 0.0
@@ -501,12 +505,27 @@ class PoolConnector(Acquiring, Releasing):
     # ------------------------------------------------------------ internals
 
     def _limit_for(self, key: Hashable) -> int | None:
-        """The per-host limit of a ``ConnectionKey``."""
-        if not self._host_limit_patterns:
+        """The per-host limit of a ``ConnectionKey``: 0 while its host is
+        paused (see :meth:`_hold`)."""
+        if not self._host_limit_patterns and not self._held:
             # No override (the common case): no PoolKey to build and look up
             # for every new host.
             return self._pool_limit_per_host
-        return self._host_limit(pool_key_of(key))
+        pool_key = pool_key_of(key)
+        if pool_key in self._held:
+            return 0
+        return self._host_limit(pool_key)
+
+    def _hold(self, key: PoolKey, held: bool) -> None:
+        """Hold a paused host's requests already queued in the pool (or let
+        them go): its limit is 0 while held, so the core grants it nothing,
+        idle connections included, and gives freed slots to other hosts.
+        Its acquired connections are not touched."""
+        if held:
+            self._held.add(key)
+        else:
+            self._held.discard(key)
+        self._carry_out(self._core.refresh_limits(lambda k: pool_key_of(k) == key))
 
     def _host_limit(self, key: PoolKey) -> int | None:
         """A host's limit: its most specific override, else ``limit_per_host``."""
@@ -518,9 +537,11 @@ class PoolConnector(Acquiring, Releasing):
         return self._pool_limit_per_host
 
     def _adaptive_limit_for(self, key: Hashable) -> int | None:
-        """``_limit_for`` with adaptive limits: a fixed override, else the
-        host's learned limit (asked once per key the pool opens)."""
-        return self._host_limit(pool_key_of(key))
+        """``_limit_for`` with adaptive limits: 0 while the host is held
+        (paused), else a fixed override, else the host's learned limit
+        (asked once per key the pool opens, and when a hold ends)."""
+        pool_key = pool_key_of(key)
+        return 0 if pool_key in self._held else self._host_limit(pool_key)
 
     def _pacing_gate(self) -> PacingGate:
         """The pacing gate, built on first need. Only then does ``connect``

@@ -72,6 +72,7 @@ class PacingGate:
         self.pacer = pacer
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        self._held: set[PoolKey] = set()  # paused hosts the pool holds
 
     async def connect(
         self, req: ClientRequest, traces: list[Trace] | None, timeout: ClientTimeout
@@ -118,12 +119,21 @@ class PacingGate:
             future: Any = ticket.token
             if future is not None and not future.done():
                 future.set_exception(self._late_error(ticket, now))
+        if key not in self._held:
+            # Requests of the host that passed this gate before the pause
+            # (all of them, for a host not paced until now) may be queued in
+            # the pool: hold them there too.
+            connector = self._connector()
+            if connector is not None:
+                self._held.add(key)
+                connector._hold(key, True)
         self._carry_out(released)
 
     def resume(self, key: PoolKey) -> None:
         self._carry_out(self.pacer.resume(key, self._loop.time()))
 
     def close(self) -> None:
+        self._held.clear()  # the pool is closing: nothing left to let go
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -147,8 +157,21 @@ class PacingGate:
                 future.set_result(None)
             elif ticket.state == GO and future is not None:
                 work.extend(self.pacer.ended(ticket, self._loop.time(), sent=False))
+        if self._held:
+            self._let_go_of_ended_pauses()
         self._deliver()
         self._arm()
+
+    def _let_go_of_ended_pauses(self) -> None:
+        """Release the pool's hold on hosts whose pause ended (run or
+        resumed): a scan of the paused hosts only, after each pacer step."""
+        connector = self._connector()
+        for key in list(self._held):
+            hs = self.pacer.host_state(key)
+            if hs is None or hs.paused_until is None:
+                self._held.discard(key)
+                if connector is not None and not connector._core.closed:
+                    connector._hold(key, False)
 
     def _deliver(self) -> None:
         connector = self._connector()

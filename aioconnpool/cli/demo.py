@@ -8,9 +8,16 @@ told apart by the ``Host`` header:
 * ``close.test`` -- answers with ``Connection: close``;
 * ``big.test``   -- streams about 1 MiB; some of these responses are released
   without being read;
-* ``error.test`` -- answers 500.
+* ``error.test`` -- answers 500;
+* ``paced.test`` -- a small body at once, but the pool paces it
+  (``host_delays``): its requests start ``PACED_DELAY`` apart;
+* ``busy.test``  -- answers its first request 429 with ``Retry-After: 1``;
+  ``backoff_middleware`` (aiohttp 3.12 and later) pauses the host for that
+  second and sends the request again.
 
-A resolver maps every ``*.test`` name to 127.0.0.1, so no traffic leaves the
+The server notes when each request reaches it and the client when it sent
+it, so the report shows the pacing and the pause as both saw them. A
+resolver maps every ``*.test`` name to 127.0.0.1, so no traffic leaves the
 machine. All requests are started at once through a
 :class:`~aioconnpool.PoolConnector`, which queues what its limits do not let
 through. :func:`watch` (shared with ``aioconnpool crawl``) samples the pool
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import random
 import sys
@@ -30,12 +38,20 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TextIO, TypeVar
 
 import aiohttp
 from aiohttp import web
 
-from .. import Closed, PoolConnector, PoolEvent, PoolKey, PoolStats
+from .. import (
+    BackoffMiddleware,
+    Closed,
+    PoolConnector,
+    PoolEvent,
+    PoolKey,
+    PoolStats,
+    backoff_middleware,
+)
 from ..testing import LoopbackResolver
 from .render import Block, Label, LiveView, emit, pool_blocks, reuse_table
 from .web import WebOptions, dashboard_during
@@ -61,6 +77,8 @@ HOSTS: tuple[str, ...] = (
     "close.test",
     "big.test",
     "error.test",
+    "paced.test",
+    "busy.test",
 )
 DOMAIN = ".test"
 LOOPBACK = "127.0.0.1"
@@ -71,16 +89,27 @@ SLOW_DELAY = 0.2  # seconds slow.test waits: its queue is what the live view sho
 BIG_CHUNK = b"x" * 65536
 BIG_CHUNKS = 16  # 1 MiB
 UNREAD_SHARE = 1 / 3  # of big.test responses, released without reading
+PACED_DELAY = 0.05  # seconds between request starts to paced.test
+RETRY_AFTER = 1  # seconds busy.test asks for in its one 429
 TICK = 0.1  # seconds between samples of the pool
 REDRAW = 0.25  # seconds between redraws of the live view
 
 
+ARRIVALS = web.AppKey("arrivals", dict[str, list[float]])
+
+
 def make_app() -> web.Application:
-    """One catch-all route that answers as the virtual host named by ``Host``."""
+    """One catch-all route that answers as the virtual host named by ``Host``.
+
+    ``app[ARRIVALS]`` maps each host to the loop times its requests arrived.
+    """
+    arrivals: dict[str, list[float]] = {}
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        host = request.url.host
-        if host == "fast.test":
+        host = request.url.host or ""
+        seen = arrivals.setdefault(host, [])
+        seen.append(asyncio.get_running_loop().time())
+        if host in ("fast.test", "paced.test"):
             return web.Response(text="fast")
         if host == "slow.test":
             await asyncio.sleep(SLOW_DELAY)
@@ -101,9 +130,16 @@ def make_app() -> web.Application:
             return stream
         if host == "error.test":
             return web.Response(status=500, text="boom")
+        if host == "busy.test":
+            if len(seen) == 1:
+                return web.Response(
+                    status=429, text="later", headers={"Retry-After": str(RETRY_AFTER)}
+                )
+            return web.Response(text="thanks for waiting")
         return web.Response(status=421, text=f"no virtual host {host!r}")
 
     app = web.Application()
+    app[ARRIVALS] = arrivals
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
 
@@ -310,11 +346,16 @@ def outcome_lines(outcomes: Sequence[Outcome], *, shown_errors: int = 10) -> lis
 class DemoResult:
     port: int
     watched: Watched[Outcome]
+    arrivals: dict[str, list[float]]  # host -> loop times requests arrived
+    sent: dict[str, list[float]]  # host -> loop times the client sent them
+    backoff: BackoffMiddleware | None  # None: aiohttp < 3.12 has no middlewares
+    backoff_missing: str | None  # why there is no middleware
 
 
 async def crawl(options: DemoOptions, console: Console | None = None) -> DemoResult:
     """Serve, crawl while watching, snapshot the pool, and close everything."""
-    runner = web.AppRunner(make_app(), access_log=None)
+    app = make_app()
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, LOOPBACK, 0)
@@ -323,10 +364,26 @@ async def crawl(options: DemoOptions, console: Console | None = None) -> DemoRes
         resolver = LoopbackResolver(suffix=DOMAIN)
         try:
             connector = PoolConnector(
-                limit=LIMIT, limit_per_host=LIMIT_PER_HOST, resolver=resolver
+                limit=LIMIT,
+                limit_per_host=LIMIT_PER_HOST,
+                host_delays={"paced.test": PACED_DELAY},
+                resolver=resolver,
             )
             reuse = SocketReuse(connector)
-            async with aiohttp.ClientSession(connector=connector) as session:
+            backoff: BackoffMiddleware | None = None
+            backoff_missing = None
+            try:
+                backoff = backoff_middleware(connector, retries=2)
+            except RuntimeError as exc:  # aiohttp 3.11: no client middlewares
+                backoff_missing = str(exc)
+            # aiohttp 3.11's ClientSession takes no middlewares= at all.
+            middlewares: dict[str, Any] = (
+                {} if backoff is None else {"middlewares": (backoff,)}
+            )
+            sent, tracing = _sending_times()
+            async with aiohttp.ClientSession(
+                connector=connector, trace_configs=[tracing], **middlewares
+            ) as session:
                 jobs = [
                     _job(session, f"http://{job.host}:{port}/item/{i}", job)
                     for i, job in enumerate(plan_jobs(options.requests, options.seed))
@@ -344,7 +401,26 @@ async def crawl(options: DemoOptions, console: Console | None = None) -> DemoRes
             await resolver.close()
     finally:
         await runner.cleanup()
-    return DemoResult(port, watched)
+    return DemoResult(port, watched, app[ARRIVALS], sent, backoff, backoff_missing)
+
+
+def _sending_times() -> tuple[dict[str, list[float]], aiohttp.TraceConfig]:
+    """When the client wrote each request's headers, per host: where the
+    pacing is kept (the server, on the same event loop, may see a request
+    a few ms late when the loop is busy)."""
+    sent: dict[str, list[float]] = {}
+
+    async def on_headers_sent(
+        session: aiohttp.ClientSession,
+        context: object,
+        params: aiohttp.TraceRequestHeadersSentParams,
+    ) -> None:
+        host = params.url.host or ""
+        sent.setdefault(host, []).append(asyncio.get_running_loop().time())
+
+    tracing = aiohttp.TraceConfig()
+    tracing.on_request_headers_sent.append(on_headers_sent)
+    return sent, tracing
 
 
 def _job(
@@ -381,8 +457,52 @@ def report_blocks(result: DemoResult, options: DemoOptions) -> list[Block]:
         "gauges (acquired, idle...) taken after the crawl, before closing",
         *pool_blocks(stats, label=_host_label),
         "",
+        *politeness_lines(result),
+        "",
         *reuse_blocks(watched.reuse, stats, _host_label),
     ]
+
+
+def politeness_lines(result: DemoResult) -> list[str]:
+    """Pacing and the 429 pause, as the client and the server saw them."""
+    stats = result.watched.stats
+    sent = result.sent.get("paced.test", [])
+    arrived = result.arrivals.get("paced.test", [])
+    lines = [
+        "politeness (request times: sent by the client, arrived at the server)",
+        f"  paced.test: host_delays={{'paced.test': {PACED_DELAY}}}; "
+        f"{len(sent)} requests; smallest gap between two sent: "
+        f"{_smallest_gap(sent)}, between two arrived: {_smallest_gap(arrived)}",
+    ]
+    busy = result.arrivals.get("busy.test", [])
+    if result.backoff is None:
+        lines.append(
+            f"  busy.test: answered 429 once; no backoff here: {result.backoff_missing}"
+        )
+    elif len(busy) >= 2:
+        gaps = [b - a for a, b in itertools.pairwise(busy)]
+        longest = max(range(len(gaps)), key=gaps.__getitem__)
+        backoff = result.backoff
+        lines.append(
+            f"  busy.test: its first request answered 429 with Retry-After: "
+            f"{RETRY_AFTER}; longest gap between two arrivals: {gaps[longest]:.3f} s "
+            f"(the pause; {longest + 1} arrived before it, sent before the 429 "
+            f"came back); backoff_middleware: throttled={backoff.throttled} "
+            f"retried={backoff.retried}"
+        )
+    else:
+        lines.append(f"  busy.test: {len(busy)} request(s) arrived")
+    lines.append(
+        f"  pool counters: paced={stats.paced} pauses={stats.pauses} "
+        f"pacing_late={stats.pacing_late}"
+    )
+    return lines
+
+
+def _smallest_gap(times: Sequence[float]) -> str:
+    ordered = sorted(times)
+    gaps = [b - a for a, b in itertools.pairwise(ordered)]
+    return f"{min(gaps):.3f} s" if gaps else "n/a"
 
 
 async def run_demo(
