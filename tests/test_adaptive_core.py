@@ -187,15 +187,19 @@ def test_an_idle_host_does_not_grow() -> None:
     assert controller.limit_of("h") > 4
 
 
-def test_an_idle_host_may_still_shrink() -> None:
+def test_an_idle_host_moves_only_on_overload() -> None:
     controller: AdaptiveController[str] = AdaptiveController(
         AdaptiveLimit(window=5, initial=8)
     )
     now = 0.0
-    for rtt in [0.01] * 5 + [0.1] * 20:
+    for rtt in [0.01] * 5 + [0.1] * 20:  # slower, at 1 of 8 slots in use
         now += 0.2
         controller.sample("h", now, rtt, overload=False, demand=1)
-    assert controller.limit_of("h") < 8
+    assert controller.limit_of("h") == 8  # not the limit's doing
+    for _ in range(5):
+        now += 0.2
+        controller.sample("h", now, 0.01, overload=True, demand=1)
+    assert controller.limit_of("h") == 6
 
 
 def test_samples_from_before_a_change_are_stale() -> None:

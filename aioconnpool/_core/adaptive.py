@@ -40,9 +40,10 @@ The known pitfalls of these algorithms, and what is done here instead:
   shrink but never grow.
 * **No growth while idle.** A host that uses 2 of its 16 slots shows low
   latency whatever its limit; growing the limit there would only be undone
-  the first time the load comes. So a window grows the limit only if the
+  the first time the load comes. So latency moves the limit only if the
   host's demand reached ``utilization`` of its estimate at some sample of
-  the window (Gradient2's "app-limited" check); it may still shrink it.
+  the window (Gradient2's "app-limited" check); below that, only overload
+  moves it (down).
 * **The baseline is never probed by pinning concurrency.** Envoy measures the
   no-load latency by dropping the limit to a handful of requests at regular
   intervals, which makes every host slow on a timer. Here the baseline is a
@@ -356,7 +357,13 @@ class AdaptiveController(Generic[K]):
                 gradient = 1.0
             host.gradient = gradient
             target = estimate * gradient + math.sqrt(estimate) / 2
-            if overloads or demand < cfg.utilization * estimate:
+            if demand < cfg.utilization * estimate:
+                # Not used: this window says nothing about the concurrency
+                # the host takes, either way (Gradient2's "app-limited"
+                # rule). Its latency, at a fraction of the limit, is not
+                # caused by the limit; on a fast host it is mostly jitter.
+                target = estimate
+            elif overloads:
                 target = min(target, estimate)  # may shrink, never grow
             estimate += cfg.smoothing * (target - estimate)
             reason = "latency" if target < host.estimate else "growth"
