@@ -29,6 +29,7 @@ from aioconnpool._aiohttp.adaptive import AdaptiveProtocol, adaptive_connection_
 from aioconnpool._aiohttp.fleet_gate import FleetConnection
 from aioconnpool._aiohttp.protocol import PoolProtocol
 from aioconnpool._aiohttp.release_paths import PoolConnection
+from aioconnpool.testing import RedisServer
 from tests.conftest import url
 
 Build = Callable[..., tuple[aiohttp.ClientSession, PoolConnector]]
@@ -418,3 +419,25 @@ async def test_a_paused_host_stays_held_whatever_it_learns(
     conn.resume_host(target)
     await asyncio.sleep(0)
     assert conn.stats(target).limit == 3
+
+
+async def test_with_a_fleet_slots_are_given_back_and_limits_learned(
+    aiohttp_server: MakeServer, redis_server: RedisServer
+) -> None:
+    from tests.test_fleet import connector
+
+    knee = KneeServer(base=0.0)
+    server = await knee_server(aiohttp_server, knee)
+    conn = connector(
+        redis_server.url, fleet_limit=8, limit_per_host=AdaptiveLimit(window=2)
+    )
+    assert conn._connection_class.__name__ == "AdaptiveFleetConnection"
+    async with aiohttp.ClientSession(connector=conn) as session:
+        target = url(server, "/fail", host="fleet.test")
+        statuses = await hammer(session, target, workers=1, each=4)
+        assert statuses == [500] * 4
+        stats = conn.stats()
+        host = stats.hosts[PoolKey("fleet.test", server.port or 0, False)]
+        assert (host.adaptive_limit, host.adaptive_overloads) == (2, 4)  # 4, 3, 2
+        assert stats.fleet is not None
+        assert all(h.mine == 0 for h in stats.fleet.hosts.values())
