@@ -349,3 +349,28 @@ async def test_the_politeness_figures_reach_the_dashboard(
     assert status["stats"]["paused_hosts"] == 1
     assert status["stats"]["pauses"] == 1
     connector.resume_host(f"http://fast.test:{server.port}")
+
+
+async def test_adaptive_limits_reach_the_dashboard(
+    make_session: Session,
+    server: TestServer,
+    aiohttp_client: Callable[[web.Application], Awaitable[TestClient[Any, Any]]],
+) -> None:
+    """With limit_per_host="auto", the host table shows each host's learned
+    limit, gradient and min RTT, and status.json the adjustments."""
+    session, connector = make_session(limit_per_host="auto")
+    for _ in range(25):  # past one window of samples (20)
+        async with session.get(url(server, "/small", "a.test")) as resp:
+            await resp.read()
+    client = await aiohttp_client(dashboard_app(connector))
+    page = await (await client.get("/hosts.json?sort=adaptive_limit")).json()
+    assert {"adaptive_limit", "gradient", "min_rtt"} <= set(page["columns"])
+    (row,) = page["rows"]
+    host = connector.stats(f"http://a.test:{server.port}")
+    assert row["adaptive_limit"] == host.adaptive_limit == 4  # "auto" starts at 4
+    assert row["min_rtt"] == host.min_rtt
+    assert row["min_rtt"] is not None
+    assert row["min_rtt"] > 0
+    status = await (await client.get("/status.json")).json()
+    assert status["stats"]["limit_adjustments"] == 0
+    assert status["stats"]["adaptive"]["max"] == 16

@@ -27,6 +27,9 @@ COLUMNS = (
     "delay",
     "pacing_waiting",
     "pause_reason",
+    "adaptive_limit",
+    "gradient",
+    "min_rtt",
 )
 """The columns of ``hosts.json`` rows, which it can sort by, in order: the
 host, then ``HostStats``' gauges and counters (``to_dict()``'s names)."""

@@ -31,7 +31,7 @@
   const HISTOGRAMS = ["wait_time", "connect_time", "hold_time", "lifetime"];
   const POLITENESS = [
     "delay_per_host", "delay_jitter", "pacing_waiting", "paced", "pacing_late",
-    "pauses", "paused_hosts",
+    "pauses", "paused_hosts", "limit_adjustments",
   ];
   for (const name of POLITENESS.concat(["host_delays"])) KNOWN.add(name);
 
