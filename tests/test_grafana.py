@@ -41,13 +41,16 @@ def test_the_json_is_the_builders_output() -> None:
 
 
 async def test_every_query_names_what_the_exporter_writes(server: TestServer) -> None:
-    connector = PoolConnector()
+    # Pacing, a pause and adaptive limits on: their metrics are written only
+    # for a pool that has them.
+    connector = PoolConnector(limit_per_host="auto", delay_per_host=0.01)
     async with aiohttp.ClientSession(connector=connector) as session:
         for i in range(3):
             async with session.get(url(server, "/small")) as resp:
                 await resp.read()
             async with session.get(url(server, f"/status/{500 + i}")) as resp:
                 await resp.read()
+        connector.pause_host(url(server, "/small"), 30, reason="429")
         registry = CollectorRegistry()
         registry.register(PoolCollector({"api": connector}))
         scrape = generate_latest(registry).decode()
@@ -78,4 +81,6 @@ async def test_every_query_names_what_the_exporter_writes(server: TestServer) ->
     for needed in ("Acquired", "Idle", "Waiting", "p50 and p99", "ended", "closed"):
         assert needed in titles, needed
     assert "Rejected, timed out" in titles
+    assert "Politeness" in titles
+    assert "Adaptive limit" in titles
     assert {v["name"] for v in dashboard["templating"]["list"]} >= {"host"}

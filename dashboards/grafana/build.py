@@ -230,6 +230,49 @@ def dashboard() -> dict[str, Any]:
             y=32,
             unit="reqps",
         ),
+        panel(
+            12,
+            "Politeness: waiting on pacing, paused hosts, pauses",
+            [
+                target(
+                    f"sum(aioconnpool_pool_pacing_waiting{{{POOL}}})",
+                    "waiting on pacing",
+                    "A",
+                ),
+                target(
+                    f"sum by (host, reason) (aioconnpool_paused{{{SEL}}})",
+                    "paused: {{host}} ({{reason}})",
+                    "B",
+                ),
+                target(
+                    f"sum(increase(aioconnpool_pool_pauses_total{{{POOL}}}"
+                    "[$__rate_interval]))",
+                    "pauses asked for",
+                    "C",
+                ),
+            ],
+            x=0,
+            y=40,
+            description="Requests waiting out a host's delay_per_host / "
+            "host_delays or a pause (they hold no slot), the hosts paused now "
+            "(pause_host, backoff_middleware's 429/503) and new pauses.",
+        ),
+        panel(
+            13,
+            "Adaptive limit per host",
+            [
+                target(
+                    f"max by (host) (aioconnpool_adaptive_limit{{{SEL}}})",
+                    "{{host}}",
+                    "A",
+                )
+            ],
+            x=12,
+            y=40,
+            description='limit_per_host="auto" or AdaptiveLimit: each host\'s '
+            "learned limit (aioconnpool_adaptive_gradient and "
+            "aioconnpool_adaptive_min_rtt_seconds tell why).",
+        ),
     ]
 
     def variable(name: str, query: str, label: str) -> dict[str, Any]:
