@@ -31,11 +31,27 @@ from .records import (
 )
 from .view import C, G, K, PoolView
 
-__all__ = ["CONNECT", "HOLD", "LIFETIME", "WAIT", "Bookkeeping"]
+__all__ = [
+    "CONNECT",
+    "HOLD",
+    "HOLD_AT",
+    "HOLD_SUM",
+    "LIFETIME",
+    "WAIT",
+    "WAIT_AT",
+    "WAIT_SUM",
+    "Bookkeeping",
+]
 
 
 # Histogram numbers, in the order of _histogram.DURATIONS.
 WAIT, CONNECT, HOLD, LIFETIME = range(4)
+# Where the wait and hold histograms start in a key's counts, and where their
+# sums are: constants, so that the hot paths compute no index of their own.
+WAIT_AT = HISTOGRAMS_AT + WAIT * BUCKETS
+HOLD_AT = HISTOGRAMS_AT + HOLD * BUCKETS
+WAIT_SUM = SUMS_AT + WAIT
+HOLD_SUM = SUMS_AT + HOLD
 
 
 class Bookkeeping(PoolView[K, C, G]):
@@ -107,19 +123,16 @@ class Bookkeeping(PoolView[K, C, G]):
 
         ``Releases.release`` counts the same inline (the hot path): change
         both together."""
-        counts, totals = ks.counts, self._totals.n
+        counts = ks.counts
         i = RELEASED_INDEX[how]
         counts[i] += 1
-        totals[i] += 1
         held = now - since
         b = 0  # the bucket by a scan (bucket_of, inlined): no call
         while held > BOUNDS[b]:
             b += 1
         i = HISTOGRAMS_AT + HOLD * BUCKETS + b
         counts[i] += 1
-        totals[i] += 1
         counts[SUMS_AT + HOLD] += held
-        totals[SUMS_AT + HOLD] += held
         if self._events is not None:
             self._events.append(ev.Released(self._ekey(ks.key), now, how, now - since))
 
@@ -129,7 +142,6 @@ class Bookkeeping(PoolView[K, C, G]):
         """A connection (created at ``born``) was closed for ``reason``."""
         i = CLOSED_INDEX[reason]
         ks.counts[i] += 1
-        self._totals.n[i] += 1
         self._observe(ks, LIFETIME, now - born)
         if self._events is not None:
             self._events.append(
@@ -144,9 +156,7 @@ class Bookkeeping(PoolView[K, C, G]):
         b = 0  # the bucket by a scan (bucket_of, inlined): no call
         while seconds > BOUNDS[b]:
             b += 1
-        i = HISTOGRAMS_AT + which * BUCKETS + b  # for the key and the totals
-        counts, totals = ks.counts, self._totals.n
+        i = HISTOGRAMS_AT + which * BUCKETS + b
+        counts = ks.counts
         counts[i] += 1
         counts[SUMS_AT + which] += seconds
-        totals[i] += 1
-        totals[SUMS_AT + which] += seconds

@@ -18,17 +18,15 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _events as ev
-from .._histogram import BOUNDS, BUCKETS
-from .bookkeeping import CONNECT, WAIT, Bookkeeping
+from .._histogram import BOUNDS, BUCKET_BY_MS, BY_MS_END, bucket_of
+from .bookkeeping import CONNECT, WAIT_AT, WAIT_SUM, Bookkeeping
 from .counters import (
-    HISTOGRAMS_AT,
     N_CONNECT_ERRORS,
     N_CREATED,
     N_REJECTED,
     N_REQUESTS,
     N_REUSED,
     N_WAIT_TIMEOUTS,
-    SUMS_AT,
 )
 from .records import (
     ACQUIRED,
@@ -108,13 +106,10 @@ class Grants(Bookkeeping[K, C, G]):
             dropped: list[tuple[ConnRecord, str]] = []
             rec = self._idle.take(ks, now, dropped)
             if rec is not None:  # as arrive + _grant + handed_over would count it
-                counts, totals = ks.counts, self._totals.n
+                counts = ks.counts
                 counts[N_REQUESTS] += 1
-                totals[N_REQUESTS] += 1
-                counts[HISTOGRAMS_AT + WAIT * BUCKETS] += 1  # served at once
-                totals[HISTOGRAMS_AT + WAIT * BUCKETS] += 1
+                counts[WAIT_AT] += 1  # served at once
                 counts[N_REUSED] += 1
-                totals[N_REUSED] += 1
                 ks.acquired += 1
                 self._acquired += 1
                 rec.acquired_at = now
@@ -142,7 +137,6 @@ class Grants(Bookkeeping[K, C, G]):
         if ks is None:
             ks = self._open_key(key)
         ks.counts[N_REQUESTS] += 1
-        self._totals.n[N_REQUESTS] += 1
         if now is None:
             now = self._clock()
         ticket = Ticket(key, next(self._seqs), now)
@@ -161,7 +155,6 @@ class Grants(Bookkeeping[K, C, G]):
         if not block:
             ticket.state = REJECTED
             ks.counts[N_REJECTED] += 1
-            self._totals.n[N_REJECTED] += 1
             if self._events is not None:
                 self._events.append(ev.Rejected(self._ekey(key), now))
             self._retire_if_empty(ks)
@@ -238,7 +231,6 @@ class Grants(Bookkeeping[K, C, G]):
         """
         ks = self._settle_permit(ticket)
         ks.counts[N_CREATED] += 1
-        self._totals.n[N_CREATED] += 1
         now = self._clock()
         self._observe(ks, CONNECT, now - ticket.granted_at)
         if self._events is not None:
@@ -265,7 +257,6 @@ class Grants(Bookkeeping[K, C, G]):
         ks = self._settle_permit(ticket)
         ticket.state = DONE
         ks.counts[N_CONNECT_ERRORS] += 1
-        self._totals.n[N_CONNECT_ERRORS] += 1
         now = self._clock()
         self._observe(ks, CONNECT, now - ticket.granted_at)
         if self._events is not None:
@@ -285,7 +276,6 @@ class Grants(Bookkeeping[K, C, G]):
             return False
         ticket.state = DONE
         ks.counts[N_WAIT_TIMEOUTS] += 1
-        self._totals.n[N_WAIT_TIMEOUTS] += 1
         self._unqueue(ks, ticket, "timed_out")
         return True
 
@@ -338,19 +328,20 @@ class Grants(Bookkeeping[K, C, G]):
         ticket.granted_at = now
         if count_wait:
             waited = now - ticket.since
-            counts, totals = ks.counts, self._totals.n
+            counts = ks.counts
             if waited:  # _observe, inlined: every queued request passes here
-                b = 0  # the bucket by a scan (bucket_of, inlined): no call
-                while waited > BOUNDS[b]:
-                    b += 1
-                i = HISTOGRAMS_AT + WAIT * BUCKETS + b
-                counts[i] += 1
-                totals[i] += 1
-                counts[SUMS_AT + WAIT] += waited
-                totals[SUMS_AT + WAIT] += waited
+                # The bucket by the table (_histogram.BUCKET_BY_MS): no call.
+                ms = int(waited * 1000.0)
+                if 0 <= ms < BY_MS_END:
+                    b = BUCKET_BY_MS[ms]
+                    if b and waited <= BOUNDS[b - 1]:
+                        b -= 1
+                else:
+                    b = bucket_of(waited)
+                counts[WAIT_AT + b] += 1
+                counts[WAIT_SUM] += waited
             else:  # served at once (most requests): the first bucket, no search
-                counts[HISTOGRAMS_AT + WAIT * BUCKETS] += 1
-                totals[HISTOGRAMS_AT + WAIT * BUCKETS] += 1
+                counts[WAIT_AT] += 1
         rec = handoff
         dropped: list[tuple[ConnRecord, str]] = []
         if rec is None and ks.idle:
@@ -359,7 +350,6 @@ class Grants(Bookkeeping[K, C, G]):
             ks.acquired += 1
             self._acquired += 1
             ks.counts[N_REUSED] += 1
-            self._totals.n[N_REUSED] += 1
             ticket.conn = rec.handle
             rec.acquired_at = now
             if self._events is not None:
