@@ -302,6 +302,10 @@ async def measure(spec: Spec) -> dict[str, Any]:
         "elapsed_s": elapsed,
         "req_per_s": total / elapsed,
         "client_cpu_share": client_cpu / elapsed,
+        # The client process's own CPU time (time.process_time, all its
+        # threads) in the timed window, per request.
+        "client_cpu_s": client_cpu,
+        "client_cpu_us_per_request": client_cpu / total * 1e6,
         "server_cpu_share": (after["cpu_s"] - before["cpu_s"]) / elapsed,
         "server_open_before": int(before["open"]) - 1,  # minus the info request
         "tcp_time_wait_before": time_wait,
