@@ -416,7 +416,7 @@ class Grants(Bookkeeping[K, C, G]):
             # Serving the first waiter is inlined here and in
             # Releases.release's own-key hand-off (a call per queued request
             # otherwise): change both together.
-            ticket = ready.waiters.popitem(last=False)[0]
+            ticket = ready.waiters.popitem(False)[0]  # last=False (positional: faster)
             if not ready.waiters:
                 ready.waiters = NO_WAITERS
             self._waiting -= 1
