@@ -123,16 +123,19 @@ class Bookkeeping(PoolView[K, C, G]):
 
         ``Releases.release`` counts the same inline (the hot path): change
         both together."""
-        counts = ks.counts
+        counts, totals = ks.counts, self._totals.n
         i = RELEASED_INDEX[how]
         counts[i] += 1
+        totals[i] += 1
         held = now - since
         b = 0  # the bucket by a scan (bucket_of, inlined): no call
         while held > BOUNDS[b]:
             b += 1
         i = HISTOGRAMS_AT + HOLD * BUCKETS + b
         counts[i] += 1
+        totals[i] += 1
         counts[SUMS_AT + HOLD] += held
+        totals[SUMS_AT + HOLD] += held
         if self._events is not None:
             self._events.append(ev.Released(self._ekey(ks.key), now, how, now - since))
 
@@ -142,6 +145,7 @@ class Bookkeeping(PoolView[K, C, G]):
         """A connection (created at ``born``) was closed for ``reason``."""
         i = CLOSED_INDEX[reason]
         ks.counts[i] += 1
+        self._totals.n[i] += 1
         self._observe(ks, LIFETIME, now - born)
         if self._events is not None:
             self._events.append(
@@ -156,7 +160,9 @@ class Bookkeeping(PoolView[K, C, G]):
         b = 0  # the bucket by a scan (bucket_of, inlined): no call
         while seconds > BOUNDS[b]:
             b += 1
-        i = HISTOGRAMS_AT + which * BUCKETS + b
-        counts = ks.counts
+        i = HISTOGRAMS_AT + which * BUCKETS + b  # for the key and the totals
+        counts, totals = ks.counts, self._totals.n
         counts[i] += 1
         counts[SUMS_AT + which] += seconds
+        totals[i] += 1
+        totals[SUMS_AT + which] += seconds

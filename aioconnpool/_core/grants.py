@@ -106,10 +106,13 @@ class Grants(Bookkeeping[K, C, G]):
             dropped: list[tuple[ConnRecord, str]] = []
             rec = self._idle.take(ks, now, dropped)
             if rec is not None:  # as arrive + _grant + handed_over would count it
-                counts = ks.counts
+                counts, totals = ks.counts, self._totals.n
                 counts[N_REQUESTS] += 1
+                totals[N_REQUESTS] += 1
                 counts[WAIT_AT] += 1  # served at once
+                totals[WAIT_AT] += 1
                 counts[N_REUSED] += 1
+                totals[N_REUSED] += 1
                 ks.acquired += 1
                 self._acquired += 1
                 rec.acquired_at = now
@@ -137,6 +140,7 @@ class Grants(Bookkeeping[K, C, G]):
         if ks is None:
             ks = self._open_key(key)
         ks.counts[N_REQUESTS] += 1
+        self._totals.n[N_REQUESTS] += 1
         if now is None:
             now = self._clock()
         ticket = Ticket(key, next(self._seqs), now)
@@ -155,6 +159,7 @@ class Grants(Bookkeeping[K, C, G]):
         if not block:
             ticket.state = REJECTED
             ks.counts[N_REJECTED] += 1
+            self._totals.n[N_REJECTED] += 1
             if self._events is not None:
                 self._events.append(ev.Rejected(self._ekey(key), now))
             self._retire_if_empty(ks)
@@ -231,6 +236,7 @@ class Grants(Bookkeeping[K, C, G]):
         """
         ks = self._settle_permit(ticket)
         ks.counts[N_CREATED] += 1
+        self._totals.n[N_CREATED] += 1
         now = self._clock()
         self._observe(ks, CONNECT, now - ticket.granted_at)
         if self._events is not None:
@@ -257,6 +263,7 @@ class Grants(Bookkeeping[K, C, G]):
         ks = self._settle_permit(ticket)
         ticket.state = DONE
         ks.counts[N_CONNECT_ERRORS] += 1
+        self._totals.n[N_CONNECT_ERRORS] += 1
         now = self._clock()
         self._observe(ks, CONNECT, now - ticket.granted_at)
         if self._events is not None:
@@ -276,6 +283,7 @@ class Grants(Bookkeeping[K, C, G]):
             return False
         ticket.state = DONE
         ks.counts[N_WAIT_TIMEOUTS] += 1
+        self._totals.n[N_WAIT_TIMEOUTS] += 1
         self._unqueue(ks, ticket, "timed_out")
         return True
 
@@ -328,7 +336,7 @@ class Grants(Bookkeeping[K, C, G]):
         ticket.granted_at = now
         if count_wait:
             waited = now - ticket.since
-            counts = ks.counts
+            counts, totals = ks.counts, self._totals.n
             if waited:  # _observe, inlined: every queued request passes here
                 # The bucket by the table (_histogram.BUCKET_BY_MS): no call.
                 ms = int(waited * 1000.0)
@@ -338,10 +346,14 @@ class Grants(Bookkeeping[K, C, G]):
                         b -= 1
                 else:
                     b = bucket_of(waited)
-                counts[WAIT_AT + b] += 1
+                i = WAIT_AT + b
+                counts[i] += 1
+                totals[i] += 1
                 counts[WAIT_SUM] += waited
+                totals[WAIT_SUM] += waited
             else:  # served at once (most requests): the first bucket, no search
                 counts[WAIT_AT] += 1
+                totals[WAIT_AT] += 1
         rec = handoff
         dropped: list[tuple[ConnRecord, str]] = []
         if rec is None and ks.idle:
@@ -350,6 +362,7 @@ class Grants(Bookkeeping[K, C, G]):
             ks.acquired += 1
             self._acquired += 1
             ks.counts[N_REUSED] += 1
+            self._totals.n[N_REUSED] += 1
             ticket.conn = rec.handle
             rec.acquired_at = now
             if self._events is not None:

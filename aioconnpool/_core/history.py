@@ -87,10 +87,6 @@ class KeyHistory:
     def __iter__(self) -> Iterator[Hashable]:
         return iter(self._counters)
 
-    def frozen_counts(self) -> Iterator[tuple[Any, ...]]:
-        """The counts of every remembered key (not the forgotten ones)."""
-        return iter(self._counters.values())
-
     def members(self, group: Hashable) -> frozenset[Hashable]:
         members = self._groups.get(group, _NONE)
         if members is _NONE:

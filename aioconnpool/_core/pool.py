@@ -40,8 +40,7 @@ Invariants (checked by the hypothesis state machine in the tests):
    about to be opened: the idle connections idle longest are closed to make
    room (``"fd_budget"``), and ``acquired + connecting <= max_open`` always.
 2. Per-key gauges add up to the totals; per-key counters plus the counters of
-   forgotten keys add up to the total counters (by construction: the total
-   counters are that sum, made when read, so an event counts once, per key).
+   forgotten keys add up to the total counters.
 3. No waiter waits while a slot it may take is free: for every key with
    waiters, the key has no room or the total has no room.
 4. ``created + reused == sum(released) + acquired``: every acquisition ends
@@ -95,6 +94,7 @@ import time
 from collections.abc import Callable, Hashable
 
 from .closes import Closes
+from .counters import Counters
 from .history import KeyHistory
 from .idle import IdleStore
 from .ready import ReadyQueue
@@ -170,6 +170,7 @@ class PoolCore(Releases[K, C, G], Closes[K, C, G]):
         self._ready = ReadyQueue()
         self._seqs = itertools.count()
 
+        self._totals = Counters()
         self._history = KeyHistory(history, group)  # type: ignore[arg-type]
         self._closed = False
         self._events = None

@@ -64,9 +64,10 @@ class Releases(Grants[K, C, G]):
         ks = rec.key
         now = self._clock()
         # _count_release, inlined: every request passes here.
-        counts = ks.counts
+        counts, totals = ks.counts, self._totals.n
         i = RELEASED_INDEX[how]
         counts[i] += 1
+        totals[i] += 1
         held = now - rec.acquired_at
         # The bucket by the table (_histogram.BUCKET_BY_MS), inlined: no call.
         ms = int(held * 1000.0)
@@ -76,8 +77,11 @@ class Releases(Grants[K, C, G]):
                 b -= 1
         else:
             b = bucket_of(held)
-        counts[HOLD_AT + b] += 1
+        i = HOLD_AT + b
+        counts[i] += 1
+        totals[i] += 1
         counts[HOLD_SUM] += held
+        totals[HOLD_SUM] += held
         if self._events is not None:
             self._events.append(ev.Released(self._ekey(ks.key), now, how, held))
         ks.acquired -= 1

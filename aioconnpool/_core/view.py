@@ -9,8 +9,8 @@ leave the pool half-updated; the fields themselves are set up and kept by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from typing import Generic, TypeVar
 
 from .counters import N_CREATED, Counters
 from .history import KeyHistory
@@ -38,6 +38,7 @@ class PoolView(Generic[K, C, G]):
     _connecting: int
     _waiting: int
     _permits: dict[Ticket, None]
+    _totals: Counters
     _history: KeyHistory
     _closed: bool
 
@@ -109,17 +110,8 @@ class PoolView(Generic[K, C, G]):
 
     @property
     def totals(self) -> Counters:
-        """The connector-wide counters (a new object, made when read).
-
-        The sum of every key's counts, live, drained in the history or
-        forgotten: events are counted once, in their key's counts, and not a
-        second time in a total kept alongside (every request would pay for
-        both). A read costs one pass over the keys, as ``all_figures`` does.
-        """
-        rows: list[Sequence[Any]] = [ks.counts for ks in self._keys.values()]
-        rows.extend(self._history.frozen_counts())
-        rows.append(self._history.forgotten[1].n)
-        return Counters(list(map(sum, zip(*rows, strict=True))))
+        """The connector-wide counters (a live object: copy to keep)."""
+        return self._totals
 
     @property
     def forgotten(self) -> tuple[int, Counters]:
