@@ -165,6 +165,21 @@ def test_paired_cpu_ratios_pair_runs_in_order_and_skip_failed_ones() -> None:
     assert sockets.cpu_per_request(old) == pytest.approx(0.01)
 
 
+def test_socket_workload_counts_bytecodes(capsys: pytest.CaptureFixture[str]) -> None:
+    workloads = load_bench_script("socket_workloads")
+    spec = {"workload": "hot", "client": "aioconnpool", "port": 0, "n": 40}
+    spec |= {"concurrency": 4, "count_bytecodes": True}
+    assert workloads.main([json.dumps(spec)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["ok"] == 40
+    assert result["bytecodes_per_request"] > 100
+    by_function = result["bytecodes_by_function"]
+    assert 0 < len(by_function) <= 40
+    assert any("aioconnpool/_core/releases.py" in name for name in by_function)
+    assert result["gc"]["collections"] == [0, 0, 0]
+    assert "calls" not in result
+
+
 def test_paired_ratios_pair_runs_in_order_and_skip_failed_ones() -> None:
     sockets = load_bench_script("sockets")
 
