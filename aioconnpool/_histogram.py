@@ -18,6 +18,7 @@ __all__ = [
     "BUCKETS",
     "BUCKET_BY_MS",
     "BY_MS_END",
+    "BY_MS_LAST",
     "DURATIONS",
     "Histogram",
     "bucket_of",
@@ -82,8 +83,13 @@ is ``bucket_of(s)``, or one too far when ``s`` sits on the bound just below
 (``s <= BOUNDS[b - 1]``: take ``b - 1``). The core's hot paths bucket hold
 and wait times this way: a multiplication, a conversion and two comparisons
 instead of a scan whose comparisons grow with the duration (four or five
-for a hold of 10-50 ms).
+for a hold of 10-50 ms). Longer durations (a long queue's waits) are found
+by a scan from ``BY_MS_LAST``.
 """
+
+BY_MS_LAST = BUCKET_BY_MS[-1]
+"""The bucket of the table's last millisecond: where a duration of
+``BY_MS_END`` ms or more starts its scan (its bound is ``BY_MS_END`` ms)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _events as ev
-from .._histogram import BOUNDS, BUCKET_BY_MS, BY_MS_END, bucket_of
+from .._histogram import BOUNDS, BUCKET_BY_MS, BY_MS_END, BY_MS_LAST
 from .bookkeeping import CONNECT, WAIT_AT, WAIT_SUM, Bookkeeping
 from .counters import (
     N_CONNECT_ERRORS,
@@ -344,8 +344,10 @@ class Grants(Bookkeeping[K, C, G]):
                     b = BUCKET_BY_MS[ms]
                     if b and waited <= BOUNDS[b - 1]:
                         b -= 1
-                else:
-                    b = bucket_of(waited)
+                else:  # 10 s or more (a long queue): scan from there
+                    b = BY_MS_LAST if ms > 0 else 0
+                    while waited > BOUNDS[b]:
+                        b += 1
                 i = WAIT_AT + b
                 counts[i] += 1
                 totals[i] += 1

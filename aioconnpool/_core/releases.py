@@ -11,7 +11,7 @@ before using it.
 from __future__ import annotations
 
 from .. import _events as ev
-from .._histogram import BOUNDS, BUCKET_BY_MS, BY_MS_END, bucket_of
+from .._histogram import BOUNDS, BUCKET_BY_MS, BY_MS_END, BY_MS_LAST
 from .bookkeeping import HOLD_AT, HOLD_SUM
 from .counters import RELEASED_INDEX
 from .grants import Grants
@@ -75,8 +75,10 @@ class Releases(Grants[K, C, G]):
             b = BUCKET_BY_MS[ms]
             if b and held <= BOUNDS[b - 1]:
                 b -= 1
-        else:
-            b = bucket_of(held)
+        else:  # 10 s or more (or a clock gone back): scan from there
+            b = BY_MS_LAST if ms > 0 else 0
+            while held > BOUNDS[b]:
+                b += 1
         i = HOLD_AT + b
         counts[i] += 1
         totals[i] += 1
