@@ -436,21 +436,7 @@ def paired_ratios(
     here); the ratio of the two medians does not. ``None`` unless some
     repeat has an ``ok`` run for both.
     """
-    if ours is None or theirs is None:
-        return None
-    ratios = [
-        a["req_per_s"] / b["req_per_s"]
-        for a, b in zip(ours["runs"], theirs["runs"], strict=False)
-        if a["status"] == b["status"] == "ok" and b["req_per_s"]
-    ]
-    if not ratios:
-        return None
-    return {
-        "median": statistics.median(ratios),
-        "min": min(ratios),
-        "max": max(ratios),
-        "pairs": len(ratios),
-    }
+    return _summary(_pairs(ours, theirs, _rate_of_run))
 
 
 def cpu_per_request(run: dict[str, Any]) -> float | None:
@@ -477,13 +463,35 @@ def paired_cpu_ratios(
     so it is read next to the throughput ratio, pair by pair, not instead of
     it. ``None`` unless some repeat has an ``ok`` run for both.
     """
+    ratios = _pairs(ours, theirs, cpu_per_request)
+    summary: dict[str, Any] | None = _summary(ratios)
+    if summary is not None:
+        summary["ratios"] = ratios
+    return summary
+
+
+def _rate_of_run(run: dict[str, Any]) -> float | None:
+    rate: float | None = run["req_per_s"] if run["status"] == "ok" else None
+    return rate
+
+
+def _pairs(
+    ours: dict[str, Any] | None,
+    theirs: dict[str, Any] | None,
+    figure: Callable[[dict[str, Any]], float | None],
+) -> list[float]:
+    """``figure`` of ours / of theirs, repeat by repeat, where both have it."""
     if ours is None or theirs is None:
-        return None
+        return []
     ratios = []
     for a, b in zip(ours["runs"], theirs["runs"], strict=False):
-        mine, other = cpu_per_request(a), cpu_per_request(b)
+        mine, other = figure(a), figure(b)
         if mine is not None and other:
             ratios.append(mine / other)
+    return ratios
+
+
+def _summary(ratios: list[float]) -> dict[str, float] | None:
     if not ratios:
         return None
     return {
@@ -491,7 +499,6 @@ def paired_cpu_ratios(
         "min": min(ratios),
         "max": max(ratios),
         "pairs": len(ratios),
-        "ratios": ratios,
     }
 
 
