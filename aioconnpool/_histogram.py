@@ -13,7 +13,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["BOUNDS", "BUCKETS", "DURATIONS", "Histogram", "bucket_of"]
+__all__ = [
+    "BOUNDS",
+    "BUCKETS",
+    "BUCKET_BY_MS",
+    "BY_MS_END",
+    "BY_MS_LAST",
+    "DURATIONS",
+    "Histogram",
+    "bucket_of",
+]
 
 BOUNDS: tuple[float, ...] = (
     0.001,
@@ -58,6 +67,29 @@ def bucket_of(seconds: float) -> int:
     while seconds > BOUNDS[b]:
         b += 1
     return b
+
+
+BY_MS_END = 10_000
+"""Durations shorter than this many milliseconds have a table (``BUCKET_BY_MS``)."""
+
+BUCKET_BY_MS = bytes(bucket_of((ms + 0.5) / 1000) for ms in range(BY_MS_END))
+"""The bucket of a duration strictly between ``ms`` and ``ms + 1``
+milliseconds, at index ``ms``.
+
+Every finite bound is a whole number of milliseconds, and ``bound * 1000.0``
+is exactly that number (``tests/test_core.py`` checks both), so for a
+duration ``s`` under ``BY_MS_END`` ms, ``b = BUCKET_BY_MS[int(s * 1000.0)]``
+is ``bucket_of(s)``, or one too far when ``s`` sits on the bound just below
+(``s <= BOUNDS[b - 1]``: take ``b - 1``). The core's hot paths bucket hold
+and wait times this way: a multiplication, a conversion and two comparisons
+instead of a scan whose comparisons grow with the duration (four or five
+for a hold of 10-50 ms). Longer durations (a long queue's waits) are found
+by a scan from ``BY_MS_LAST``.
+"""
+
+BY_MS_LAST = BUCKET_BY_MS[-1]
+"""The bucket of the table's last millisecond: where a duration of
+``BY_MS_END`` ms or more starts its scan (its bound is ``BY_MS_END`` ms)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,19 @@ result. That count is deterministic for a given client and N; the run's
 timing is not a throughput figure (profiling slows it), so
 ``bench/sockets.py`` keeps such runs out of every median and ratio.
 
+``"count_bytecodes": true`` (a diagnostic, not run by ``bench/sockets.py``)
+runs the timed window under a ``sys.settrace`` hook that counts every
+bytecode instruction the interpreter runs, per function, the collector off,
+and adds ``"bytecodes_per_request"`` and ``"bytecodes_by_function"`` (per
+request, the 40 largest). Like the call count it is deterministic, and it
+sees what the call count cannot: a function that runs 200 instructions costs
+one call, as does one that runs 5. It is about 50 times slower than a plain
+run: use a few thousand requests. Compare two clients function by function::
+
+    .venv/bin/python bench/socket_workloads.py \
+        '{"workload": "hot", "client": "aioconnpool", "port": 0, "n": 5000,
+          "count_bytecodes": true}'
+
 Usage (normally only by ``bench/sockets.py``; with ``"port": 0`` it starts
 a loopback server of its own, handy with ``--profile``)::
 
@@ -59,13 +72,14 @@ import json
 import os
 import pstats
 import random
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from types import SimpleNamespace
+from types import FrameType, SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -102,6 +116,9 @@ class Spec:
     # True: count the Python and C calls of the timed window (cProfile, the
     # collector off). Profiling slows the run: its req/s is no throughput.
     count_calls: bool = False
+    # True: count the bytecode instructions of the timed window, per function
+    # (sys.settrace, the collector off); far slower still: no throughput.
+    count_bytecodes: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -269,8 +286,12 @@ async def measure(spec: Spec) -> dict[str, Any]:
         # Registered (and the collector off, for the control) in the timed
         # window only: the set-up's and the other runs' collections are not
         # this run's.
-        profiler = cProfile.Profile() if spec.count_calls else None
-        paused = not spec.gc or spec.count_calls
+        profiler: cProfile.Profile | BytecodeCounter | None = None
+        if spec.count_calls:
+            profiler = cProfile.Profile()
+        elif spec.count_bytecodes:
+            profiler = BytecodeCounter()
+        paused = not spec.gc or spec.count_calls or spec.count_bytecodes
         with collector_paused(paused), GcTimer() as collector:
             start = time.perf_counter()
             cpu = time.process_time()
@@ -302,6 +323,10 @@ async def measure(spec: Spec) -> dict[str, Any]:
         "elapsed_s": elapsed,
         "req_per_s": total / elapsed,
         "client_cpu_share": client_cpu / elapsed,
+        # The client process's own CPU time (time.process_time, all its
+        # threads) in the timed window, per request.
+        "client_cpu_s": client_cpu,
+        "client_cpu_us_per_request": client_cpu / total * 1e6,
         "server_cpu_share": (after["cpu_s"] - before["cpu_s"]) / elapsed,
         "server_open_before": int(before["open"]) - 1,  # minus the info request
         "tcp_time_wait_before": time_wait,
@@ -313,15 +338,52 @@ async def measure(spec: Spec) -> dict[str, Any]:
         # Collector time is inside the timed window, so this is always > 0.
         "req_per_s_outside_gc": total / (elapsed - collector.total_s),
     }
-    if profiler is not None:
+    if isinstance(profiler, cProfile.Profile):
         calls = count_calls(profiler)
         result["calls"] = calls
         result["calls_per_request"] = calls / total
+    elif isinstance(profiler, BytecodeCounter):
+        result["bytecodes_per_request"] = sum(profiler.counts.values()) / total
+        result["bytecodes_by_function"] = {
+            name: count / total for name, count in profiler.counts.most_common(40)
+        }
     if pool:
         result["pool"] = pool
     if waits is not None:
         result["wait"] = waits.summary()
     return result
+
+
+class BytecodeCounter:
+    """Counts the bytecode instructions run in this thread between
+    ``enable()`` and ``disable()``, per function (``file:line name``).
+
+    A ``sys.settrace`` hook with per-opcode events: frames started while it
+    is on are counted, so the ``await timed()`` frame itself is not, but
+    every callback, task step and call it leads to is."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self._before: Any = None
+
+    def enable(self) -> None:
+        self._before = sys.gettrace()  # a coverage tool's, say: put back after
+        sys.settrace(self._start)
+
+    def disable(self) -> None:
+        sys.settrace(self._before)
+
+    def _start(self, frame: FrameType, event: str, arg: object) -> Any:
+        frame.f_trace_opcodes = True
+        frame.f_trace_lines = False
+        return self._step
+
+    def _step(self, frame: FrameType, event: str, arg: object) -> Any:
+        if event == "opcode":
+            code = frame.f_code
+            where = code.co_filename.rsplit("site-packages/", 1)[-1]
+            self.counts[f"{where}:{code.co_firstlineno} {code.co_name}"] += 1
+        return self._step
 
 
 def count_calls(profiler: cProfile.Profile) -> int:

@@ -396,6 +396,9 @@ def build_results(cells: list[Cell]) -> dict[str, list[dict[str, Any]]]:
             entry["paired_ours_aiohttp"] = paired_ratios(
                 group.get(OURS), group.get(AIOHTTP)
             )
+            entry["paired_cpu_ours_aiohttp"] = paired_cpu_ratios(
+                group.get(OURS), group.get(AIOHTTP)
+            )
             rows.append(entry)
         sections[section] = rows
     crawl = sections["crawl"]
@@ -433,13 +436,62 @@ def paired_ratios(
     here); the ratio of the two medians does not. ``None`` unless some
     repeat has an ``ok`` run for both.
     """
-    if ours is None or theirs is None:
+    return _summary(_pairs(ours, theirs, _rate_of_run))
+
+
+def cpu_per_request(run: dict[str, Any]) -> float | None:
+    """The client process's CPU seconds per request in an ``ok`` run (from
+    its CPU share in results written before ``client_cpu_s`` was recorded)."""
+    if run["status"] != "ok" or not run.get("requests"):
         return None
-    ratios = [
-        a["req_per_s"] / b["req_per_s"]
-        for a, b in zip(ours["runs"], theirs["runs"], strict=False)
-        if a["status"] == b["status"] == "ok" and b["req_per_s"]
-    ]
+    cpu = run.get("client_cpu_s")
+    if cpu is None and "client_cpu_share" in run:
+        cpu = run["client_cpu_share"] * run["elapsed_s"]
+    return None if cpu is None else float(cpu) / float(run["requests"])
+
+
+def paired_cpu_ratios(
+    ours: dict[str, Any] | None, theirs: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Run-by-run ratios of two clients' CPU seconds per request (ours /
+    theirs: below 1 means ours spends less): median, min, max and every pair.
+
+    The client's own CPU time leaves out the time it waited for the server
+    and for the CPU while other processes ran, the larger part of wall
+    time's noise on a shared machine; what remains (caches, the other
+    hyperthread, how many responses one loop turn collects) still moves it,
+    so it is read next to the throughput ratio, pair by pair, not instead of
+    it. ``None`` unless some repeat has an ``ok`` run for both.
+    """
+    ratios = _pairs(ours, theirs, cpu_per_request)
+    summary: dict[str, Any] | None = _summary(ratios)
+    if summary is not None:
+        summary["ratios"] = ratios
+    return summary
+
+
+def _rate_of_run(run: dict[str, Any]) -> float | None:
+    rate: float | None = run["req_per_s"] if run["status"] == "ok" else None
+    return rate
+
+
+def _pairs(
+    ours: dict[str, Any] | None,
+    theirs: dict[str, Any] | None,
+    figure: Callable[[dict[str, Any]], float | None],
+) -> list[float]:
+    """``figure`` of ours / of theirs, repeat by repeat, where both have it."""
+    if ours is None or theirs is None:
+        return []
+    ratios = []
+    for a, b in zip(ours["runs"], theirs["runs"], strict=False):
+        mine, other = figure(a), figure(b)
+        if mine is not None and other:
+            ratios.append(mine / other)
+    return ratios
+
+
+def _summary(ratios: list[float]) -> dict[str, float] | None:
     if not ratios:
         return None
     return {
@@ -468,9 +520,11 @@ def targets(sections: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     speed does between repeats. Calls per request are counted once per client
     and row, deterministically (cProfile, the collector off); the value is
     aiohttp's count / ours, so >= 1 means ours makes no more calls. The entries
-    marked ``diagnostic`` come after them: the queued sweep's worst step
-    outside the collector and with it off, to show how much of a step is the
-    collector's; they are no target and never stand in for one.
+    marked ``diagnostic`` come after them: the client CPU per request, pair by
+    pair (``paired_cpu_ratios``; the value is aiohttp / ours, so >= 1 means
+    ours spends no more), and the queued sweep's worst step outside the
+    collector and with it off, to show how much of a step is the collector's;
+    they are no target and never stand in for one.
     """
     out: list[dict[str, Any]] = []
 
@@ -495,6 +549,23 @@ def targets(sections: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         elif pairs:
             rule += " (1 pair)"
         check(name, pairs["median"] if pairs else None, 1.0, rule, False)
+
+    def cpu(name: str, row: dict[str, Any]) -> None:
+        pairs = row.get("paired_cpu_ours_aiohttp")
+        rule = (
+            "client CPU per request, median of ours / aiohttp over back-to-back "
+            "pairs <= 1.00 (value: its inverse, >= 1.00"
+        )
+        if pairs:
+            rule += f"; ours / aiohttp {ratio(pairs['median'])}"
+            rule += f", range {_paired_range(pairs)}" if pairs["pairs"] > 1 else ""
+        check(
+            name,
+            1 / pairs["median"] if pairs and pairs["median"] else None,
+            1.0,
+            rule + ")",
+            True,
+        )
 
     def calls(name: str, row: dict[str, Any]) -> None:
         ours = row["clients"].get(OURS, {}).get("calls_per_request")
@@ -523,6 +594,9 @@ def targets(sections: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
             f"{ratio(theirs)})",
             False,
         )
+    cpu(f"diagnostic: hot host {hot['row']}, client CPU", hot)
+    for row in sections["queued"]:
+        cpu(f"diagnostic: queued {row['row']}, client CPU", row)
     step_rule = "lowest req/s at one N / req/s at the next smaller N >= 0.9"
     for client in (OURS, AIOHTTP):
         check(
@@ -588,6 +662,7 @@ def _throughput_table(
         *clients,
         "ours/aiohttp",
         "run by run",
+        "CPU/req run by run",
         *(h for h, _ in extra),
         "server CPU",
     ]
@@ -597,6 +672,7 @@ def _throughput_table(
             *(_rate_text(row["clients"].get(c)) for c in clients),
             ratio(row["ratio_ours_aiohttp"]),
             _paired_text(row.get("paired_ours_aiohttp")),
+            _paired_text(row.get("paired_cpu_ours_aiohttp")),
             *(f(row) for _, f in extra),
             _server_cpu(row),
         ]
@@ -710,7 +786,9 @@ def report(results: dict[str, Any]) -> str:
         "(N / time from first request issued to last response read); "
         "server CPU: the loopback server's highest CPU share in any run of the row",
         "ours/aiohttp: ratio of the medians; run by run: median (min-max) of "
-        "ours / aiohttp over runs made back to back",
+        "ours / aiohttp over runs made back to back; CPU/req run by run: the "
+        "same for the client process's CPU seconds per request (below 1.00: "
+        "ours spends less)",
         f"budget {cfg['budget_s']:.0f} s per run: a run over it is stopped, and "
         "that client skips the larger sizes",
         "",
@@ -767,8 +845,8 @@ def report(results: dict[str, Any]) -> str:
         out.append(f"  {t['target']}: {t['rule']}: {_value(t)} -> {verdict}")
     out += [
         "",
-        "diagnostic only, not targets (how much of the queued sweep's worst "
-        "step is the collector's):",
+        "diagnostic only, not targets (the client's CPU per request, pair by "
+        "pair; how much of the queued sweep's worst step is the collector's):",
     ]
     for t in diagnostics:
         verdict = {True: "yes", False: "no", None: "not measured"}[t["holds"]]

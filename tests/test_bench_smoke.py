@@ -128,6 +128,56 @@ def test_sockets_tiny_run_reports_every_section_and_row(
     assert "results written" in out
     assert "TIME_WAIT sockets at the start of a run" in out
     assert "run by run" in out
+    assert "CPU/req run by run" in out
+    assert ", client CPU: client CPU per request" in out
+    hot = data["sections"]["hot"][0]
+    assert hot["paired_cpu_ours_aiohttp"]["pairs"] >= 1
+    for run in hot["clients"]["aioconnpool"]["runs"]:
+        assert run["client_cpu_s"] > 0
+        assert run["client_cpu_us_per_request"] > 0
+
+
+def test_paired_cpu_ratios_pair_runs_in_order_and_skip_failed_ones() -> None:
+    sockets = load_bench_script("sockets")
+
+    def runs(*cpu_s: float | None) -> dict[str, Any]:
+        return {
+            "runs": [
+                {"status": "failed"}
+                if c is None
+                else {"status": "ok", "requests": 1000, "client_cpu_s": c}
+                for c in cpu_s
+            ]
+        }
+
+    pairs = sockets.paired_cpu_ratios(
+        runs(0.11, 0.09, None, 0.3), runs(0.1, 0.1, 1, 0.2)
+    )
+    assert pairs is not None
+    assert pairs["pairs"] == 3
+    assert pairs["ratios"] == pytest.approx([1.1, 0.9, 1.5])
+    assert pairs["median"] == pytest.approx(1.1)
+    assert (pairs["min"], pairs["max"]) == pytest.approx((0.9, 1.5))
+    assert sockets.paired_cpu_ratios(runs(None), runs(0.1)) is None
+    assert sockets.paired_cpu_ratios(None, runs(0.1)) is None
+    # Results written before client_cpu_s: from the CPU share and the time.
+    old = {"status": "ok", "requests": 100, "client_cpu_share": 0.5, "elapsed_s": 2.0}
+    assert sockets.cpu_per_request(old) == pytest.approx(0.01)
+
+
+def test_socket_workload_counts_bytecodes(capsys: pytest.CaptureFixture[str]) -> None:
+    workloads = load_bench_script("socket_workloads")
+    spec = {"workload": "hot", "client": "aioconnpool", "port": 0, "n": 40}
+    spec |= {"concurrency": 4, "count_bytecodes": True}
+    assert workloads.main([json.dumps(spec)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["ok"] == 40
+    assert result["bytecodes_per_request"] > 100
+    by_function = result["bytecodes_by_function"]
+    assert 0 < len(by_function) <= 40
+    assert any("aioconnpool/_core/releases.py" in name for name in by_function)
+    assert result["gc"]["collections"] == [0, 0, 0]
+    assert "calls" not in result
 
 
 def test_paired_ratios_pair_runs_in_order_and_skip_failed_ones() -> None:
@@ -254,7 +304,8 @@ def test_sockets_tiny_run_writes_json(
         for row in sections[name]:
             assert all("count" not in s for s in row["clients"].values())
     diagnostics = checks[len(real) :]
-    assert len(diagnostics) == 4
+    # The client CPU per request (hot host, each queued N), then the steps.
+    assert len(diagnostics) == 1 + len(data["config"]["queued_n"]) + 4
     for check in diagnostics:
         assert check["diagnostic"] is True
         assert check["target"].startswith("diagnostic: ")

@@ -9,6 +9,8 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from aioconnpool._core import (
     CLOSED,
@@ -21,7 +23,13 @@ from aioconnpool._core import (
 )
 from aioconnpool._core.counters import CLOSE_REASONS, RELEASE_HOWS, Counters
 from aioconnpool._core.records import GONE
-from aioconnpool._histogram import BOUNDS, bucket_of
+from aioconnpool._histogram import (
+    BOUNDS,
+    BUCKET_BY_MS,
+    BY_MS_END,
+    BY_MS_LAST,
+    bucket_of,
+)
 
 Core = PoolCore[str, str, str]
 
@@ -1321,6 +1329,47 @@ _BOUNDARY_DURATIONS = sorted(
 @pytest.mark.parametrize("seconds", [*_BOUNDARY_DURATIONS, -1.0, math.inf, math.nan])
 def test_bucket_of_is_bisect_left(seconds: float) -> None:
     assert bucket_of(seconds) == bisect_left(BOUNDS, seconds)
+
+
+def _bucket_by_table(seconds: float) -> int:
+    # What the core's hot paths inline (Releases.release, Grants._grant).
+    ms = int(seconds * 1000.0)
+    if 0 <= ms < BY_MS_END:
+        b = BUCKET_BY_MS[ms]
+        if b and seconds <= BOUNDS[b - 1]:
+            b -= 1
+        return b
+    b = BY_MS_LAST if ms > 0 else 0
+    while seconds > BOUNDS[b]:
+        b += 1
+    return b
+
+
+def test_the_bucket_table_rests_on_whole_milliseconds() -> None:
+    # Its premise: every finite bound is a whole number of milliseconds, and
+    # multiplying it by 1000.0 gives exactly that number (so no duration
+    # above a bound can fall in the millisecond below it).
+    for bound in BOUNDS[:-1]:
+        assert bound * 1000.0 == round(bound * 1000.0), bound
+    # Durations from BY_MS_END ms on scan from BY_MS_LAST, whose bound it is.
+    assert BOUNDS[BY_MS_LAST] * 1000.0 == BY_MS_END
+
+
+@pytest.mark.parametrize("seconds", [*_BOUNDARY_DURATIONS, -1.0, -1e-4, 9.9995, 10.0])
+def test_the_bucket_table_agrees_with_bisect_left(seconds: float) -> None:
+    assert _bucket_by_table(seconds) == bisect_left(BOUNDS, seconds)
+
+
+def test_the_bucket_table_agrees_with_bisect_left_at_every_millisecond() -> None:
+    for ms in range(BY_MS_END + 2):
+        s = ms / 1000
+        for seconds in (math.nextafter(s, 0.0), s, math.nextafter(s, math.inf)):
+            assert _bucket_by_table(seconds) == bisect_left(BOUNDS, seconds), seconds
+
+
+@given(st.floats(min_value=-1.0, max_value=4000.0))
+def test_the_bucket_table_agrees_with_bisect_left_anywhere(seconds: float) -> None:
+    assert _bucket_by_table(seconds) == bisect_left(BOUNDS, seconds)
 
 
 @pytest.mark.parametrize("seconds", _BOUNDARY_DURATIONS)

@@ -31,11 +31,27 @@ from .records import (
 )
 from .view import C, G, K, PoolView
 
-__all__ = ["CONNECT", "HOLD", "LIFETIME", "WAIT", "Bookkeeping"]
+__all__ = [
+    "CONNECT",
+    "HOLD",
+    "HOLD_AT",
+    "HOLD_SUM",
+    "LIFETIME",
+    "WAIT",
+    "WAIT_AT",
+    "WAIT_SUM",
+    "Bookkeeping",
+]
 
 
 # Histogram numbers, in the order of _histogram.DURATIONS.
 WAIT, CONNECT, HOLD, LIFETIME = range(4)
+# Where the wait and hold histograms start in a key's counts, and where their
+# sums are: constants, so that the hot paths compute no index of their own.
+WAIT_AT = HISTOGRAMS_AT + WAIT * BUCKETS
+HOLD_AT = HISTOGRAMS_AT + HOLD * BUCKETS
+WAIT_SUM = SUMS_AT + WAIT
+HOLD_SUM = SUMS_AT + HOLD
 
 
 class Bookkeeping(PoolView[K, C, G]):

@@ -18,17 +18,15 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _events as ev
-from .._histogram import BOUNDS, BUCKETS
-from .bookkeeping import CONNECT, WAIT, Bookkeeping
+from .._histogram import BOUNDS, BUCKET_BY_MS, BY_MS_END, BY_MS_LAST
+from .bookkeeping import CONNECT, WAIT_AT, WAIT_SUM, Bookkeeping
 from .counters import (
-    HISTOGRAMS_AT,
     N_CONNECT_ERRORS,
     N_CREATED,
     N_REJECTED,
     N_REQUESTS,
     N_REUSED,
     N_WAIT_TIMEOUTS,
-    SUMS_AT,
 )
 from .records import (
     ACQUIRED,
@@ -111,8 +109,8 @@ class Grants(Bookkeeping[K, C, G]):
                 counts, totals = ks.counts, self._totals.n
                 counts[N_REQUESTS] += 1
                 totals[N_REQUESTS] += 1
-                counts[HISTOGRAMS_AT + WAIT * BUCKETS] += 1  # served at once
-                totals[HISTOGRAMS_AT + WAIT * BUCKETS] += 1
+                counts[WAIT_AT] += 1  # served at once
+                totals[WAIT_AT] += 1
                 counts[N_REUSED] += 1
                 totals[N_REUSED] += 1
                 ks.acquired += 1
@@ -340,17 +338,24 @@ class Grants(Bookkeeping[K, C, G]):
             waited = now - ticket.since
             counts, totals = ks.counts, self._totals.n
             if waited:  # _observe, inlined: every queued request passes here
-                b = 0  # the bucket by a scan (bucket_of, inlined): no call
-                while waited > BOUNDS[b]:
-                    b += 1
-                i = HISTOGRAMS_AT + WAIT * BUCKETS + b
+                # The bucket by the table (_histogram.BUCKET_BY_MS): no call.
+                ms = int(waited * 1000.0)
+                if 0 <= ms < BY_MS_END:
+                    b = BUCKET_BY_MS[ms]
+                    if b and waited <= BOUNDS[b - 1]:
+                        b -= 1
+                else:  # 10 s or more (a long queue): scan from there
+                    b = BY_MS_LAST if ms > 0 else 0
+                    while waited > BOUNDS[b]:
+                        b += 1
+                i = WAIT_AT + b
                 counts[i] += 1
                 totals[i] += 1
-                counts[SUMS_AT + WAIT] += waited
-                totals[SUMS_AT + WAIT] += waited
+                counts[WAIT_SUM] += waited
+                totals[WAIT_SUM] += waited
             else:  # served at once (most requests): the first bucket, no search
-                counts[HISTOGRAMS_AT + WAIT * BUCKETS] += 1
-                totals[HISTOGRAMS_AT + WAIT * BUCKETS] += 1
+                counts[WAIT_AT] += 1
+                totals[WAIT_AT] += 1
         rec = handoff
         dropped: list[tuple[ConnRecord, str]] = []
         if rec is None and ks.idle:
@@ -426,7 +431,7 @@ class Grants(Bookkeeping[K, C, G]):
             # Serving the first waiter is inlined here and in
             # Releases.release's own-key hand-off (a call per queued request
             # otherwise): change both together.
-            ticket = ready.waiters.popitem(last=False)[0]
+            ticket = ready.waiters.popitem(False)[0]  # last=False (positional: faster)
             if not ready.waiters:
                 ready.waiters = NO_WAITERS
             self._waiting -= 1

@@ -147,7 +147,7 @@ class IdleStore:
         idle = ks.idle
         keepalive = self._keepalive
         while idle:
-            handle, rec = idle.popitem(last=self._lifo)
+            handle, rec = idle.popitem(self._lifo)  # last= (positional: faster)
             del self._order[handle]
             if keepalive is not None and now - rec.idle_since >= keepalive:
                 closes.append((rec, "expired"))

@@ -11,9 +11,9 @@ before using it.
 from __future__ import annotations
 
 from .. import _events as ev
-from .._histogram import BOUNDS, BUCKETS
-from .bookkeeping import HOLD
-from .counters import HISTOGRAMS_AT, RELEASED_INDEX, SUMS_AT
+from .._histogram import BOUNDS, BUCKET_BY_MS, BY_MS_END, BY_MS_LAST
+from .bookkeeping import HOLD_AT, HOLD_SUM
+from .counters import RELEASED_INDEX
 from .grants import Grants
 from .records import (
     ACQUIRED,
@@ -69,17 +69,21 @@ class Releases(Grants[K, C, G]):
         counts[i] += 1
         totals[i] += 1
         held = now - rec.acquired_at
-        # The bucket by a scan from the first (bucket_of, inlined): no call,
-        # and a hold nearly always ends in the first few.
-        i = HISTOGRAMS_AT + HOLD * BUCKETS
-        b = 0
-        while held > BOUNDS[b]:
-            b += 1
-        i += b
+        # The bucket by the table (_histogram.BUCKET_BY_MS), inlined: no call.
+        ms = int(held * 1000.0)
+        if 0 <= ms < BY_MS_END:
+            b = BUCKET_BY_MS[ms]
+            if b and held <= BOUNDS[b - 1]:
+                b -= 1
+        else:  # 10 s or more (or a clock gone back): scan from there
+            b = BY_MS_LAST if ms > 0 else 0
+            while held > BOUNDS[b]:
+                b += 1
+        i = HOLD_AT + b
         counts[i] += 1
         totals[i] += 1
-        counts[SUMS_AT + HOLD] += held
-        totals[SUMS_AT + HOLD] += held
+        counts[HOLD_SUM] += held
+        totals[HOLD_SUM] += held
         if self._events is not None:
             self._events.append(ev.Released(self._ekey(ks.key), now, how, held))
         ks.acquired -= 1
@@ -115,7 +119,7 @@ class Releases(Grants[K, C, G]):
                 # first waiter, as _slot_freed's loop does it (inlined in
                 # both: change both together).
                 waiters = ks.waiters
-                ticket = waiters.popitem(last=False)[0]
+                ticket = waiters.popitem(False)[0]  # last=False (positional: faster)
                 if not waiters:
                     ks.waiters = NO_WAITERS
                 self._waiting -= 1
