@@ -28,6 +28,7 @@ from aiohttp.connector import Connection
 from .._core.pacing import GO, LATE, WAITING, Pacer, PaceTicket
 from .._errors import PacingDeadlineError, PoolClosedError
 from .._keys import PoolKey, pool_key_of
+from .fleet_pacing import FleetPacingBackend
 
 if TYPE_CHECKING:
     from aiohttp.client import ClientTimeout
@@ -72,6 +73,10 @@ class PacingGate:
         self.pacer = pacer
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        # With a fleet that paces (fleet_pacing): its head asks for a
+        # fleet-wide start, and pauses are shared.
+        fleet = getattr(connector, "_fleet", None)
+        self.fleet = fleet if isinstance(fleet, FleetPacingBackend) else None
 
     async def connect(
         self, req: ClientRequest, traces: list[Trace] | None, timeout: ClientTimeout
@@ -104,6 +109,8 @@ class PacingGate:
                 self._carry_out(pacer.cancel(ticket, loop.time()))
                 raise
         try:
+            if self.fleet is not None:
+                await self._fleet_start(ticket, key)
             conn = await run(connector, req, traces, timeout)
         except BaseException:
             self._carry_out(pacer.ended(ticket, loop.time(), sent=False))
@@ -111,7 +118,11 @@ class PacingGate:
         self._carry_out(pacer.ended(ticket, loop.time(), sent=True))
         return conn
 
-    def pause(self, key: PoolKey, seconds: float, reason: str) -> None:
+    def pause(
+        self, key: PoolKey, seconds: float, reason: str, *, share: bool = True
+    ) -> None:
+        if share and self.fleet is not None:
+            self.fleet.share_pause(key, seconds, reason)
         now = self._loop.time()
         released, late = self.pacer.pause(key, now + seconds, reason, now)
         for ticket in late:
@@ -120,8 +131,36 @@ class PacingGate:
                 future.set_exception(self._late_error(ticket, now))
         self._carry_out(released)
 
-    def resume(self, key: PoolKey) -> None:
+    def resume(self, key: PoolKey, *, share: bool = True) -> None:
+        if share and self.fleet is not None:
+            self.fleet.share_resume(key)
         self._carry_out(self.pacer.resume(key, self._loop.time()))
+
+    def fleet_paused(self, key: PoolKey, seconds: float, reason: str) -> None:
+        """Another process of the fleet paused ``key``: pause it here too
+        (stats, events, waiting requests), unless this pause is known."""
+        figures = self.pacer.figures(key)
+        until = self._loop.time() + seconds
+        if (
+            figures is not None
+            and figures.paused_until is not None
+            and figures.paused_until >= until - 0.05
+        ):
+            return  # known (to within a round trip)
+        self.pause(key, seconds, reason, share=False)
+
+    async def _fleet_start(self, ticket: PaceTicket, key: PoolKey) -> None:
+        """Wait for this request's fleet-wide start (the local pacer let it
+        go); refused when it would fall after the request's deadline."""
+        fleet = self.fleet
+        assert fleet is not None
+        wait, reserved = await fleet.reserve_start(key, ticket.gap, ticket.deadline)
+        if not reserved:
+            now = self._loop.time()
+            ticket.start = now + wait
+            raise self._late_error(ticket, now)
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     def close(self) -> None:
         if self._timer is not None:

@@ -371,6 +371,12 @@ class Pacer(Generic[K]):
         if hs is None or hs.paused_until is None:
             return []
         hs.paused_until = now
+        # Starts planned to wait the pause out are due now: the gap after
+        # the last start still holds (one at a time, ``_due_of``), in order.
+        for ticket in hs.queue:
+            if ticket.state == WAITING and ticket.start > now:
+                ticket.start = now
+        hs.last_planned = min(hs.last_planned, now)
         released: list[PaceTicket] = []
         self._advance(hs, now, released)
         return released

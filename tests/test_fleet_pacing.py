@@ -1,0 +1,383 @@
+"""Fleet-wide pacing and pauses: several connectors (separate ``RedisFleet``
+clients, one fleet name) against a real Redis and a loopback server that
+records when each request starts. Only lower bounds on gaps are asserted
+(the machine is noisy); the pacing script is also tested alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+import redis
+from aiohttp import web
+
+from aioconnpool import (
+    HostPaused,
+    HostResumed,
+    PacingDeadlineError,
+    PoolConnector,
+    PoolEvent,
+    PoolKey,
+    backoff_middleware,
+)
+from aioconnpool._aiohttp.compat import HAS_CLIENT_MIDDLEWARES
+from aioconnpool.fleet import FleetUnavailableError, RedisFleet
+from aioconnpool.fleet._pacing import PACE_SCRIPT
+from aioconnpool.testing import LoopbackResolver, RedisServer
+
+TOLERANCE = 0.02
+
+
+class Site:
+    """A loopback server: per host, the start time of every request, and
+    ``plan[host]`` answers (status, headers) given in turn before 200s."""
+
+    def __init__(self) -> None:
+        self.starts: dict[str, list[float]] = defaultdict(list)
+        self.plan: dict[str, list[tuple[int, dict[str, str]]]] = defaultdict(list)
+        self.port = 0
+
+    def url(self, host: str) -> str:
+        return f"http://{host}:{self.port}/"
+
+    def key(self, host: str) -> PoolKey:
+        return PoolKey(host, self.port, False)
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[Site]:
+    s = Site()
+
+    async def handle(request: web.Request) -> web.Response:
+        host = request.host.split(":")[0]
+        s.starts[host].append(time.monotonic())
+        if s.plan[host]:
+            status, headers = s.plan[host].pop(0)
+            return web.Response(status=status, text="no", headers=headers)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    tcp = web.TCPSite(runner, "127.0.0.1", 0)
+    await tcp.start()
+    s.port = runner.addresses[0][1]
+    try:
+        yield s
+    finally:
+        await runner.cleanup()
+
+
+Build = Callable[..., tuple[aiohttp.ClientSession, PoolConnector]]
+
+
+@pytest.fixture
+async def build(redis_server: RedisServer) -> AsyncIterator[Build]:
+    sessions: list[aiohttp.ClientSession] = []
+
+    def make(
+        *, name: str = "pace", middleware: bool = False, **kw: Any
+    ) -> tuple[aiohttp.ClientSession, PoolConnector]:
+        fleet_kw = {
+            k: kw.pop(k)
+            for k in ("on_unavailable", "acquire_timeout", "lease_ttl")
+            if k in kw
+        }
+        fleet = RedisFleet(
+            redis_server.url,
+            name=name,
+            limit_per_host=100,
+            redis_timeout=0.5,
+            **fleet_kw,
+        )
+        conn = PoolConnector(
+            fleet=fleet, resolver=LoopbackResolver(suffix=".test"), **kw
+        )
+        mws = [backoff_middleware(conn, retries=0)] if middleware else []
+        session = aiohttp.ClientSession(connector=conn, middlewares=mws)
+        sessions.append(session)
+        return session, conn
+
+    yield make
+    for session in sessions:
+        await session.close()
+
+
+async def get(session: aiohttp.ClientSession, url: str) -> int:
+    async with session.get(url) as resp:
+        await resp.read()
+        return resp.status
+
+
+def gaps(times: list[float]) -> list[float]:
+    return [b - a for a, b in itertools.pairwise(sorted(times))]
+
+
+async def test_gaps_hold_across_connectors(build: Build, site: Site) -> None:
+    (s1, c1), (s2, c2) = build(delay_per_host=0.2), build(delay_per_host=0.2)
+    url = site.url("a.test")
+    jobs = [get(s1 if i % 2 else s2, url) for i in range(10)]
+    assert await asyncio.gather(*jobs) == [200] * 10
+    starts = site.starts["a.test"]
+    assert len(starts) == 10
+    # Each connector alone would send 5 at 0.2 s apart, side by side: the
+    # fleet keeps all 10 at 0.2 s apart.
+    assert min(gaps(starts)) >= 0.2 - TOLERANCE
+    for c in (c1, c2):
+        fleet = c.stats().fleet
+        assert fleet is not None
+        assert fleet.reservations == 5
+        # One per paced request at most, plus one asking for the pauses in
+        # force when it subscribed.
+        assert 1 <= fleet.pace_calls <= 5 + 1
+        assert fleet.local_paces == 0
+
+
+async def test_jitter_and_other_hosts(build: Build, site: Site) -> None:
+    (s1, _c1), (s2, _c2) = (
+        build(delay_per_host=0.2, delay_jitter=0.5),
+        build(delay_per_host=0.2, delay_jitter=0.5),
+    )
+    jobs = [
+        get(s1 if i % 2 else s2, site.url("a.test" if i % 3 else "b.test"))
+        for i in range(12)
+    ]
+    assert await asyncio.gather(*jobs) == [200] * 12
+    for host in ("a.test", "b.test"):
+        # A jittered gap is within delay * [0.5, 1.5]; each host on its own.
+        assert min(gaps(site.starts[host])) >= 0.1 - TOLERANCE
+    both = sorted(site.starts["a.test"] + site.starts["b.test"])
+    assert min(gaps(both)) < 0.1  # hosts do not wait for each other
+
+
+async def test_deadline_refuses_without_reserving(build: Build, site: Site) -> None:
+    (s1, _c1), (s2, _c2) = build(delay_per_host=1.0), build(delay_per_host=1.0)
+    url = site.url("a.test")
+    assert await get(s1, url) == 200
+    # The other connector's first request would start a second later: past
+    # its 0.3 s deadline, it fails at once, reserving nothing.
+    started = time.monotonic()
+    with pytest.raises(PacingDeadlineError, match="after its ClientTimeout deadline"):
+        await s2.get(url, timeout=aiohttp.ClientTimeout(total=0.3))
+    assert time.monotonic() - started < 0.3
+    assert await get(s2, url) == 200
+    starts = site.starts["a.test"]
+    assert len(starts) == 2
+    # The refused request took no slot: the next came one gap later.
+    assert 1.0 - TOLERANCE <= starts[1] - starts[0] < 1.9
+
+
+async def test_backoff_pause_holds_fleet_wide(build: Build, site: Site) -> None:
+    if not HAS_CLIENT_MIDDLEWARES:
+        with pytest.raises(RuntimeError, match=r"needs aiohttp >= 3\.12"):
+            build(middleware=True)
+        return
+    s1, c1 = build(middleware=True)
+    s2, c2 = build()
+    events: list[PoolEvent] = []
+    c2.add_listener(events.append)
+    # The other connector joined the fleet (a request of its own).
+    assert await get(s2, site.url("c.test")) == 200
+    site.plan["a.test"].append((429, {"Retry-After": "1"}))
+    assert await get(s1, site.url("a.test")) == 429
+    paused_at = time.monotonic()
+    for _ in range(50):
+        if c2.stats(site.key("a.test")).paused_until is not None:
+            break
+        await asyncio.sleep(0.01)
+    host = c2.stats(site.key("a.test"))
+    assert host.pause_reason == "429"
+    # Another host goes at once; the paused one waits the pause out.
+    assert await get(s2, site.url("b.test")) == 200
+    assert site.starts["b.test"][0] - paused_at < 0.5
+    assert await get(s2, site.url("a.test")) == 200
+    assert site.starts["a.test"][1] - paused_at >= 1.0 - 0.1
+    assert any(isinstance(e, HostPaused) and e.reason == "429" for e in events)
+    assert any(isinstance(e, HostResumed) for e in events)
+    f1, f2 = c1.stats().fleet, c2.stats().fleet
+    assert f1 is not None
+    assert f2 is not None
+    assert f1.pauses_sent == 1
+    assert f2.pauses_received >= 1
+
+
+async def test_resume_ends_a_pause_fleet_wide(build: Build, site: Site) -> None:
+    _s1, c1 = build()
+    s2, c2 = build()
+    assert await get(s2, site.url("c.test")) == 200  # joined, subscribed
+    c1.pause_host(site.url("a.test"), 30, reason="maintenance")
+    key = site.key("a.test")
+    for _ in range(50):
+        if c2.stats(key).paused_until is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert c2.stats(key).pause_reason == "maintenance"
+    waiting = asyncio.ensure_future(get(s2, site.url("a.test")))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    c1.resume_host(site.url("a.test"))
+    assert await asyncio.wait_for(waiting, 2) == 200
+    assert c2.stats(key).paused_until is None
+
+
+async def test_a_late_joiner_learns_the_pauses(
+    build: Build, site: Site, redis_server: RedisServer
+) -> None:
+    s1, c1 = build()
+    assert await get(s1, site.url("c.test")) == 200
+    c1.pause_host(site.url("a.test"), 30, reason="503")
+    await asyncio.sleep(0.1)  # sent
+    s2, c2 = build()
+    assert await get(s2, site.url("c.test")) == 200  # joins: asks the pauses
+    for _ in range(50):
+        if c2.stats(site.key("a.test")).paused_until is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert c2.stats(site.key("a.test")).pause_reason == "503"
+
+
+async def test_redis_down_local(
+    build: Build, site: Site, redis_server: RedisServer
+) -> None:
+    s1, c1 = build(delay_per_host=0.1)
+    assert await get(s1, site.url("a.test")) == 200
+    redis_server.kill()
+    # The fleet goes on local pacing alone: requests still go, still paced
+    # here, counted.
+    assert (
+        await asyncio.gather(*[get(s1, site.url("a.test")) for _ in range(3)])
+        == [200] * 3
+    )
+    fleet = c1.stats().fleet
+    assert fleet is not None
+    assert fleet.state == "unavailable"
+    assert fleet.local_paces >= 1
+    assert min(gaps(site.starts["a.test"])) >= 0.1 - TOLERANCE
+
+
+async def test_redis_down_raise(
+    build: Build, site: Site, redis_server: RedisServer
+) -> None:
+    s1, _c1 = build(delay_per_host=0.1, on_unavailable="raise")
+    assert await get(s1, site.url("a.test")) == 200
+    redis_server.kill()
+    with pytest.raises(FleetUnavailableError, match=r"127\.0\.0\.1.*a\.test"):
+        await get(s1, site.url("a.test"))
+
+
+async def test_redis_down_wait(
+    build: Build, site: Site, redis_server: RedisServer
+) -> None:
+    # (A short lease: Redis comes back empty, and the fleet's limits wait
+    # one lease of grace before granting again.)
+    s1, c1 = build(delay_per_host=0.1, on_unavailable="wait", lease_ttl=1.0)
+    assert await get(s1, site.url("a.test")) == 200
+    redis_server.kill()
+    # Bounded by the request's deadline: never past its timeout.
+    started = time.monotonic()
+    with pytest.raises((PacingDeadlineError, asyncio.TimeoutError)):
+        await s1.get(site.url("a.test"), timeout=aiohttp.ClientTimeout(total=0.5))
+    assert time.monotonic() - started < 1.5
+    # Back: the waiting request goes on.
+    waiting = asyncio.ensure_future(get(s1, site.url("a.test")))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    redis_server.start()
+    assert await asyncio.wait_for(waiting, 5) == 200
+    fleet = c1.stats().fleet
+    assert fleet is not None
+    assert fleet.local_paces == 0
+
+
+# ----------------------------------------------------- the script alone
+
+PREFIX = "aioconnpool:{script}:"
+
+
+def call(client: redis.Redis, *ops: tuple[str, ...], origin: str = "me") -> Any:
+    args: list[str] = [PREFIX, origin, str(len(ops))]
+    for op in ops:
+        args += op
+    return client.eval(PACE_SCRIPT, 1, f"{PREFIX}pace", *args)
+
+
+def test_script_gcra(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        gap = "200000"  # 0.2 s in microseconds
+        first, second, third = call(
+            client,
+            ("R", "h", gap, "-1", "-"),
+            ("R", "h", gap, "-1", "-"),
+            ("R", "h", gap, "-1", "-"),
+        )
+        assert first == [0, 1, 0, ""]
+        # Each start one gap after the previous, in Redis time.
+        assert 199_000 <= second[0] <= 200_000
+        assert second[1] == 1
+        assert 399_000 <= third[0] <= 400_000
+        # Past its deadline: refused, and nothing reserved.
+        (late,) = call(client, ("R", "h", gap, "100000", "-"))
+        assert late[1] == 0
+        assert late[0] > 100_000
+        (again,) = call(client, ("R", "h", gap, "-1", "-"))
+        assert again[1] == 1
+        assert abs(again[0] - late[0]) < 10_000
+        # The key expires once its last start has passed (plus a second).
+        ttl = client.pttl(f"{PREFIX}p:h")
+        assert 1000 < ttl <= 1800
+        # Another host is not held back.
+        (other,) = call(client, ("R", "other", gap, "-1", "-"))
+        assert other[:2] == [0, 1]
+    finally:
+        client.close()
+
+
+def test_script_pauses(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    sub = client.pubsub()
+    try:
+        sub.subscribe(f"{PREFIX}pace")
+        kjson = json.dumps(["h.test", 80, False])
+        (paused,) = call(client, ("P", "h", "1000", "429", kjson))
+        assert 990_000 <= paused[0] <= 1_000_000
+        # A shorter pause does not shorten it.
+        (kept,) = call(client, ("P", "h", "10", "503", kjson))
+        assert kept[0] > 900_000
+        assert kept[3] == "429"
+        (res,) = call(client, ("R", "h", "0", "-1", "-"))
+        assert res[1] == 1
+        assert res[0] > 900_000
+        assert res[2] > 900_000
+        assert res[3] == "429"
+        # Listed for those who join later.
+        listed = call(client, ("L", "-", "-", "-", "-"))
+        assert listed[0][0] == 1
+        assert listed[1][0] == kjson
+        assert listed[1][2] == "429"
+        (ended,) = call(client, ("U", "h", "-", "-", kjson))
+        assert ended == [0, 1, 0, ""]
+        assert call(client, ("L", "-", "-", "-", "-")) == [[0, 1, 0, ""]]
+        messages = []
+        for _ in range(20):
+            m = sub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+            if m is not None:
+                messages.append(json.loads(m["data"]))
+            if len(messages) == 3:
+                break
+        assert [m["op"] for m in messages] == ["P", "P", "U"]
+        assert messages[0]["o"] == "me"
+        assert messages[0]["k"] == kjson
+        assert messages[1]["r"] == "429"  # the pause in force, not the shorter
+    finally:
+        sub.close()
+        client.close()
