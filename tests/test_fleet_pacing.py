@@ -344,7 +344,7 @@ def test_script_gcra(redis_server: RedisServer) -> None:
 
 def test_script_pauses(redis_server: RedisServer) -> None:
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    sub = client.pubsub()
+    sub = client.pubsub()  # type: ignore[no-untyped-call]
     try:
         sub.subscribe(f"{PREFIX}pace")
         kjson = json.dumps(["h.test", 80, False])
