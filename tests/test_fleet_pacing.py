@@ -31,7 +31,7 @@ from aioconnpool import (
 from aioconnpool._aiohttp.compat import HAS_CLIENT_MIDDLEWARES
 from aioconnpool.fleet import FleetUnavailableError, RedisFleet
 from aioconnpool.fleet._pacing import PACE_SCRIPT
-from aioconnpool.testing import LoopbackResolver, RedisServer
+from aioconnpool.testing import LoopbackResolver, RedisClusterServers, RedisServer
 
 TOLERANCE = 0.02
 
@@ -381,3 +381,44 @@ def test_script_pauses(redis_server: RedisServer) -> None:
     finally:
         sub.close()
         client.close()
+
+
+async def test_on_a_redis_cluster(
+    redis_cluster: RedisClusterServers, site: Site
+) -> None:
+    def make() -> tuple[aiohttp.ClientSession, PoolConnector]:
+        fleet = RedisFleet(
+            redis_cluster.url, name="paced-shard", limit_per_host=100, cluster=True
+        )
+        conn = PoolConnector(
+            fleet=fleet,
+            resolver=LoopbackResolver(suffix=".test"),
+            delay_per_host=0.15,
+        )
+        return aiohttp.ClientSession(connector=conn), conn
+
+    (s1, c1), (s2, c2) = make(), make()
+    try:
+        url = site.url("a.test")
+        jobs = [get(s1 if i % 2 else s2, url) for i in range(6)]
+        assert await asyncio.gather(*jobs) == [200] * 6
+        assert min(gaps(site.starts["a.test"])) >= 0.15 - TOLERANCE
+        # A pause reaches the other connector through the cluster's pub/sub.
+        c1.pause_host(site.url("b.test"), 30, reason="503")
+        for _ in range(100):
+            if c2.stats(site.key("b.test")).paused_until is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert c2.stats(site.key("b.test")).pause_reason == "503"
+        # The pacing keys live on the fleet's shard.
+        primary = redis_cluster.primary_of("aioconnpool:{paced-shard}:epoch")
+        for node in redis_cluster.live_nodes():
+            if "role:master" not in redis_cluster.command(node, "INFO", "replication"):
+                continue
+            keys = redis_cluster.command(
+                node, "--scan", "--pattern", "aioconnpool:{paced-shard}:p:*"
+            ).split()
+            assert bool(keys) == (node.port == primary.port), node.port
+    finally:
+        await s1.close()
+        await s2.close()

@@ -208,12 +208,25 @@ class FleetPacing:
 
     # ---------------------------------------------------------- internals
 
-    def _apply(self, op: str, key: PoolKey, seconds: float, reason: str) -> None:
-        if op == "P" and seconds > 0 and self._on_pause is not None:
-            self.pauses_received += 1
-            self._on_pause(key, seconds, reason)
-        elif op == "U" and self._on_resume is not None:
-            self._on_resume(key)
+    def _apply(
+        self, op: str, key: PoolKey, seconds: float, reason: str, *, count: bool = True
+    ) -> None:
+        """Tell the connector of a pause (or its end). A callback that raises
+        is logged: it must not end the listener or leave reservations
+        unanswered."""
+        try:
+            if op == "P" and seconds > 0 and self._on_pause is not None:
+                if count:
+                    self.pauses_received += 1
+                self._on_pause(key, seconds, reason)
+            elif op == "U" and self._on_resume is not None:
+                self._on_resume(key)
+        except Exception:
+            log.exception(
+                "Fleet %r: applying a shared pause of %s failed",
+                self._fleet._config.name,
+                key,
+            )
 
     async def _wait_back(self, key: PoolKey, deadline: float | None) -> float | None:
         """``on_unavailable="wait"``: wait for Redis. Returns how late the
@@ -294,11 +307,13 @@ class FleetPacing:
             if op.kind == "R":
                 assert op.future is not None
                 assert op.key is not None
-                if left_us > 0 and self._on_pause is not None:
+                if left_us > 0:
                     # A pause this process may not know of yet (a message
                     # missed, or sent before it subscribed): show it here
                     # (the gate ignores one it knows already).
-                    self._on_pause(op.key, int(left_us) / 1e6, str(reason))
+                    self._apply(
+                        "P", op.key, int(left_us) / 1e6, str(reason), count=False
+                    )
                 if not op.future.done():  # else cancelled: the start is wasted
                     if ok:
                         self.reservations += 1
