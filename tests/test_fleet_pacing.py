@@ -10,14 +10,13 @@ import asyncio
 import itertools
 import json
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 import redis
-from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from aioconnpool import (
     HostPaused,
@@ -32,18 +31,20 @@ from aioconnpool._aiohttp.compat import HAS_CLIENT_MIDDLEWARES
 from aioconnpool.fleet import FleetUnavailableError, RedisFleet
 from aioconnpool.fleet._pacing import PACE_SCRIPT
 from aioconnpool.testing import LoopbackResolver, RedisClusterServers, RedisServer
+from tests.test_backoff import Site as Recorded
 
 TOLERANCE = 0.02
 
 
 class Site:
-    """A loopback server: per host, the start time of every request, and
-    ``plan[host]`` answers (status, headers) given in turn before 200s."""
+    """The backoff tests' server (``tests/test_backoff.py``): per host, the
+    start time of every request, and ``plan[host]`` answers (status,
+    headers) given in turn before 200s."""
 
-    def __init__(self) -> None:
-        self.starts: dict[str, list[float]] = defaultdict(list)
-        self.plan: dict[str, list[tuple[int, dict[str, str]]]] = defaultdict(list)
-        self.port = 0
+    def __init__(self, recorded: Recorded, port: int) -> None:
+        self.recorded = recorded
+        self.plan = recorded.plan
+        self.port = port
 
     def url(self, host: str) -> str:
         return f"http://{host}:{self.port}/"
@@ -51,30 +52,16 @@ class Site:
     def key(self, host: str) -> PoolKey:
         return PoolKey(host, self.port, False)
 
+    def starts(self, host: str) -> list[float]:
+        return self.recorded.starts(host)
+
 
 @pytest.fixture
-async def site() -> AsyncIterator[Site]:
-    s = Site()
-
-    async def handle(request: web.Request) -> web.Response:
-        host = request.host.split(":")[0]
-        s.starts[host].append(time.monotonic())
-        if s.plan[host]:
-            status, headers = s.plan[host].pop(0)
-            return web.Response(status=status, text="no", headers=headers)
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_get("/", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    s.port = runner.addresses[0][1]
-    try:
-        yield s
-    finally:
-        await runner.cleanup()
+async def site(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Site:
+    recorded = Recorded()
+    server = await aiohttp_server(recorded.app())
+    assert server.port is not None
+    return Site(recorded, server.port)
 
 
 Build = Callable[..., tuple[aiohttp.ClientSession, PoolConnector]]
@@ -127,7 +114,7 @@ async def test_gaps_hold_across_connectors(build: Build, site: Site) -> None:
     url = site.url("a.test")
     jobs = [get(s1 if i % 2 else s2, url) for i in range(10)]
     assert await asyncio.gather(*jobs) == [200] * 10
-    starts = site.starts["a.test"]
+    starts = site.starts("a.test")
     assert len(starts) == 10
     # Each connector alone would send 5 at 0.2 s apart, side by side: the
     # fleet keeps all 10 at 0.2 s apart.
@@ -154,8 +141,8 @@ async def test_jitter_and_other_hosts(build: Build, site: Site) -> None:
     assert await asyncio.gather(*jobs) == [200] * 12
     for host in ("a.test", "b.test"):
         # A jittered gap is within delay * [0.5, 1.5]; each host on its own.
-        assert min(gaps(site.starts[host])) >= 0.1 - TOLERANCE
-    both = sorted(site.starts["a.test"] + site.starts["b.test"])
+        assert min(gaps(site.starts(host))) >= 0.1 - TOLERANCE
+    both = sorted(site.starts("a.test") + site.starts("b.test"))
     assert min(gaps(both)) < 0.1  # hosts do not wait for each other
 
 
@@ -170,7 +157,7 @@ async def test_deadline_refuses_without_reserving(build: Build, site: Site) -> N
         await s2.get(url, timeout=aiohttp.ClientTimeout(total=0.3))
     assert time.monotonic() - started < 0.3
     assert await get(s2, url) == 200
-    starts = site.starts["a.test"]
+    starts = site.starts("a.test")
     assert len(starts) == 2
     # The refused request took no slot: the next came one gap later.
     assert 1.0 - TOLERANCE <= starts[1] - starts[0] < 1.9
@@ -198,9 +185,9 @@ async def test_backoff_pause_holds_fleet_wide(build: Build, site: Site) -> None:
     assert host.pause_reason == "429"
     # Another host goes at once; the paused one waits the pause out.
     assert await get(s2, site.url("b.test")) == 200
-    assert site.starts["b.test"][0] - paused_at < 0.5
+    assert site.starts("b.test")[0] - paused_at < 0.5
     assert await get(s2, site.url("a.test")) == 200
-    assert site.starts["a.test"][1] - paused_at >= 1.0 - 0.1
+    assert site.starts("a.test")[1] - paused_at >= 1.0 - 0.1
     assert any(isinstance(e, HostPaused) and e.reason == "429" for e in events)
     assert any(isinstance(e, HostResumed) for e in events)
     f1, f2 = c1.stats().fleet, c2.stats().fleet
@@ -261,7 +248,7 @@ async def test_redis_down_local(
     assert fleet is not None
     assert fleet.state == "unavailable"
     assert fleet.local_paces >= 1
-    assert min(gaps(site.starts["a.test"])) >= 0.1 - TOLERANCE
+    assert min(gaps(site.starts("a.test"))) >= 0.1 - TOLERANCE
 
 
 async def test_redis_down_raise(
@@ -402,7 +389,7 @@ async def test_on_a_redis_cluster(
         url = site.url("a.test")
         jobs = [get(s1 if i % 2 else s2, url) for i in range(6)]
         assert await asyncio.gather(*jobs) == [200] * 6
-        assert min(gaps(site.starts["a.test"])) >= 0.15 - TOLERANCE
+        assert min(gaps(site.starts("a.test"))) >= 0.15 - TOLERANCE
         # A pause reaches the other connector through the cluster's pub/sub.
         c1.pause_host(site.url("b.test"), 30, reason="503")
         for _ in range(100):
