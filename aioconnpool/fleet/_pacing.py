@@ -44,6 +44,13 @@ from aioconnpool import PoolClosedError, PoolKey
 
 from ._errors import FleetTimeoutError, FleetUnavailableError
 
+try:
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+except ImportError as exc:  # pragma: no cover - the [redis] extra is missing
+    raise ImportError(
+        "aioconnpool.fleet needs redis-py: pip install 'aioconnpool[redis]'"
+    ) from exc
+
 if TYPE_CHECKING:
     from ._redis import RedisFleet
 
@@ -294,7 +301,25 @@ class FleetPacing:
                 self.script, keys=[f"{fleet._config.prefix}pace"], args=args
             )
         except Exception as exc:  # what _redis calls "the call failed"
-            self._ops[:0] = [op for op in ops if op.future is not None]
+            waiting = [op for op in ops if op.future is not None]
+            if not waiting:
+                # Only pauses or a listing: nobody waits on this call. The
+                # pauses hold here only (as in an outage); the next call
+                # that a request makes tells whether Redis is down.
+                return
+            self._ops[:0] = waiting
+            if (
+                isinstance(exc, (asyncio.TimeoutError, RedisTimeoutError))
+                and fleet._confirmed
+                and loop.time() > fleet._lease_until
+            ):
+                # As for the limits' calls: a timeout that outlived the
+                # lease may be this process stalling, not Redis; the
+                # reservations are asked for again (a new session is
+                # started for the limits), and only a second failure is an
+                # outage.
+                fleet._lapsed()
+                return
             fleet._became_unavailable(exc)
             return
         self._applied(ops, reply)

@@ -883,8 +883,9 @@ class RedisFleet:
         )
         self._state = "connected"
         self._resync()
+        # (Pauses shared meanwhile are asked for by the listener, whose
+        # subscription broke with the outage.)
         self._pacing.back()
-        self._pacing.relist()
 
     async def _listen(self) -> None:
         """Grants for our waiting requests, published by other processes'
