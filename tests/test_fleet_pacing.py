@@ -22,6 +22,7 @@ from aioconnpool import (
     HostPaused,
     HostResumed,
     PacingDeadlineError,
+    PacingLate,
     PoolConnector,
     PoolEvent,
     PoolKey,
@@ -147,7 +148,9 @@ async def test_jitter_and_other_hosts(build: Build, site: Site) -> None:
 
 
 async def test_deadline_refuses_without_reserving(build: Build, site: Site) -> None:
-    (s1, _c1), (s2, _c2) = build(delay_per_host=1.0), build(delay_per_host=1.0)
+    (s1, _c1), (s2, c2) = build(delay_per_host=1.0), build(delay_per_host=1.0)
+    events: list[PoolEvent] = []
+    c2.add_listener(events.append)
     url = site.url("a.test")
     assert await get(s1, url) == 200
     # The other connector's first request would start a second later: past
@@ -156,6 +159,10 @@ async def test_deadline_refuses_without_reserving(build: Build, site: Site) -> N
     with pytest.raises(PacingDeadlineError, match="after its ClientTimeout deadline"):
         await s2.get(url, timeout=aiohttp.ClientTimeout(total=0.3))
     assert time.monotonic() - started < 0.3
+    assert c2.stats().pacing_late == 1  # counted and reported as locally
+    assert [e.start - e.at for e in events if isinstance(e, PacingLate)] == [
+        pytest.approx(1.0, abs=0.2)
+    ]
     assert await get(s2, url) == 200
     starts = site.starts("a.test")
     assert len(starts) == 2

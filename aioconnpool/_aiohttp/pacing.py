@@ -157,7 +157,7 @@ class PacingGate:
         wait, reserved = await fleet.reserve_start(key, ticket.gap, ticket.deadline)
         if not reserved:
             now = self._loop.time()
-            ticket.start = now + wait
+            self.pacer.refused_late(ticket, now, now + wait)
             raise self._late_error(ticket, now)
         if wait > 0:
             await asyncio.sleep(wait)

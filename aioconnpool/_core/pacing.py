@@ -293,6 +293,18 @@ class Pacer(Generic[K]):
         self._advance(hs, now, released)
         return released
 
+    def refused_late(self, ticket: PaceTicket, now: float, start: float) -> None:
+        """A ticket let go (``GO``) was refused further on: a start decided
+        elsewhere (a fleet-wide one) falls at ``start``, after its deadline.
+        Counted and reported as late; the caller then reports it
+        :meth:`ended` unsent."""
+        ticket.start = start
+        self.late += 1
+        if self._events is not None:
+            self._events.append(
+                ev.PacingLate(ticket.key, now, start, ticket.deadline)  # type: ignore[arg-type]
+            )
+
     def cancel(self, ticket: PaceTicket, now: float) -> list[PaceTicket]:
         """The request behind ``ticket`` gave up (cancelled, timed out).
         Idempotent; a ticket already let go ends unsent. Returns the tickets
