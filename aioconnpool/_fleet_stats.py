@@ -62,7 +62,9 @@ class FleetStats:
     starts reserved; ``local_paces`` the paced requests let through on
     local pacing alone during outages (``on_unavailable="local"``);
     ``pauses_sent`` the pauses this process shared with the fleet and
-    ``pauses_received`` those it took from other processes.
+    ``pauses_received`` those it took from other processes; ``paused`` the
+    fleet-wide pauses in force as this process knows them: host -> (end on
+    the loop's clock, reason).
     """
 
     name: str
@@ -81,6 +83,9 @@ class FleetStats:
     local_paces: int = 0
     pauses_sent: int = 0
     pauses_received: int = 0
+    paused: Mapping[PoolKey, tuple[float, str]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
     hosts: Mapping[PoolKey, FleetHostStats] = field(
         default_factory=lambda: MappingProxyType({})
     )

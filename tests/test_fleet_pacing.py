@@ -202,6 +202,9 @@ async def test_backoff_pause_holds_fleet_wide(build: Build, site: Site) -> None:
     assert f2 is not None
     assert f1.pauses_sent == 1
     assert f2.pauses_received >= 1
+    # The fleet section showed it while it lasted (ended now: gone).
+    assert f2.paused == {}
+    json.dumps(c2.stats().to_dict())
 
 
 async def test_resume_ends_a_pause_fleet_wide(build: Build, site: Site) -> None:
@@ -215,12 +218,25 @@ async def test_resume_ends_a_pause_fleet_wide(build: Build, site: Site) -> None:
             break
         await asyncio.sleep(0.01)
     assert c2.stats(key).pause_reason == "maintenance"
+    for c in (c1, c2):
+        fleet = c.stats().fleet
+        assert fleet is not None
+        assert [(k, reason) for k, (_, reason) in fleet.paused.items()] == [
+            (key, "maintenance")
+        ]
+    assert json.loads(json.dumps(c2.stats().to_dict()))["fleet"]["paused"] == {
+        str(key): [pytest.approx(c2.stats(key).paused_until, abs=0.2), "maintenance"]
+    }
     waiting = asyncio.ensure_future(get(s2, site.url("a.test")))
     await asyncio.sleep(0.2)
     assert not waiting.done()
     c1.resume_host(site.url("a.test"))
     assert await asyncio.wait_for(waiting, 2) == 200
     assert c2.stats(key).paused_until is None
+    for c in (c1, c2):
+        fleet = c.stats().fleet
+        assert fleet is not None
+        assert fleet.paused == {}
 
 
 async def test_a_late_joiner_learns_the_pauses(

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -111,6 +112,9 @@ class FleetPacing:
         self.local_paces = 0
         self.pauses_sent = 0
         self.pauses_received = 0
+        # The fleet-wide pauses this process knows of: host -> (end on the
+        # loop's clock, reason), for FleetStats.paused.
+        self._paused: dict[PoolKey, tuple[float, str]] = {}
 
     def listen(self, on_pause: OnPause, on_resume: OnResume) -> None:
         self._on_pause = on_pause
@@ -148,26 +152,46 @@ class FleetPacing:
                 continue
 
     def pause(self, key: PoolKey, seconds: float, reason: str) -> None:
-        self._send(_Op("P", key, seconds=seconds, reason=reason))
+        if self._send(_Op("P", key, seconds=seconds, reason=reason)):
+            self._known(key, seconds, reason)
 
     def resume(self, key: PoolKey) -> None:
+        self._paused.pop(key, None)
         self._send(_Op("U", key))
+
+    def paused(self) -> dict[PoolKey, tuple[float, str]]:
+        """The fleet-wide pauses in force, as this process knows them."""
+        loop = self._fleet._loop
+        now = -math.inf if loop is None else loop.time()
+        for key in [k for k, (until, _) in self._paused.items() if until <= now]:
+            del self._paused[key]
+        return dict(self._paused)
 
     def relist(self) -> None:
         """Ask for the pauses in force (after a (re)subscription)."""
         self._send(_Op("L"))
 
-    def _send(self, op: _Op) -> None:
+    def _send(self, op: _Op) -> bool:
+        """Queue ``op`` for the next call; False when it cannot go (closed,
+        or Redis cannot be reached: a pause then holds here only)."""
         fleet = self._fleet
         if fleet._closed or fleet._loop is None:
-            return
+            return False
         fleet._ensure_started()
         if fleet._state != "connected":
-            return  # an outage: the pause holds here only
+            return False
         if op.kind == "P":
             self.pauses_sent += 1
         self._ops.append(op)
         self._call_soon()
+        return True
+
+    def _known(self, key: PoolKey, seconds: float, reason: str) -> None:
+        loop = self._fleet._loop
+        assert loop is not None
+        until = loop.time() + seconds
+        if key not in self._paused or self._paused[key][0] < until:
+            self._paused[key] = (until, reason)
 
     # ---------------------------------------------------- fleet's events
 
@@ -221,6 +245,10 @@ class FleetPacing:
         """Tell the connector of a pause (or its end). A callback that raises
         is logged: it must not end the listener or leave reservations
         unanswered."""
+        if op == "P" and seconds > 0:
+            self._known(key, seconds, reason)
+        elif op == "U":
+            self._paused.pop(key, None)
         try:
             if op == "P" and seconds > 0 and self._on_pause is not None:
                 if count:

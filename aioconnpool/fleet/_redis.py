@@ -375,6 +375,7 @@ class RedisFleet:
             local_paces=self._pacing.local_paces,
             pauses_sent=self._pacing.pauses_sent,
             pauses_received=self._pacing.pauses_received,
+            paused=MappingProxyType(self._pacing.paused()),
             round_trip=Histogram(
                 counts=tuple(self._rtt_counts),
                 count=self._round_trips,
