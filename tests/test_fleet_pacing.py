@@ -124,9 +124,11 @@ async def test_gaps_hold_across_connectors(build: Build, site: Site) -> None:
         fleet = c.stats().fleet
         assert fleet is not None
         assert fleet.reservations == 5
-        # One per paced request at most, plus one asking for the pauses in
-        # force when it subscribed.
-        assert 1 <= fleet.pace_calls <= 5 + 1
+        # Two per paced request (reserve, then confirm once the connection
+        # is there), a third when the start before it came late (a new
+        # connection's connect), plus one asking for the pauses in force
+        # when it subscribed.
+        assert 2 * 5 <= fleet.pace_calls <= 3 * 5 + 1
         assert fleet.local_paces == 0
 
 
@@ -348,6 +350,39 @@ def test_script_gcra(redis_server: RedisServer) -> None:
         # Another host is not held back.
         (other,) = call(client, ("R", "other", gap, "-1", "-"))
         assert other[:2] == [0, 1]
+    finally:
+        client.close()
+
+
+def test_script_confirm_catches_a_late_start(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        gap = "300000"  # 0.3 s
+        first, second = call(
+            client, ("R", "h", gap, "-1", "-"), ("R", "h", gap, "-1", "-")
+        )
+        assert first[:2] == [0, 1]
+        assert 290_000 <= second[0] <= 300_000
+        # The first request is sent later than its slot (a slow connect,
+        # a process woken late): its confirmed start counts from then.
+        time.sleep(0.1)
+        (confirmed,) = call(client, ("C", "h", gap, "-1", "-"))
+        assert confirmed[:2] == [0, 1]
+        # The second, woken at its slot, may not go yet: the gap counts from
+        # the first's real start.
+        time.sleep(0.2)
+        (held,) = call(client, ("C", "h", gap, "-1", "-"))
+        assert held[1] == 2
+        assert 50_000 <= held[0] <= 110_000
+        # Past its deadline: refused.
+        (late,) = call(client, ("C", "h", gap, "10000", "-"))
+        assert late[1] == 0
+        time.sleep(held[0] / 1e6)
+        (ok,) = call(client, ("C", "h", gap, "-1", "-"))
+        assert ok[:2] == [0, 1]
+        # Later reservations count from the confirmed starts.
+        (third,) = call(client, ("R", "h", gap, "-1", "-"))
+        assert 290_000 <= third[0] <= 300_000
     finally:
         client.close()
 

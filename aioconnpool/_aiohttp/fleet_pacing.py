@@ -28,7 +28,11 @@ class FleetPacingBackend(Protocol):
     seconds after the previous one and no sooner than a pause ends, and
     answers ``(seconds to wait, True)``; or ``(seconds it would wait,
     False)`` without reserving when that start passes ``deadline`` (loop
-    time). It follows the backend's ``on_unavailable`` when its store
+    time). ``confirm_start``, once the request has its connection, checks
+    that no start anywhere came less than a gap ago (a start that came late,
+    or a slow connect, would otherwise squeeze the next one): ``(0, True)``
+    to go, ``(seconds, True)`` to wait and ask again, ``(seconds, False)``
+    past the deadline. Both follow the backend's ``on_unavailable`` when its store
     cannot be reached. ``share_pause`` / ``share_resume`` pass a pause (or
     its end) to every process of the fleet, without awaiting;
     ``pacing_listen`` gives the callbacks for those that other processes
@@ -42,6 +46,10 @@ class FleetPacingBackend(Protocol):
     ) -> None: ...
 
     async def reserve_start(
+        self, key: PoolKey, gap: float, deadline: float | None
+    ) -> tuple[float, bool]: ...
+
+    async def confirm_start(
         self, key: PoolKey, gap: float, deadline: float | None
     ) -> tuple[float, bool]: ...
 

@@ -115,6 +115,13 @@ class PacingGate:
         except BaseException:
             self._carry_out(pacer.ended(ticket, loop.time(), sent=False))
             raise
+        if self.fleet is not None:
+            try:
+                await self._fleet_confirm(ticket, key)
+            except BaseException:
+                conn.release()
+                self._carry_out(pacer.ended(ticket, loop.time(), sent=False))
+                raise
         self._carry_out(pacer.ended(ticket, loop.time(), sent=True))
         return conn
 
@@ -160,6 +167,23 @@ class PacingGate:
             self.pacer.refused_late(ticket, now, now + wait)
             raise self._late_error(ticket, now)
         if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def _fleet_confirm(self, ticket: PaceTicket, key: PoolKey) -> None:
+        """The request has its connection: confirm its start fleet-wide, as
+        the local pacer counts a start once the connection is there
+        (``ended``). Waits (holding the connection) only when another
+        start came late; rare and short."""
+        fleet = self.fleet
+        assert fleet is not None
+        while True:
+            wait, ok = await fleet.confirm_start(key, ticket.gap, ticket.deadline)
+            if not ok:
+                now = self._loop.time()
+                self.pacer.refused_late(ticket, now, now + wait)
+                raise self._late_error(ticket, now)
+            if wait <= 0:
+                return
             await asyncio.sleep(wait)
 
     def close(self) -> None:

@@ -24,6 +24,17 @@
 --                                           within_us (-1: no deadline).
 --                                           Reply {wait_us, 1|0 (reserved),
 --                                           pause_left_us, reason}
+--            C name gap_us within_us -      confirm a start, right before the
+--                                           request is sent: due = max(now,
+--                                           next); when due > now, reply
+--                                           {due - now, 2 (wait and confirm
+--                                           again) or 0 (past within_us),
+--                                           ...}; else next = now + gap, tat
+--                                           = max(tat, next), reply {0, 1,
+--                                           ...}. A reservation alone cannot
+--                                           see that the start before it
+--                                           came late (a process woken late,
+--                                           a slow connect): this can.
 --            P name ms reason keyjson       pause name for ms more (a later
 --                                           end wins), announced on the
 --                                           channel. Reply {pause_left_us,
@@ -37,7 +48,8 @@
 -- Reply: one entry per operation, in order (L's entries follow its own).
 --
 -- Data, under P:
---   P.."p:"..name  HASH tat (us), until (us), reason, k (the PoolKey as JSON)
+--   P.."p:"..name  HASH tat (us), next (us: the earliest next confirmed
+--                  start), until (us), reason, k (the PoolKey as JSON)
 --                  expires once neither tat nor the pause matters any more
 --   P.."paused"    ZSET name -> pause end (us), for L; expired entries go
 --                  on each P and L
@@ -90,6 +102,26 @@ for _ = 1, n do
       redis.call('HSET', h, 'tat', us(next_tat))
       keep(h, math.max(next_tat, untl))
       replies[#replies + 1] = {wait, 1, left, v[3] or ''}
+    end
+  elseif op == 'C' then
+    local v = redis.call('HMGET', h, 'next', 'tat', 'until', 'reason')
+    local nxt = tonumber(v[1]) or 0
+    local tat = tonumber(v[2]) or 0
+    local untl = tonumber(v[3]) or 0
+    local left = math.max(untl - now, 0)
+    local within = tonumber(b)
+    if nxt > now then
+      -- (The pause is not waited out here, holding a connection: the
+      -- reservation honoured it, and a pause set since then does not recall
+      -- a request already handed to the pool.)
+      local ok = 2
+      if within >= 0 and nxt - now > within then ok = 0 end
+      replies[#replies + 1] = {nxt - now, ok, left, v[4] or ''}
+    else
+      nxt = now + tonumber(a)
+      redis.call('HSET', h, 'next', us(nxt), 'tat', us(math.max(tat, nxt)))
+      keep(h, math.max(tat, nxt, untl))
+      replies[#replies + 1] = {0, 1, left, v[4] or ''}
     end
   elseif op == 'P' then
     local v = redis.call('HMGET', h, 'tat', 'until', 'reason')

@@ -82,11 +82,12 @@ class _Op:
     def words(self, now: float) -> tuple[str, str, str, str, str]:
         name = "-" if self.key is None else str(self.key)
         kjson = "-" if self.key is None else json.dumps(list(self.key))
-        if self.kind == "R":
+        if self.kind in ("R", "C"):
             # The deadline as microseconds from now: measured when sent, so
             # a reservation refused for it would really have been late.
             within = -1 if self.deadline is None else max(self.deadline - now, 0.0)
-            return ("R", name, str(int(self.gap * 1e6)), str(int(within * 1e6)), "-")
+            gap, within_us = str(int(self.gap * 1e6)), str(int(within * 1e6))
+            return (self.kind, name, gap, within_us, "-")
         if self.kind == "P":
             return ("P", name, f"{self.seconds * 1000:.3f}", self.reason, kjson)
         if self.kind == "U":
@@ -123,8 +124,9 @@ class FleetPacing:
     # --------------------------------------------------------- requests
 
     async def reserve(
-        self, key: PoolKey, gap: float, deadline: float | None
+        self, key: PoolKey, gap: float, deadline: float | None, *, kind: str = "R"
     ) -> tuple[float, bool]:
+        """``kind`` "R": reserve a start; "C": confirm one (see _pace.lua)."""
         fleet = self._fleet
         loop = fleet._loop
         assert loop is not None
@@ -144,7 +146,7 @@ class FleetPacing:
                     return late, False
                 continue
             future: asyncio.Future[tuple[float, bool]] = loop.create_future()
-            self._ops.append(_Op("R", key, gap=gap, deadline=deadline, future=future))
+            self._ops.append(_Op(kind, key, gap=gap, deadline=deadline, future=future))
             self._call_soon()
             try:
                 return await future
@@ -357,7 +359,7 @@ class FleetPacing:
         for op in ops:
             wait_us, ok, left_us, reason = reply[at]
             at += 1
-            if op.kind == "R":
+            if op.kind in ("R", "C"):
                 assert op.future is not None
                 assert op.key is not None
                 if left_us > 0:
@@ -368,7 +370,7 @@ class FleetPacing:
                         "P", op.key, int(left_us) / 1e6, str(reason), count=False
                     )
                 if not op.future.done():  # else cancelled: the start is wasted
-                    if ok:
+                    if ok and op.kind == "R":
                         self.reservations += 1
                     op.future.set_result((int(wait_us) / 1e6, bool(ok)))
             elif op.kind == "L":

@@ -284,6 +284,16 @@ class RedisFleet:
         (loop time): nothing is then reserved."""
         return await self._pacing.reserve(key, gap, deadline)
 
+    async def confirm_start(
+        self, key: PoolKey, gap: float, deadline: float | None
+    ) -> tuple[float, bool]:
+        """Confirm, right before it is sent, the start of a request to
+        ``key`` that reserved one: ``(0, True)`` when no start anywhere in
+        the fleet came less than its gap ago (``gap`` then counts from now),
+        ``(seconds to wait, True)`` to wait and confirm again, ``(seconds,
+        False)`` when that passes ``deadline``."""
+        return await self._pacing.reserve(key, gap, deadline, kind="C")
+
     def share_pause(self, key: PoolKey, seconds: float, reason: str) -> None:
         """Pause ``key`` fleet-wide for ``seconds`` (sent with the next call)."""
         self._pacing.pause(key, seconds, reason)
