@@ -12,11 +12,17 @@ How one process takes part:
   the request fails with ``PacingDeadlineError``. A cancelled request's
   reserved start is simply wasted: the next one comes a gap later, never
   sooner.
-* **Batched.** Reservations, pauses and resumes of one loop turn, for every
-  host, go in one call of ``_pace.lua``; the next starts when it returns.
-  That is one round trip per paced request (fewer when several hosts' heads
-  go in the same turn), beside the limits' calls, never within them: a
-  reservation is a moment, not a slot held, so it needs no session.
+* **Confirmed.** Once the request has its connection, it confirms its start
+  (op ``C``): the gap counts from the previous *confirmed* start, so a
+  start that came late (a process woken late, a slow connect) delays the
+  next one instead of squeezing it. The local pacer counts a start the same
+  way (``Pacer.ended``).
+* **Batched.** Reservations, confirmations, pauses and resumes of one loop
+  turn, for every host, go in one call of ``_pace.lua``; the next starts
+  when it returns. That is two round trips per paced request (a third after
+  a late start; fewer when several hosts go in the same turn), beside the
+  limits' calls, never within them: a reservation is a moment, not a slot
+  held, so it needs no session.
 * **Pauses.** ``pause_host`` (or ``backoff_middleware``'s ``Retry-After``)
   stores the pause's end in Redis and announces it on the fleet's channel;
   every other process pauses the host locally too (stats, events), and any
