@@ -51,13 +51,6 @@ from aioconnpool import PoolClosedError, PoolKey
 
 from ._errors import FleetTimeoutError, FleetUnavailableError
 
-try:
-    from redis.exceptions import TimeoutError as RedisTimeoutError
-except ImportError as exc:  # pragma: no cover - the [redis] extra is missing
-    raise ImportError(
-        "aioconnpool.fleet needs redis-py: pip install 'aioconnpool[redis]'"
-    ) from exc
-
 if TYPE_CHECKING:
     from ._redis import RedisFleet
 
@@ -343,20 +336,10 @@ class FleetPacing:
                 # pauses hold here only (as in an outage); the next call
                 # that a request makes tells whether Redis is down.
                 return
+            # Asked for again once decided: a lapse (the calls go on, under
+            # a new session for the limits) or an outage (on_unavailable).
             self._ops[:0] = waiting
-            if (
-                isinstance(exc, (asyncio.TimeoutError, RedisTimeoutError))
-                and fleet._confirmed
-                and loop.time() > fleet._lease_until
-            ):
-                # As for the limits' calls: a timeout that outlived the
-                # lease may be this process stalling, not Redis; the
-                # reservations are asked for again (a new session is
-                # started for the limits), and only a second failure is an
-                # outage.
-                fleet._lapsed()
-                return
-            fleet._became_unavailable(exc)
+            fleet._call_failed(exc)
             return
         self._applied(ops, reply)
 

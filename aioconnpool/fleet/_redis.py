@@ -545,22 +545,29 @@ class RedisFleet:
                 # heartbeat noticed): the next call tells whether Redis
                 # answers.
                 return
-            if (
-                isinstance(exc, (asyncio.TimeoutError, RedisTimeoutError))
-                and self._confirmed
-                and loop.time() > self._lease_until
-            ):
-                # A timeout that outlived the lease: maybe Redis hung, maybe
-                # this process stalled (a SIGSTOP, a frozen VM) and Redis is
-                # fine. The lease is in doubt either way: register anew at
-                # once. Only if that fails too is it an outage, which
-                # on_unavailable="local" would answer by letting every
-                # waiting request through.
-                self._lapsed()
-                return
-            self._became_unavailable(exc)
+            self._call_failed(exc)
             return
         self._applied(reply, session, sent_at)
+
+    def _call_failed(self, exc: BaseException) -> None:
+        """A call to Redis failed (a limits call, or a pacing call that
+        requests wait on): an outage, or first a lapse."""
+        loop = self._loop
+        assert loop is not None
+        if (
+            isinstance(exc, (asyncio.TimeoutError, RedisTimeoutError))
+            and self._confirmed
+            and loop.time() > self._lease_until
+        ):
+            # A timeout that outlived the lease: maybe Redis hung, maybe
+            # this process stalled (a SIGSTOP, a frozen VM) and Redis is
+            # fine. The lease is in doubt either way: register anew at
+            # once. Only if that fails too is it an outage, which
+            # on_unavailable="local" would answer by letting every
+            # waiting request through.
+            self._lapsed()
+            return
+        self._became_unavailable(exc)
 
     async def _run_script(
         self, session: str, *, drop: str, groups: list[tuple[_Host, list[str]]]
