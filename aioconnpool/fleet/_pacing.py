@@ -102,6 +102,7 @@ class FleetPacing:
         self._fleet = fleet
         self.origin = origin
         self._ops: list[_Op] = []
+        self._sending: list[_Op] = []  # the call in flight's
         self._caller: asyncio.Task[None] | None = None
         self._back: asyncio.Future[None] | None = None
         self._on_pause: OnPause | None = None
@@ -226,17 +227,18 @@ class FleetPacing:
         self._apply(msg["op"], key, int(msg["left"]) / 1e6, str(msg["r"]))
 
     def close(self) -> list[asyncio.Task[None]]:
-        ops, self._ops = self._ops, []
+        """Fail what waits; return the call in flight, for the fleet to
+        await. It is not cancelled: a Redis call cut in the middle leaves a
+        connection to close behind the loop's back (bounded by twice
+        ``redis_timeout`` like every call)."""
+        ops, self._ops = [*self._sending, *self._ops], []
         for op in ops:
             if op.future is not None and not op.future.done():
                 op.future.set_exception(PoolClosedError("Connector is closed."))
         if self._back is not None and not self._back.done():
             self._back.set_exception(PoolClosedError("Connector is closed."))
             self._back.exception()  # retrieved: nobody may be waiting
-        if self._caller is not None:
-            self._caller.cancel()
-            return [self._caller]
-        return []
+        return [] if self._caller is None else [self._caller]
 
     # ---------------------------------------------------------- internals
 
@@ -325,11 +327,14 @@ class FleetPacing:
         for op in ops:
             args += op.words(now)
         self.calls += 1
+        self._sending = ops
         try:
             reply = await fleet._timed_call(
                 self.script, keys=[f"{fleet._config.prefix}pace"], args=args
             )
         except Exception as exc:  # what _redis calls "the call failed"
+            if fleet._closed:
+                return  # (close() failed the waiting)
             waiting = [op for op in ops if op.future is not None]
             if not waiting:
                 # Only pauses or a listing: nobody waits on this call. The
@@ -341,6 +346,8 @@ class FleetPacing:
             self._ops[:0] = waiting
             fleet._call_failed(exc)
             return
+        finally:
+            self._sending = []
         self._applied(ops, reply)
 
     def _applied(self, ops: list[_Op], reply: list[Any]) -> None:

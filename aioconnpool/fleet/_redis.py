@@ -405,16 +405,16 @@ class RedisFleet:
                 if not ticket.future.done():
                     ticket.future.set_exception(PoolClosedError("Connector is closed."))
             host.tickets.clear()
-        tasks = self._pacing.close()
-        tasks += [
+        pacing = self._pacing.close()  # awaited, not cancelled
+        tasks = [
             t for t in (self._caller, self._heartbeat, self._listener) if t is not None
         ]
         for task in tasks:
             task.cancel()
         if self._grace_timer is not None:
             self._grace_timer.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks or pacing:
+            await asyncio.gather(*tasks, *pacing, return_exceptions=True)
         if self._redis is None:
             return
         try:
