@@ -55,7 +55,16 @@ class FleetStats:
     failover), and registered its slots anew; ``local_grants`` the
     acquisitions let through on local limits alone during outages
     (``on_unavailable="local"``); ``round_trips`` the calls made to the store
-    and ``round_trip`` their durations.
+    and ``round_trip`` their durations (pacing's calls included).
+
+    Fleet-wide pacing (``delay_per_host``, ``host_delays``, pauses):
+    ``pace_calls`` the calls made for it; ``reservations`` the fleet-wide
+    starts reserved; ``local_paces`` the paced requests let through on
+    local pacing alone during outages (``on_unavailable="local"``);
+    ``pauses_sent`` the pauses this process shared with the fleet and
+    ``pauses_received`` those it took from other processes; ``paused`` the
+    fleet-wide pauses in force as this process knows them: host -> (end on
+    the loop's clock, reason).
     """
 
     name: str
@@ -69,6 +78,14 @@ class FleetStats:
     local_grants: int = 0
     round_trips: int = 0
     round_trip: Histogram = field(default_factory=Histogram)
+    pace_calls: int = 0
+    reservations: int = 0
+    local_paces: int = 0
+    pauses_sent: int = 0
+    pauses_received: int = 0
+    paused: Mapping[PoolKey, tuple[float, str]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
     hosts: Mapping[PoolKey, FleetHostStats] = field(
         default_factory=lambda: MappingProxyType({})
     )

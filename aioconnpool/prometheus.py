@@ -135,6 +135,11 @@ _HELP = {
     ),
     "fleet_local_grants": "Acquisitions let through on local limits in outages.",
     "fleet_round_trip": "Duration of the calls to the fleet's Redis.",
+    "fleet_pace_calls": "Calls to the fleet's Redis for fleet-wide pacing.",
+    "fleet_reservations": "Fleet-wide request starts reserved (pacing).",
+    "fleet_local_paces": "Paced requests let through on local pacing in outages.",
+    "fleet_pauses_sent": "Host pauses this process shared with the fleet.",
+    "fleet_pauses_received": "Host pauses taken from other processes of the fleet.",
     "pacing_waiting": "Requests waiting on the host's pacing (holding no slot).",
     "delay_seconds": "Least time between two request starts to the host.",
     "paused": "1 while the host is paused (reason in the label).",
@@ -151,7 +156,16 @@ _HELP = {
 }
 _PACING_COUNTERS = ("paced", "pacing_late", "pauses")
 _FLEET_GAUGES = ("limit", "acquired", "waiting", "mine", "waiting_here")
-_FLEET_COUNTERS = ("outages", "lapses", "local_grants")
+_FLEET_COUNTERS = (
+    "outages",
+    "lapses",
+    "local_grants",
+    "pace_calls",
+    "reservations",
+    "local_paces",
+    "pauses_sent",
+    "pauses_received",
+)
 
 
 def _row(s: HostStats | PoolStats) -> list[float]:

@@ -144,6 +144,20 @@ def test_a_pause_of_an_unpaced_host_lets_its_queue_go_at_once_when_it_ends() -> 
     assert p.hosts() == 0  # quiet and unpaced: forgotten
 
 
+def test_resume_lets_waiting_requests_go_now_in_order_with_their_gap() -> None:
+    p = pacer(1.0)
+    p.pause("a", 30.0, "429", 0.0)
+    first, second = ticket(p, "a", 0.0), ticket(p, "a", 0.0)
+    assert first.start == 30.0  # planned to wait the pause out
+    assert p.resume("a", 2.0) == [first]  # due now, not at 30
+    assert p.due(2.5) == []
+    p.ended(first, 2.0, sent=True)
+    assert p.due(3.0) == [second]  # the gap after the first still holds
+    figures = p.figures("a")
+    assert figures is not None
+    assert figures.paused_until is None
+
+
 def test_a_retry_keeps_its_place() -> None:
     p = pacer(1.0)
     first = ticket(p, "a", 0.0)

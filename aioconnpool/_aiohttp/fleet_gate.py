@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import warnings
+import weakref
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from aiohttp.connector import Connection
@@ -25,6 +26,7 @@ from .._fleet_stats import FleetStats
 from .._keys import PoolKey, pool_key_of
 from . import compat as _compat
 from .connector import PoolConnector
+from .fleet_pacing import FleetPacingBackend
 from .release_paths import PoolConnection
 
 if TYPE_CHECKING:
@@ -91,6 +93,26 @@ class FleetGatedConnector(PoolConnector):
 
     _fleet: FleetBackend
     _connection_class = FleetConnection
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(self._fleet, FleetPacingBackend):
+            # Pauses other processes share reach this connector's pacing
+            # (built then if need be). Held weakly: the fleet belongs to the
+            # connector, and a cycle would keep an unclosed one from warning.
+            ref = weakref.ref(self)
+
+            def on_pause(key: PoolKey, seconds: float, reason: str) -> None:
+                connector = ref()
+                if connector is not None and not connector._closed:
+                    connector._pacing_gate().fleet_paused(key, seconds, reason)
+
+            def on_resume(key: PoolKey) -> None:
+                connector = ref()
+                if connector is not None and connector._pacing is not None:
+                    connector._pacing.resume(key, share=False)
+
+            self._fleet.pacing_listen(on_pause, on_resume)
 
     if not _compat.CLOSE_IS_COROUTINE:  # aiohttp 3.11
 

@@ -28,6 +28,7 @@ from aiohttp.connector import Connection
 from .._core.pacing import GO, LATE, WAITING, Pacer, PaceTicket
 from .._errors import PacingDeadlineError, PoolClosedError
 from .._keys import PoolKey, pool_key_of
+from .fleet_pacing import FleetPacingBackend
 
 if TYPE_CHECKING:
     from aiohttp.client import ClientTimeout
@@ -73,6 +74,10 @@ class PacingGate:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._held: set[PoolKey] = set()  # paused hosts the pool holds
+        # With a fleet that paces (fleet_pacing): its head asks for a
+        # fleet-wide start, and pauses are shared.
+        fleet = getattr(connector, "_fleet", None)
+        self.fleet = fleet if isinstance(fleet, FleetPacingBackend) else None
 
     async def connect(
         self, req: ClientRequest, traces: list[Trace] | None, timeout: ClientTimeout
@@ -105,14 +110,27 @@ class PacingGate:
                 self._carry_out(pacer.cancel(ticket, loop.time()))
                 raise
         try:
+            if self.fleet is not None:
+                await self._fleet_start(ticket, key)
             conn = await run(connector, req, traces, timeout)
         except BaseException:
             self._carry_out(pacer.ended(ticket, loop.time(), sent=False))
             raise
+        if self.fleet is not None:
+            try:
+                await self._fleet_confirm(ticket, key)
+            except BaseException:
+                conn.release()
+                self._carry_out(pacer.ended(ticket, loop.time(), sent=False))
+                raise
         self._carry_out(pacer.ended(ticket, loop.time(), sent=True))
         return conn
 
-    def pause(self, key: PoolKey, seconds: float, reason: str) -> None:
+    def pause(
+        self, key: PoolKey, seconds: float, reason: str, *, share: bool = True
+    ) -> None:
+        if share and self.fleet is not None:
+            self.fleet.share_pause(key, seconds, reason)
         now = self._loop.time()
         released, late = self.pacer.pause(key, now + seconds, reason, now)
         for ticket in late:
@@ -129,8 +147,53 @@ class PacingGate:
                 connector._hold(key, True)
         self._carry_out(released)
 
-    def resume(self, key: PoolKey) -> None:
+    def resume(self, key: PoolKey, *, share: bool = True) -> None:
+        if share and self.fleet is not None:
+            self.fleet.share_resume(key)
         self._carry_out(self.pacer.resume(key, self._loop.time()))
+
+    def fleet_paused(self, key: PoolKey, seconds: float, reason: str) -> None:
+        """Another process of the fleet paused ``key``: pause it here too
+        (stats, events, waiting requests), unless this pause is known."""
+        figures = self.pacer.figures(key)
+        until = self._loop.time() + seconds
+        if (
+            figures is not None
+            and figures.paused_until is not None
+            and figures.paused_until >= until - 0.05
+        ):
+            return  # known (to within a round trip)
+        self.pause(key, seconds, reason, share=False)
+
+    async def _fleet_start(self, ticket: PaceTicket, key: PoolKey) -> None:
+        """Wait for this request's fleet-wide start (the local pacer let it
+        go); refused when it would fall after the request's deadline."""
+        fleet = self.fleet
+        assert fleet is not None
+        wait, reserved = await fleet.reserve_start(key, ticket.gap, ticket.deadline)
+        if not reserved:
+            now = self._loop.time()
+            self.pacer.refused_late(ticket, now, now + wait)
+            raise self._late_error(ticket, now)
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def _fleet_confirm(self, ticket: PaceTicket, key: PoolKey) -> None:
+        """The request has its connection: confirm its start fleet-wide, as
+        the local pacer counts a start once the connection is there
+        (``ended``). Waits (holding the connection) only when another
+        start came late; rare and short."""
+        fleet = self.fleet
+        assert fleet is not None
+        while True:
+            wait, ok = await fleet.confirm_start(key, ticket.gap, ticket.deadline)
+            if not ok:
+                now = self._loop.time()
+                self.pacer.refused_late(ticket, now, now + wait)
+                raise self._late_error(ticket, now)
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
 
     def close(self) -> None:
         self._held.clear()  # the pool is closing: nothing left to let go

@@ -293,6 +293,18 @@ class Pacer(Generic[K]):
         self._advance(hs, now, released)
         return released
 
+    def refused_late(self, ticket: PaceTicket, now: float, start: float) -> None:
+        """A ticket let go (``GO``) was refused further on: a start decided
+        elsewhere (a fleet-wide one) falls at ``start``, after its deadline.
+        Counted and reported as late; the caller then reports it
+        :meth:`ended` unsent."""
+        ticket.start = start
+        self.late += 1
+        if self._events is not None:
+            self._events.append(
+                ev.PacingLate(ticket.key, now, start, ticket.deadline)  # type: ignore[arg-type]
+            )
+
     def cancel(self, ticket: PaceTicket, now: float) -> list[PaceTicket]:
         """The request behind ``ticket`` gave up (cancelled, timed out).
         Idempotent; a ticket already let go ends unsent. Returns the tickets
@@ -371,6 +383,12 @@ class Pacer(Generic[K]):
         if hs is None or hs.paused_until is None:
             return []
         hs.paused_until = now
+        # Starts planned to wait the pause out are due now: the gap after
+        # the last start still holds (one at a time, ``_due_of``), in order.
+        for ticket in hs.queue:
+            if ticket.state == WAITING and ticket.start > now:
+                ticket.start = now
+        hs.last_planned = min(hs.last_planned, now)
         released: list[PaceTicket] = []
         self._advance(hs, now, released)
         return released

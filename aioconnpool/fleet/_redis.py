@@ -61,6 +61,7 @@ from ._connect import (
     reopen_cluster,
 )
 from ._errors import FleetTimeoutError, FleetUnavailableError
+from ._pacing import PACE_SCRIPT, FleetPacing, OnPause, OnResume
 
 try:
     from redis.exceptions import RedisClusterException, RedisError
@@ -207,6 +208,8 @@ class RedisFleet:
         self._round_trips = 0
         self._rtt_counts = [0] * len(_BOUNDS)
         self._rtt_sum = 0.0
+        # Fleet-wide pacing (its own script and calls, see _pacing).
+        self._pacing = FleetPacing(self, origin=self._new_session_id())
 
     def __repr__(self) -> str:
         c = self._config
@@ -265,6 +268,39 @@ class RedisFleet:
         loop = self._loop
         assert loop is not None
         return loop.time() <= self._lease_until
+
+    def pacing_listen(self, on_pause: OnPause, on_resume: OnResume) -> None:
+        """Called by the connector: pauses and resumes announced by other
+        processes of the fleet are passed to these callbacks."""
+        self._pacing.listen(on_pause, on_resume)
+
+    async def reserve_start(
+        self, key: PoolKey, gap: float, deadline: float | None
+    ) -> tuple[float, bool]:
+        """A fleet-wide start for the next request to ``key``, ``gap``
+        seconds after the previous one anywhere in the fleet, and no sooner
+        than the host's pause ends: ``(seconds to wait, True)``, or
+        ``(seconds it would wait, False)`` when that passes ``deadline``
+        (loop time): nothing is then reserved."""
+        return await self._pacing.reserve(key, gap, deadline)
+
+    async def confirm_start(
+        self, key: PoolKey, gap: float, deadline: float | None
+    ) -> tuple[float, bool]:
+        """Confirm, right before it is sent, the start of a request to
+        ``key`` that reserved one: ``(0, True)`` when no start anywhere in
+        the fleet came less than its gap ago (``gap`` then counts from now),
+        ``(seconds to wait, True)`` to wait and confirm again, ``(seconds,
+        False)`` when that passes ``deadline``."""
+        return await self._pacing.reserve(key, gap, deadline, kind="C")
+
+    def share_pause(self, key: PoolKey, seconds: float, reason: str) -> None:
+        """Pause ``key`` fleet-wide for ``seconds`` (sent with the next call)."""
+        self._pacing.pause(key, seconds, reason)
+
+    def share_resume(self, key: PoolKey) -> None:
+        """End ``key``'s pause fleet-wide."""
+        self._pacing.resume(key)
 
     async def acquire(self, key: PoolKey) -> None:
         """Wait for one fleet slot of ``key`` (after :meth:`take_now` said no)."""
@@ -344,6 +380,12 @@ class RedisFleet:
             lapses=self._lapses,
             local_grants=self._local_grants,
             round_trips=self._round_trips,
+            pace_calls=self._pacing.calls,
+            reservations=self._pacing.reservations,
+            local_paces=self._pacing.local_paces,
+            pauses_sent=self._pacing.pauses_sent,
+            pauses_received=self._pacing.pauses_received,
+            paused=MappingProxyType(self._pacing.paused()),
             round_trip=Histogram(
                 counts=tuple(self._rtt_counts),
                 count=self._round_trips,
@@ -363,6 +405,7 @@ class RedisFleet:
                 if not ticket.future.done():
                     ticket.future.set_exception(PoolClosedError("Connector is closed."))
             host.tickets.clear()
+        pacing = self._pacing.close()  # awaited, not cancelled
         tasks = [
             t for t in (self._caller, self._heartbeat, self._listener) if t is not None
         ]
@@ -370,8 +413,8 @@ class RedisFleet:
             task.cancel()
         if self._grace_timer is not None:
             self._grace_timer.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks or pacing:
+            await asyncio.gather(*tasks, *pacing, return_exceptions=True)
         if self._redis is None:
             return
         try:
@@ -404,6 +447,7 @@ class RedisFleet:
         c = self._config
         self._redis = open_client(c, timeout=c.redis_timeout)
         self._script = self._redis.register_script(SCRIPT)
+        self._pacing.script = self._redis.register_script(PACE_SCRIPT)
         self._info = (
             f"{os.getpid()} {socket.gethostname()[:60].replace(' ', '_')} "
             f"{int(c.lease_ttl * 1000)} {int(time.time() * 1000)}"
@@ -412,6 +456,10 @@ class RedisFleet:
         assert loop is not None
         self._heartbeat = loop.create_task(self._beat())
         self._listener = loop.create_task(self._listen())
+
+    def _ensure_started(self) -> None:
+        if self._redis is None:
+            self._start()
 
     def _forget_unused_hosts(self) -> None:
         """A crawl visits hosts once: keep only those this process holds,
@@ -497,22 +545,29 @@ class RedisFleet:
                 # heartbeat noticed): the next call tells whether Redis
                 # answers.
                 return
-            if (
-                isinstance(exc, (asyncio.TimeoutError, RedisTimeoutError))
-                and self._confirmed
-                and loop.time() > self._lease_until
-            ):
-                # A timeout that outlived the lease: maybe Redis hung, maybe
-                # this process stalled (a SIGSTOP, a frozen VM) and Redis is
-                # fine. The lease is in doubt either way: register anew at
-                # once. Only if that fails too is it an outage, which
-                # on_unavailable="local" would answer by letting every
-                # waiting request through.
-                self._lapsed()
-                return
-            self._became_unavailable(exc)
+            self._call_failed(exc)
             return
         self._applied(reply, session, sent_at)
+
+    def _call_failed(self, exc: BaseException) -> None:
+        """A call to Redis failed (a limits call, or a pacing call that
+        requests wait on): an outage, or first a lapse."""
+        loop = self._loop
+        assert loop is not None
+        if (
+            isinstance(exc, (asyncio.TimeoutError, RedisTimeoutError))
+            and self._confirmed
+            and loop.time() > self._lease_until
+        ):
+            # A timeout that outlived the lease: maybe Redis hung, maybe
+            # this process stalled (a SIGSTOP, a frozen VM) and Redis is
+            # fine. The lease is in doubt either way: register anew at
+            # once. Only if that fails too is it an outage, which
+            # on_unavailable="local" would answer by letting every
+            # waiting request through.
+            self._lapsed()
+            return
+        self._became_unavailable(exc)
 
     async def _run_script(
         self, session: str, *, drop: str, groups: list[tuple[_Host, list[str]]]
@@ -531,13 +586,21 @@ class RedisFleet:
         for host, ops in groups:
             args += (host.name, str(host.limit), str(len(ops) // 2))
             args += ops
+        return await self._timed_call(
+            self._script, keys=[f"{c.prefix}epoch"], args=args
+        )
+
+    async def _timed_call(
+        self, script: Any, *, keys: list[str], args: list[str]
+    ) -> Any:
+        """One script call, bounded and timed (both scripts' calls count in
+        ``round_trips``)."""
         started = time.perf_counter()
         try:
             # redis_timeout bounds each socket operation; this bounds the
             # whole call (a reconnection included).
             return await asyncio.wait_for(
-                self._script(keys=[f"{c.prefix}epoch"], args=args),
-                c.redis_timeout * 2,
+                script(keys=keys, args=args), self._config.redis_timeout * 2
             )
         finally:
             elapsed = time.perf_counter() - started
@@ -746,6 +809,7 @@ class RedisFleet:
                     ticket.future.set_exception(self._unavailable_error(host, exc))
                 else:  # "wait": sent again after the resync
                     ticket.state = _UNSENT
+        self._pacing.unavailable()
 
     def _lapsed(self) -> None:
         """Our lease may have run out: the slots Redis knew as ours may be
@@ -820,6 +884,7 @@ class RedisFleet:
                 )
                 old, self._redis = self._redis, fresh
                 self._script = fresh.register_script(SCRIPT)
+                self._pacing.script = fresh.register_script(PACE_SCRIPT)
                 await _close_quietly(old)
             # A keyed read, not PING: in a cluster it must reach the shard
             # that serves the fleet (PING would ask every node).
@@ -836,6 +901,9 @@ class RedisFleet:
         )
         self._state = "connected"
         self._resync()
+        # (Pauses shared meanwhile are asked for by the listener, whose
+        # subscription broke with the outage.)
+        self._pacing.back()
 
     async def _listen(self) -> None:
         """Grants for our waiting requests, published by other processes'
@@ -845,6 +913,7 @@ class RedisFleet:
         node = None  # in a cluster: the client of the node subscribed on
         c = self._config
         prefix = f"{c.prefix}wake:"
+        pace = f"{c.prefix}pace"
         try:
             while not self._closed:
                 try:
@@ -856,6 +925,10 @@ class RedisFleet:
                             pubsub = node.pubsub()
                         else:
                             pubsub = self._redis.pubsub()
+                        # Pauses announced by other processes; those set
+                        # before this subscription are asked for once.
+                        await pubsub.subscribe(pace)
+                        self._pacing.relist()
                     if subscribed != self._session:
                         if subscribed:
                             await pubsub.unsubscribe(prefix + subscribed)
@@ -875,6 +948,9 @@ class RedisFleet:
                     await asyncio.sleep(min(1.0, self._config.lease_ttl / 3))
                     continue
                 if message is None or message.get("type") != "message":
+                    continue
+                if message["channel"] == pace:
+                    self._pacing.message(str(message["data"]))
                     continue
                 if message["channel"] != prefix + self._session:
                     continue  # an old session's

@@ -70,6 +70,7 @@ class WorkerSpec:
     wait_for_go: bool = True
     linger: bool = False  # after "finished", wait for "exit" before closing
     cluster: bool = False  # redis_url names a node of a Redis Cluster
+    delay_per_host: float = 0.0  # pacing, fleet-wide with the fleet
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -292,6 +293,7 @@ async def main(spec: WorkerSpec) -> None:
         limit_per_host=spec.local_limit_per_host,
         fleet=fleet,
         resolver=LoopbackResolver(suffix=".test"),
+        delay_per_host=spec.delay_per_host,
     )
 
     def report() -> None:
