@@ -90,8 +90,11 @@ async def build(redis_server: RedisServer) -> AsyncIterator[Build]:
         conn = PoolConnector(
             fleet=fleet, resolver=LoopbackResolver(suffix=".test"), **kw
         )
-        mws = [backoff_middleware(conn, retries=0)] if middleware else []
-        session = aiohttp.ClientSession(connector=conn, middlewares=mws)
+        # aiohttp 3.11's ClientSession takes no middlewares= at all.
+        extra: dict[str, Any] = (
+            {"middlewares": [backoff_middleware(conn, retries=0)]} if middleware else {}
+        )
+        session = aiohttp.ClientSession(connector=conn, **extra)
         sessions.append(session)
         return session, conn
 
