@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from aiohttp.helpers import sentinel
 
 from .._core.adaptive import AdaptiveLimit
+from .._core.checks import check_count, check_seconds
 from .._core.host_limits import HostDelays, HostLimits
 
 __all__ = [
@@ -23,31 +23,6 @@ __all__ = [
     "validate_pool_options",
     "validate_tcp_options",
 ]
-
-
-def check_count(name: str, value: object, *, minimum: int = 0) -> int:
-    """``value`` as an int >= ``minimum``; else a TypeError/ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}: {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return value
-
-
-def check_seconds(name: str, value: object, *, allow_none: bool = True) -> float | None:
-    """``value`` as a finite number of seconds >= 0 (or None when allowed)."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"{name} must be a number of seconds"
-            f"{' or None' if allow_none else ''}, not {type(value).__name__}: {value!r}"
-        )
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(
-            f"{name} must be a finite number of seconds >= 0, got {value!r}"
-        )
-    return float(value)
 
 
 def validate_tcp_options(options: Mapping[str, Any]) -> None:

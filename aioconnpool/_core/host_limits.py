@@ -18,19 +18,21 @@ dict probes, whatever the number of patterns.
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
 from collections.abc import Iterator, Mapping
-from typing import NamedTuple
+from typing import ClassVar, Generic, NamedTuple, TypeVar
 
 from yarl import URL
 
 from .._keys import mask_userinfo
+from .checks import check_seconds
 
 __all__ = ["HostDelays", "HostLimits", "HostPattern", "parse_host_pattern"]
 
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 _TLS_SCHEMES = frozenset({"https", "wss"})
+
+V = TypeVar("V")
 
 
 class HostPattern(NamedTuple):
@@ -135,43 +137,109 @@ def check_host_limit(pattern: object, value: object) -> int | None:
     return value
 
 
-class HostLimits:
-    """The override table: pattern -> limit, with a most-specific lookup."""
+_MISSING = object()
 
-    __slots__ = ("_limits",)
 
-    def __init__(self, limits: Mapping[str, int | None] | None = None) -> None:
-        self._limits: dict[HostPattern, int | None] = {}
-        if limits is None:
+def check_host_delay(pattern: object, value: object) -> float:
+    """A per-host delay: a finite number of seconds >= 0."""
+    seconds = check_seconds(f"host_delays[{pattern!r}]", value, allow_none=False)
+    assert seconds is not None  # allow_none=False
+    return seconds
+
+
+class _PatternTable(Generic[V]):
+    """pattern -> value, with the most-specific lookup: the shape
+    ``host_limits`` and ``host_delays`` share. A subclass names its table
+    (``_what``, as the user wrote it), says what its values are (``_values``,
+    for the error on a table that is not a mapping) and checks one
+    (``_check``, raising an error that quotes it)."""
+
+    __slots__ = ("_table",)
+
+    _what: ClassVar[str]
+    _values: ClassVar[str]
+
+    def __init__(self, table: Mapping[str, object] | None = None) -> None:
+        self._table: dict[HostPattern, V] = {}
+        if table is None:
             return
-        if not isinstance(limits, Mapping):
+        if not isinstance(table, Mapping):
             raise TypeError(
-                "host_limits must be a mapping of host or URL prefix to limit, "
-                f"not {type(limits).__name__}: {mask_userinfo(repr(limits))}"
+                f"{self._what} must be a mapping of host or URL prefix to "
+                f"{self._values}, not {type(table).__name__}: "
+                f"{mask_userinfo(repr(table))}"
             )
         # Parse everything before storing anything: nothing is half-applied.
         seen: dict[HostPattern, object] = {}
-        for raw, value in limits.items():
-            pattern = parse_host_pattern(raw)
-            limit = check_host_limit(raw, value)
+        for raw, value in table.items():
+            pattern = parse_host_pattern(raw, self._what)
+            checked = self._check(raw, value)
             if pattern in seen:
                 raise ValueError(
-                    f"host_limits keys {seen[pattern]!r} and {raw!r} "
+                    f"{self._what} keys {seen[pattern]!r} and {raw!r} "
                     f"both mean {str(pattern)!r}"
                 )
             seen[pattern] = raw
-            self._limits[pattern] = limit
+            self._table[pattern] = checked
 
-    def set(self, raw: object, limit: object) -> HostPattern:
-        """Add or change one override; returns the parsed pattern."""
-        pattern = parse_host_pattern(raw)
-        self._limits[pattern] = check_host_limit(raw, limit)
+    @staticmethod
+    def _check(pattern: object, value: object) -> V:
+        raise NotImplementedError
+
+    def set(self, raw: object, value: object) -> HostPattern:
+        """Add or change one entry; returns the parsed pattern."""
+        pattern = parse_host_pattern(raw, self._what)
+        self._table[pattern] = self._check(raw, value)
         return pattern
+
+    def find(self, host: str, port: int, ssl: bool) -> tuple[HostPattern, V] | None:
+        """The most specific entry for a connection, if any: three dict
+        probes, whatever the number of patterns."""
+        table = self._table
+        if table:
+            host = normalise_host(host)
+            for pattern in (
+                HostPattern(host, port, ssl),
+                HostPattern(host, port, None),
+                HostPattern(host, None, None),
+            ):
+                if pattern in table:
+                    return pattern, table[pattern]
+        return None
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    @property
+    def patterns(self) -> Mapping[HostPattern, V]:
+        """The entries, pattern -> value: the table's own mapping, the same
+        object for the table's life (read it, never change it)."""
+        return self._table
+
+    def __iter__(self) -> Iterator[tuple[HostPattern, V]]:
+        return iter(list(self._table.items()))
+
+    def as_dict(self) -> dict[str, V]:
+        """The entries keyed by their normalised pattern text."""
+        return {str(pattern): value for pattern, value in self._table.items()}
+
+
+class HostLimits(_PatternTable[int | None]):
+    """The override table: pattern -> limit, with a most-specific lookup."""
+
+    __slots__ = ()
+
+    _what = "host_limits"
+    _values = "limit"
+    _check = staticmethod(check_host_limit)
+
+    def __init__(self, limits: Mapping[str, int | None] | None = None) -> None:
+        super().__init__(limits)
 
     def remove(self, raw: object) -> HostPattern:
         """Drop one override; ``KeyError`` naming it if there is none."""
         pattern = parse_host_pattern(raw)
-        if self._limits.pop(pattern, _MISSING) is _MISSING:
+        if self._table.pop(pattern, _MISSING) is _MISSING:
             raise KeyError(f"no host limit is set for {raw!r}")
         return pattern
 
@@ -179,110 +247,32 @@ class HostLimits:
         self, host: str, port: int, ssl: bool
     ) -> tuple[HostPattern, int | None] | None:
         """The most specific override for a connection, if any."""
-        limits = self._limits
-        if limits:
-            host = normalise_host(host)
-            for pattern in (
-                HostPattern(host, port, ssl),
-                HostPattern(host, port, None),
-                HostPattern(host, None, None),
-            ):
-                if pattern in limits:
-                    return pattern, limits[pattern]
-        return None
-
-    def __len__(self) -> int:
-        return len(self._limits)
-
-    @property
-    def patterns(self) -> Mapping[HostPattern, int | None]:
-        """The overrides, pattern -> limit: the table's own mapping, the same
-        object for the table's life (read it, never change it)."""
-        return self._limits
-
-    def __iter__(self) -> Iterator[tuple[HostPattern, int | None]]:
-        return iter(list(self._limits.items()))
-
-    def as_dict(self) -> dict[str, int | None]:
-        """The overrides keyed by their normalised pattern text."""
-        return {str(pattern): limit for pattern, limit in self._limits.items()}
+        return self.find(host, port, ssl)
 
 
-_MISSING = object()
-
-
-def check_host_delay(pattern: object, value: object) -> float:
-    """A per-host delay: a finite number of seconds >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"host_delays[{pattern!r}] must be a number of seconds, "
-            f"not {type(value).__name__}: {value!r}"
-        )
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(
-            f"host_delays[{pattern!r}] must be a finite number of seconds >= 0, "
-            f"got {value!r}"
-        )
-    return float(value)
-
-
-class HostDelays:
+class HostDelays(_PatternTable[float]):
     """``host_delays``: pattern -> seconds between two starts, with the same
     patterns and most-specific lookup as :class:`HostLimits`, over a default
     (``delay_per_host``)."""
 
-    __slots__ = ("_delays", "default")
+    __slots__ = ("default",)
+
+    _what = "host_delays"
+    _values = "seconds"
+    _check = staticmethod(check_host_delay)
 
     def __init__(
         self, delays: Mapping[str, float] | None = None, default: float = 0.0
     ) -> None:
         self.default = default
-        self._delays: dict[HostPattern, float] = {}
-        if delays is None:
-            return
-        if not isinstance(delays, Mapping):
-            raise TypeError(
-                "host_delays must be a mapping of host or URL prefix to seconds, "
-                f"not {type(delays).__name__}: {mask_userinfo(repr(delays))}"
-            )
-        seen: dict[HostPattern, object] = {}
-        for raw, value in delays.items():
-            pattern = parse_host_pattern(raw, "host_delays")
-            delay = check_host_delay(raw, value)
-            if pattern in seen:
-                raise ValueError(
-                    f"host_delays keys {seen[pattern]!r} and {raw!r} "
-                    f"both mean {str(pattern)!r}"
-                )
-            seen[pattern] = raw
-            self._delays[pattern] = delay
-
-    def set(self, raw: object, delay: object) -> HostPattern:
-        """Add or change one host's delay; returns the parsed pattern."""
-        pattern = parse_host_pattern(raw, "host_delays")
-        self._delays[pattern] = check_host_delay(raw, delay)
-        return pattern
+        super().__init__(delays)
 
     def __bool__(self) -> bool:
         """Whether any host is paced."""
-        return bool(self.default or any(self._delays.values()))
+        return bool(self.default or any(self._table.values()))
 
     def lookup(self, host: str, port: int, ssl: bool) -> float:
         """The delay of a connection: its most specific pattern's, else the
         default."""
-        delays = self._delays
-        if delays:
-            host = normalise_host(host)
-            for pattern in (
-                HostPattern(host, port, ssl),
-                HostPattern(host, port, None),
-                HostPattern(host, None, None),
-            ):
-                found = delays.get(pattern)
-                if found is not None:
-                    return found
-        return self.default
-
-    def as_dict(self) -> dict[str, float]:
-        """The per-host delays keyed by their normalised pattern text."""
-        return {str(pattern): delay for pattern, delay in self._delays.items()}
+        found = self.find(host, port, ssl)
+        return self.default if found is None else found[1]
