@@ -29,6 +29,7 @@ try:
     from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
+    from redis.exceptions import RedisClusterException, RedisError
 except ImportError as exc:  # pragma: no cover - the [redis] extra is missing
     raise ImportError(
         "aioconnpool.fleet needs redis-py: pip install 'aioconnpool[redis]'"
@@ -36,7 +37,24 @@ except ImportError as exc:  # pragma: no cover - the [redis] extra is missing
 
 from ._config import FleetConfig
 
-__all__ = ["check_cluster_support", "open_client", "open_slot_node", "reopen_cluster"]
+__all__ = [
+    "CALL_FAILED",
+    "UNREACHABLE",
+    "check_cluster_support",
+    "open_client",
+    "open_slot_node",
+    "reopen_cluster",
+]
+
+# What "Redis cannot be reached" looks like. A cluster client adds its own
+# errors outside RedisError's tree (no node reachable, a slot not covered).
+UNREACHABLE = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
+# What a call to Redis may raise, all taken as "Redis cannot be used now":
+# the above, and a client library's own bug (redis-py 5.0's cluster client
+# can raise UnboundLocalError after a failed reconnection). Such an error
+# must not end the task that calls Redis or the heartbeat that brings it
+# back; it is reported like an outage, with its type and message.
+CALL_FAILED = (Exception,)
 
 _REDIS_MAJOR = int(redis.__version__.split(".", 1)[0])
 

@@ -27,20 +27,25 @@ How one process takes part (the data and the script are described in
   is counted twice or lost. A lease that lapsed (the process was paused
   longer than ``lease_ttl``) is handled the same way, and no request starts
   on a grant that came in while the lease was in doubt.
+
+Where the parts live: this module holds ``RedisFleet`` (the connector's
+calls, the batched script calls and their replies, outages and resyncs);
+``_hosts`` what the process knows of each host and what a call carries for
+it; ``_heartbeat`` the task that renews the lease and recovers after an
+outage; ``_listener`` the subscription to wake-ups and pauses; ``_pacing``
+fleet-wide pacing; ``_connect`` how Redis is reached.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import itertools
 import logging
 import os
 import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from importlib import resources
 from types import MappingProxyType
 from typing import Any
@@ -55,16 +60,17 @@ from aioconnpool import (
 
 from ._config import FleetConfig, validate_config
 from ._connect import (
+    CALL_FAILED,
     check_cluster_support,
     open_client,
-    open_slot_node,
-    reopen_cluster,
 )
 from ._errors import FleetTimeoutError, FleetUnavailableError
+from ._heartbeat import beat
+from ._hosts import CANCELLED, UNSENT, Host, Ticket, ops_for
+from ._listener import listen
 from ._pacing import PACE_SCRIPT, FleetPacing, OnPause, OnResume
 
 try:
-    from redis.exceptions import RedisClusterException, RedisError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - the [redis] extra is missing
     raise ImportError(
@@ -73,62 +79,11 @@ except ImportError as exc:  # pragma: no cover - the [redis] extra is missing
 
 __all__ = ["RedisFleet"]
 
-# What "Redis cannot be reached" looks like. A cluster client adds its own
-# errors outside RedisError's tree (no node reachable, a slot not covered).
-_UNREACHABLE = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
-# What a call to Redis may raise, all taken as "Redis cannot be used now":
-# the above, and a client library's own bug (redis-py 5.0's cluster client
-# can raise UnboundLocalError after a failed reconnection). Such an error
-# must not end the task that calls Redis or the heartbeat that brings it
-# back; it is reported like an outage, with its type and message.
-_CALL_FAILED = (Exception,)
-
 log = logging.getLogger("aioconnpool.fleet")
-
-SCRIPT = resources.files(__package__).joinpath("_script.lua").read_text("utf-8")
-
-# Ticket states.
-_UNSENT = 0  # its acquire waits for the next call
-_SENT = 1  # in Redis: queued, or granted and not yet seen
-_CANCELLED = 2  # gave up after its acquire was sent: a cancel is owed
 
 _BOUNDS = Histogram().bounds
 
-
-class _Ticket:
-    __slots__ = ("future", "id", "state")
-
-    def __init__(self, ticket_id: str, future: asyncio.Future[None]) -> None:
-        self.id = ticket_id
-        self.future = future
-        self.state = _UNSENT
-
-
-@dataclass(slots=True)
-class _Host:
-    """One host as this process sees it."""
-
-    key: PoolKey
-    name: str  # its name in Redis: str(key)
-    limit: int
-    held: int = 0  # slots this process holds (fleet grants and local ones)
-    tickets: dict[str, _Ticket] = field(default_factory=dict)  # waiting here
-    # What the next call carries for this host.
-    acquires: list[str] = field(default_factory=list)
-    cancels: list[str] = field(default_factory=list)
-    takes: list[str] = field(default_factory=list)
-    releases: int = 0
-    register: bool = False  # re-register `held` (after a resync)
-    poll: bool = False  # ask even with nothing to say (grants may be waiting)
-    # The fleet's figures as of the last reply.
-    fleet_acquired: int = 0
-    fleet_waiting: int = 0
-    reply_at: float = float("-inf")  # loop time of the last reply about it
-
-    def has_news(self) -> bool:
-        return bool(
-            self.acquires or self.cancels or self.releases or self.register or self.poll
-        )
+SCRIPT = resources.files(__package__).joinpath("_script.lua").read_text("utf-8")
 
 
 class RedisFleet:
@@ -179,8 +134,8 @@ class RedisFleet:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._redis: Any = None
         self._script: Any = None
-        self._hosts: dict[PoolKey, _Host] = {}
-        self._by_name: dict[str, _Host] = {}
+        self._hosts: dict[PoolKey, Host] = {}
+        self._by_name: dict[str, Host] = {}
         self._ticket_ids = itertools.count(1)
         self._session = self._new_session_id()
         # Earlier sessions of this process, dropped by the next calls.
@@ -324,7 +279,7 @@ class RedisFleet:
                 raise self._unavailable_error(host, None)
         loop = self._loop
         assert loop is not None
-        ticket = _Ticket(str(next(self._ticket_ids)), loop.create_future())
+        ticket = Ticket(str(next(self._ticket_ids)), loop.create_future())
         host.tickets[ticket.id] = ticket
         if self._state == "connected":
             host.acquires.append(ticket.id)
@@ -362,9 +317,7 @@ class RedisFleet:
                 acquired=h.fleet_acquired,
                 waiting=h.fleet_waiting,
                 mine=h.held,
-                waiting_here=sum(
-                    1 for t in h.tickets.values() if t.state != _CANCELLED
-                ),
+                waiting_here=sum(1 for t in h.tickets.values() if t.state != CANCELLED),
             )
             for key, h in self._hosts.items()
             if h.limit
@@ -421,7 +374,7 @@ class RedisFleet:
             if self._state == "connected":
                 for session in [*self._drops, self._session]:
                     await self._run_script(session, drop=session, groups=[])
-        except _CALL_FAILED as exc:
+        except CALL_FAILED as exc:
             log.warning(
                 "Fleet %r: could not leave cleanly (%s); this process's slots "
                 "return when its lease runs out",
@@ -437,25 +390,30 @@ class RedisFleet:
     def _new_session_id() -> str:
         return f"{socket.gethostname()[:40]}-{os.getpid()}-{os.urandom(4).hex()}"
 
-    def _host(self, key: PoolKey, limit: int) -> _Host:
-        host = _Host(key=key, name=str(key), limit=limit)
+    def _host(self, key: PoolKey, limit: int) -> Host:
+        host = Host(key=key, name=str(key), limit=limit)
         self._hosts[key] = host
         self._by_name[host.name] = host
         return host
 
     def _start(self) -> None:
         c = self._config
-        self._redis = open_client(c, timeout=c.redis_timeout)
-        self._script = self._redis.register_script(SCRIPT)
-        self._pacing.script = self._redis.register_script(PACE_SCRIPT)
+        self._use(open_client(c, timeout=c.redis_timeout))
         self._info = (
             f"{os.getpid()} {socket.gethostname()[:60].replace(' ', '_')} "
             f"{int(c.lease_ttl * 1000)} {int(time.time() * 1000)}"
         )
         loop = self._loop
         assert loop is not None
-        self._heartbeat = loop.create_task(self._beat())
-        self._listener = loop.create_task(self._listen())
+        self._heartbeat = loop.create_task(beat(self))
+        self._listener = loop.create_task(listen(self))
+
+    def _use(self, client: Any) -> None:
+        """Talk to Redis through ``client`` from now on (at the start, and
+        the fresh cluster client after an outage)."""
+        self._redis = client
+        self._script = client.register_script(SCRIPT)
+        self._pacing.script = client.register_script(PACE_SCRIPT)
 
     def _ensure_started(self) -> None:
         if self._redis is None:
@@ -488,46 +446,10 @@ class RedisFleet:
         finally:
             self._caller = None
 
-    def _groups(self, hosts: list[_Host]) -> list[tuple[_Host, list[str]]]:
-        groups = []
-        for host in hosts:
-            ops: list[str] = []
-            if host.register:
-                ops += ("S", str(host.held))
-                host.register = False
-            for ticket_id in host.takes:
-                ops += ("K", ticket_id)
-            host.takes.clear()
-            for ticket_id in host.cancels:
-                ops += ("C", ticket_id)
-                # Redis answers for it now: a grant stored for it is given
-                # back by this cancel, and one announced later is ignored.
-                host.tickets.pop(ticket_id, None)
-            host.cancels.clear()
-            # Read and cleared in one step: a release from a garbage-collected
-            # connection (FleetConnection.__del__) may come in between.
-            released, host.releases = host.releases, 0
-            if released:
-                ops += ("R", str(released))
-            # What Redis must count for us here once the above is applied
-            # (grants it stored that we have not taken aside): counting
-            # fewer shows writes it lost (a failover), answered BEHIND at
-            # once, not only when a release of ours goes below zero. Read
-            # after the releases: one that a collected connection makes
-            # meanwhile lowers this and goes with the next call, so a count
-            # too low (never too high) is all such a race can send.
-            ops += ("V", str(host.held))
-            for ticket_id in host.acquires:
-                ops += ("A", ticket_id)
-                ticket = host.tickets.get(ticket_id)
-                if ticket is not None:
-                    ticket.state = _SENT
-            host.acquires.clear()
-            host.poll = False
-            groups.append((host, ops))
-        return groups
+    def _groups(self, hosts: list[Host]) -> list[tuple[Host, list[str]]]:
+        return [(host, ops_for(host)) for host in hosts]
 
-    async def _call(self, hosts: list[_Host]) -> None:
+    async def _call(self, hosts: list[Host]) -> None:
         """One script call carrying ``hosts``' operations; its reply applied."""
         groups = self._groups(hosts)
         drop = self._drops.pop(0) if self._drops else ""
@@ -537,7 +459,7 @@ class RedisFleet:
         sent_at = loop.time()
         try:
             reply = await self._run_script(session, drop=drop, groups=groups)
-        except _CALL_FAILED as exc:
+        except CALL_FAILED as exc:
             if drop:  # maybe not dropped: try again
                 self._drops.insert(0, drop)
             if session != self._session:
@@ -570,7 +492,7 @@ class RedisFleet:
         self._became_unavailable(exc)
 
     async def _run_script(
-        self, session: str, *, drop: str, groups: list[tuple[_Host, list[str]]]
+        self, session: str, *, drop: str, groups: list[tuple[Host, list[str]]]
     ) -> Any:
         c = self._config
         args: list[str] = [
@@ -690,17 +612,17 @@ class RedisFleet:
                 host.poll = True
         self._call_soon()
 
-    def _granted(self, host: _Host, ticket_id: str, *, stored: bool) -> None:
+    def _granted(self, host: Host, ticket_id: str, *, stored: bool) -> None:
         """Redis granted ``ticket_id`` a slot of ``host``."""
         ticket = host.tickets.get(ticket_id)
-        if ticket is not None and ticket.state == _UNSENT:
+        if ticket is not None and ticket.state == UNSENT:
             return  # a grant to our previous session: dropping it gives it back
         if ticket is not None and ticket.future.done():
             # Its task was cancelled and has not yet run its give-up.
             if stored:
                 return  # the give-up's cancel gives the slot back
-            ticket.state = _CANCELLED
-        if ticket is None or ticket.state == _CANCELLED:
+            ticket.state = CANCELLED
+        if ticket is None or ticket.state == CANCELLED:
             if not stored:
                 # Granted in the very call that the ticket's cancel missed:
                 # the cancel would find nothing, so the slot goes back.
@@ -729,7 +651,7 @@ class RedisFleet:
             host.takes.append(ticket_id)  # sent with the next call, not alone
         ticket.future.set_result(None)
 
-    def _give_up(self, host: _Host, ticket: _Ticket) -> None:
+    def _give_up(self, host: Host, ticket: Ticket) -> None:
         """``ticket``'s request stopped waiting (cancelled, timed out)."""
         if host.tickets.get(ticket.id) is not ticket:
             # Granted: the slot was counted; give it back.
@@ -737,12 +659,12 @@ class RedisFleet:
             if future.done() and not future.cancelled() and not future.exception():
                 self.release(host.key)
             return
-        if ticket.state == _UNSENT:
+        if ticket.state == UNSENT:
             del host.tickets[ticket.id]
             if ticket.id in host.acquires:
                 host.acquires.remove(ticket.id)
         elif self._state == "connected":
-            ticket.state = _CANCELLED
+            ticket.state = CANCELLED
             host.cancels.append(ticket.id)
             self._call_soon()
         else:
@@ -750,7 +672,7 @@ class RedisFleet:
             # queue entries with it.
             del host.tickets[ticket.id]
 
-    def _timed_out(self, host: _Host, ticket: _Ticket, limit: float) -> None:
+    def _timed_out(self, host: Host, ticket: Ticket, limit: float) -> None:
         if ticket.future.done():
             return
         ticket.future.set_exception(
@@ -765,7 +687,7 @@ class RedisFleet:
         )
 
     def _unavailable_error(
-        self, host: _Host, cause: BaseException | None
+        self, host: Host, cause: BaseException | None
     ) -> FleetUnavailableError:
         why = "" if cause is None else f" ({type(cause).__name__}: {cause})"
         return FleetUnavailableError(
@@ -797,7 +719,7 @@ class RedisFleet:
             host.releases = 0
             host.poll = False
             for ticket in list(host.tickets.values()):
-                if ticket.state == _CANCELLED or ticket.future.done():
+                if ticket.state == CANCELLED or ticket.future.done():
                     del host.tickets[ticket.id]
                 elif mode == "local":
                     del host.tickets[ticket.id]
@@ -808,7 +730,7 @@ class RedisFleet:
                     del host.tickets[ticket.id]
                     ticket.future.set_exception(self._unavailable_error(host, exc))
                 else:  # "wait": sent again after the resync
-                    ticket.state = _UNSENT
+                    ticket.state = UNSENT
         self._pacing.unavailable()
 
     def _lapsed(self) -> None:
@@ -838,133 +760,9 @@ class RedisFleet:
             host.acquires.clear()
             host.register = host.held > 0
             for ticket in list(host.tickets.values()):
-                if ticket.state == _CANCELLED or ticket.future.done():
+                if ticket.state == CANCELLED or ticket.future.done():
                     del host.tickets[ticket.id]
                 else:
-                    ticket.state = _UNSENT
+                    ticket.state = UNSENT
                     host.acquires.append(ticket.id)
         self._call_soon()
-
-    async def _beat(self) -> None:
-        """Renew the lease, pick up grants whose wake-up was missed, and
-        bring the fleet back after an outage."""
-        interval = self._config.lease_ttl / 3
-        loop = self._loop
-        assert loop is not None
-        while not self._closed:
-            await asyncio.sleep(
-                interval if self._state == "connected" else min(interval, 1.0)
-            )
-            if self._state == "unavailable":
-                await self._recover()
-                continue
-            self._forget_unused_hosts()
-            holding = any(h.held or h.tickets for h in self._hosts.values())
-            if not holding:
-                continue
-            if self._lease_until and loop.time() > self._lease_until:
-                self._lapsed()
-                continue
-            self._renew = True
-            self._poll_waiting()
-
-    async def _recover(self) -> None:
-        """Try Redis again; on success, resync under a new session."""
-        try:
-            if self._config.cluster:
-                # The client does not retry (see _connect), so it does not
-                # look for the slot's new primary by itself either, and its
-                # pools may hold connections to nodes that restarted: start
-                # a fresh one from the nodes it knew.
-                fresh = await reopen_cluster(
-                    self._redis,
-                    self._config,
-                    timeout=self._config.redis_timeout,
-                    errors=_UNREACHABLE,
-                )
-                old, self._redis = self._redis, fresh
-                self._script = fresh.register_script(SCRIPT)
-                self._pacing.script = fresh.register_script(PACE_SCRIPT)
-                await _close_quietly(old)
-            # A keyed read, not PING: in a cluster it must reach the shard
-            # that serves the fleet (PING would ask every node).
-            await asyncio.wait_for(
-                self._redis.exists(f"{self._config.prefix}epoch"),
-                self._config.redis_timeout * 2,
-            )
-        except _CALL_FAILED:
-            return
-        log.warning(
-            "Fleet %r: Redis at %s is back; re-registering this process's slots",
-            self._config.name,
-            self._config.address,
-        )
-        self._state = "connected"
-        self._resync()
-        # (Pauses shared meanwhile are asked for by the listener, whose
-        # subscription broke with the outage.)
-        self._pacing.back()
-
-    async def _listen(self) -> None:
-        """Grants for our waiting requests, published by other processes'
-        releases. A missed message is picked up by the next heartbeat."""
-        subscribed = ""
-        pubsub = None
-        node = None  # in a cluster: the client of the node subscribed on
-        c = self._config
-        prefix = f"{c.prefix}wake:"
-        pace = f"{c.prefix}pace"
-        try:
-            while not self._closed:
-                try:
-                    if pubsub is None:
-                        if c.cluster:
-                            node = await open_slot_node(
-                                self._redis, c, timeout=c.redis_timeout
-                            )
-                            pubsub = node.pubsub()
-                        else:
-                            pubsub = self._redis.pubsub()
-                        # Pauses announced by other processes; those set
-                        # before this subscription are asked for once.
-                        await pubsub.subscribe(pace)
-                        self._pacing.relist()
-                    if subscribed != self._session:
-                        if subscribed:
-                            await pubsub.unsubscribe(prefix + subscribed)
-                        subscribed = self._session
-                        await pubsub.subscribe(prefix + subscribed)
-                        # Anything granted before the subscription is picked
-                        # up by asking once.
-                        self._poll_waiting()
-                    message = await pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=0.2
-                    )
-                except _CALL_FAILED:
-                    # (After a cluster failover, the next subscription goes
-                    # to the slot's new primary.)
-                    await _close_quietly(pubsub, node)
-                    pubsub, node, subscribed = None, None, ""
-                    await asyncio.sleep(min(1.0, self._config.lease_ttl / 3))
-                    continue
-                if message is None or message.get("type") != "message":
-                    continue
-                if message["channel"] == pace:
-                    self._pacing.message(str(message["data"]))
-                    continue
-                if message["channel"] != prefix + self._session:
-                    continue  # an old session's
-                host_name, _, ticket_id = str(message["data"]).rpartition(" ")
-                host = self._by_name.get(host_name)
-                if host is not None and self._state == "connected":
-                    self._granted(host, ticket_id, stored=True)
-        finally:
-            await _close_quietly(pubsub, node)
-
-
-async def _close_quietly(*clients: Any) -> None:
-    """Close a subscription and its node client, which may be broken."""
-    for client in clients:
-        if client is not None:
-            with contextlib.suppress(*_UNREACHABLE):
-                await client.aclose()
