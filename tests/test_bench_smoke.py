@@ -180,6 +180,36 @@ def test_socket_workload_counts_bytecodes(capsys: pytest.CaptureFixture[str]) ->
     assert "calls" not in result
 
 
+def test_counting_runs_get_a_server_that_keeps_idle_connections() -> None:
+    # A traced run is slow enough for the usual 2 s idle timeout to close
+    # connections as they are reused: the reconnections would be counted.
+    workloads = load_bench_script("socket_workloads")
+    spec = workloads.Spec(workload="hot", client="aiohttp", port=0)
+    assert workloads._idle_timeout(spec) == workloads.IDLE_TIMEOUT == 2.0
+    for flag in ("count_calls", "count_bytecodes"):
+        for workload in ("hot", "queued"):
+            counted = replace(spec, workload=workload, **{flag: True})
+            assert workloads._idle_timeout(counted) == 600.0
+        # The crawl relies on 2 s to stay within the descriptor limit.
+        crawl = replace(spec, workload="crawl", **{flag: True})
+        assert workloads._idle_timeout(crawl) == 2.0
+
+
+def test_instruction_counts_are_read_from_callgrind_summaries(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    instructions = load_bench_script("instructions")
+    out = tmp_path / "callgrind.out"
+    out.write_text("events: Ir\nfl=a.c\nfn=f\n3 10\nsummary: 123456789\ntotals: 1\n")
+    assert instructions.instructions_of(out) == 123_456_789
+    out.write_text("events: Ir\n")
+    with pytest.raises(RuntimeError, match="no 'summary:' line"):
+        instructions.instructions_of(out)
+    with pytest.raises(SystemExit):
+        instructions.main(["--small", "400", "--large", "200"])
+    assert "need 0 < --small < --large, got 400, 200" in capsys.readouterr().err
+
+
 def test_paired_ratios_pair_runs_in_order_and_skip_failed_ones() -> None:
     sockets = load_bench_script("sockets")
 
