@@ -70,12 +70,15 @@ class PoolProtocol(ResponseHandler):
         self._aioconnpool_record = record
 
     def _screen_idle_data(self, data: bytes) -> None:
-        record = self._aioconnpool_record
-        if record is not None and record.state == IDLE and data:
-            ref = self._aioconnpool_pool
-            pool = ref() if ref is not None else None
-            if pool is not None and pool._on_idle_data(self):
-                return
+        # Empty first: aiohttp's resume_reading() passes b"" once per
+        # response, just after the connection came back (and is screened).
+        if data:
+            record = self._aioconnpool_record
+            if record is not None and record.state == IDLE:
+                ref = self._aioconnpool_pool
+                pool = ref() if ref is not None else None
+                if pool is not None and pool._on_idle_data(self):
+                    return
         self.direct_reads(data)
 
     def connection_lost(self, exc: BaseException | None) -> None:

@@ -94,7 +94,7 @@ import time
 from collections.abc import Callable, Hashable
 
 from .closes import Closes
-from .counters import Counters
+from .counters import new_totals
 from .history import KeyHistory
 from .idle import IdleStore
 from .ready import ReadyQueue
@@ -170,7 +170,8 @@ class PoolCore(Releases[K, C, G], Closes[K, C, G]):
         self._ready = ReadyQueue()
         self._seqs = itertools.count()
 
-        self._totals = Counters()
+        # Counted as every key's counts are, less what read_totals derives.
+        self._totals = new_totals()
         self._history = KeyHistory(history, group)  # type: ignore[arg-type]
         self._closed = False
         self._events = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .. import _events as ev
 from .._histogram import BOUNDS, BUCKET_BY_MS, BY_MS_END, BY_MS_LAST
-from .bookkeeping import HOLD_AT, HOLD_SUM
+from .bookkeeping import EOF, HOLD_AT, HOLD_SUM
 from .counters import RELEASED_INDEX
 from .grants import Grants
 from .records import (
@@ -64,10 +64,11 @@ class Releases(Grants[K, C, G]):
         ks = rec.key
         now = self._clock()
         # _count_release, inlined: every request passes here.
-        counts, totals = ks.counts, self._totals.n
+        counts, totals = ks.counts, self._totals
         i = RELEASED_INDEX[how]
         counts[i] += 1
-        totals[i] += 1
+        if i != EOF:  # the totals work "eof" out when read (read_totals)
+            totals[i] += 1
         held = now - rec.acquired_at
         # The bucket by the table (_histogram.BUCKET_BY_MS), inlined: no call.
         ms = int(held * 1000.0)
