@@ -98,9 +98,8 @@ class Bookkeeping(PoolView[K, C, G]):
     ) -> None:
         """``rec`` comes back keep-alive: idle it, unless the idle policy
         closes it (or others) instead."""
-        dropped: list[tuple[ConnRecord, str]] = []
-        self._idle.put(ks, rec, now, dropped)
-        if dropped:
+        dropped = self._idle.put(ks, rec, now)
+        if dropped is not None:
             self._settle_closings(dropped, closes, now)
 
     def _settle_closings(
