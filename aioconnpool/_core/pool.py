@@ -46,6 +46,13 @@ Invariants (checked by the hypothesis state machine in the tests):
 4. ``created + reused == sum(released) + acquired``: every acquisition ends
    exactly once.
 
+The totals are counted along with each key's counts, event by event, except
+three figures they work out when read (``counters.read_totals``, O(1)):
+``reused`` by invariant 4, ``released["eof"]`` as the hold-time observations
+(one per ended acquisition) less the other releases, and the requests and
+zero waits of the keep-alive reuses served at once, kept in one entry. So a
+keep-alive round trip makes nine increments instead of twelve.
+
 Scheduling is FIFO within a key. Across keys, a freed slot goes to the
 longest-waiting request among the keys that have per-key room. To find it
 without scanning, the core keeps only the *ready* keys -- those whose first
