@@ -115,10 +115,10 @@ def new_counts() -> Counts:
     return _ZEROS[:]
 
 
-# The core's totals count what every key counts, but a keep-alive round trip
-# costs the hot path six increments for one key and the totals together
-# (requests, wait bucket 0, reused; released "eof") where the totals, being
-# one list, can afford to work a figure out when read. So the totals keep:
+# The core's totals count what every key counts. A keep-alive round trip
+# counts four figures besides its hold time (requests, wait bucket 0, reused;
+# released "eof") for its key and again in the totals, which, being one list,
+# can afford to work figures out when read. So the totals keep:
 TOTAL_HOT = _SIZE
 """(Totals only.) Requests served at once by an idle connection (the
 keep-alive hot path): each one is also a request and a wait of 0, added in
