@@ -70,8 +70,15 @@ class PoolProtocol(ResponseHandler):
         self._aioconnpool_record = record
 
     def _screen_idle_data(self, data: bytes) -> None:
+        if not data:
+            # aiohttp's resume_reading() passes b"" once per response, just
+            # after the connection came back, to resume parsing what a pause
+            # held back. A screened connection answers no request: it came
+            # back with its response parsed to the end (or is being closed),
+            # so there is nothing to resume, and aiohttp's reader is spared.
+            return
         record = self._aioconnpool_record
-        if record is not None and record.state == IDLE and data:
+        if record is not None and record.state == IDLE:
             ref = self._aioconnpool_pool
             pool = ref() if ref is not None else None
             if pool is not None and pool._on_idle_data(self):

@@ -33,6 +33,7 @@ from .view import C, G, K, PoolView
 
 __all__ = [
     "CONNECT",
+    "EOF",
     "HOLD",
     "HOLD_AT",
     "HOLD_SUM",
@@ -46,6 +47,8 @@ __all__ = [
 
 # Histogram numbers, in the order of _histogram.DURATIONS.
 WAIT, CONNECT, HOLD, LIFETIME = range(4)
+# The index of released "eof", which the totals do not count (read_totals).
+EOF = RELEASED_INDEX["eof"]
 # Where the wait and hold histograms start in a key's counts, and where their
 # sums are: constants, so that the hot paths compute no index of their own.
 WAIT_AT = HISTOGRAMS_AT + WAIT * BUCKETS
@@ -95,9 +98,8 @@ class Bookkeeping(PoolView[K, C, G]):
     ) -> None:
         """``rec`` comes back keep-alive: idle it, unless the idle policy
         closes it (or others) instead."""
-        dropped: list[tuple[ConnRecord, str]] = []
-        self._idle.put(ks, rec, now, dropped)
-        if dropped:
+        dropped = self._idle.put(ks, rec, now)
+        if dropped is not None:
             self._settle_closings(dropped, closes, now)
 
     def _settle_closings(
@@ -123,10 +125,11 @@ class Bookkeeping(PoolView[K, C, G]):
 
         ``Releases.release`` counts the same inline (the hot path): change
         both together."""
-        counts, totals = ks.counts, self._totals.n
+        counts, totals = ks.counts, self._totals
         i = RELEASED_INDEX[how]
         counts[i] += 1
-        totals[i] += 1
+        if i != EOF:  # the totals work "eof" out when read (read_totals)
+            totals[i] += 1
         held = now - since
         b = 0  # the bucket by a scan (bucket_of, inlined): no call
         while held > BOUNDS[b]:
@@ -145,7 +148,7 @@ class Bookkeeping(PoolView[K, C, G]):
         """A connection (created at ``born``) was closed for ``reason``."""
         i = CLOSED_INDEX[reason]
         ks.counts[i] += 1
-        self._totals.n[i] += 1
+        self._totals[i] += 1
         self._observe(ks, LIFETIME, now - born)
         if self._events is not None:
             self._events.append(
@@ -161,7 +164,7 @@ class Bookkeeping(PoolView[K, C, G]):
         while seconds > BOUNDS[b]:
             b += 1
         i = HISTOGRAMS_AT + which * BUCKETS + b  # for the key and the totals
-        counts, totals = ks.counts, self._totals.n
+        counts, totals = ks.counts, self._totals
         counts[i] += 1
         counts[SUMS_AT + which] += seconds
         totals[i] += 1

@@ -13,6 +13,10 @@ and ``a[i] += 1`` on one costs 2.5x a list's, on the hot path.)
 
 The core increments the lists at the indices below directly (hot path);
 ``Counters`` wraps one for everything else, with named properties.
+
+The core's totals are one more such list, counted along with every key's,
+except for three figures that an invariant gives once per read (``stats()``)
+instead of at every request (:func:`new_totals`, :func:`read_totals`).
 """
 
 from __future__ import annotations
@@ -39,10 +43,13 @@ __all__ = [
     "RELEASED_INDEX",
     "RELEASE_HOWS",
     "SUMS_AT",
+    "TOTAL_HOT",
     "Counters",
     "Counts",
     "bucket_index",
     "new_counts",
+    "new_totals",
+    "read_totals",
 ]
 
 RELEASE_HOWS: tuple[str, ...] = (
@@ -106,6 +113,44 @@ _EMPTY = Histogram()
 def new_counts() -> Counts:
     """Zeroed counts (see the module docstring for the layout)."""
     return _ZEROS[:]
+
+
+# The core's totals count what every key counts. A keep-alive round trip
+# counts four figures besides its hold time (requests, wait bucket 0, reused;
+# released "eof") for its key and again in the totals, which, being one list,
+# can afford to work figures out when read. So the totals keep:
+TOTAL_HOT = _SIZE
+"""(Totals only.) Requests served at once by an idle connection (the
+keep-alive hot path): each one is also a request and a wait of 0, added in
+by :func:`read_totals`."""
+# and never count two figures that invariants give on read:
+# * reused = released (all) + acquired - created: every acquisition (of a new
+#   connection or a reused one) is either still held or has ended once;
+# * released "eof" = hold-time observations - the other releases: every
+#   ended acquisition is timed once in the hold-time histogram.
+_EOF = RELEASED_INDEX["eof"]
+_HOLD_AT = HISTOGRAMS_AT + DURATIONS.index("hold_time") * BUCKETS
+_WAIT_AT = HISTOGRAMS_AT + DURATIONS.index("wait_time") * BUCKETS
+
+
+def new_totals() -> Counts:
+    """Zeroed totals: the layout of :func:`new_counts`, plus ``TOTAL_HOT``;
+    their ``reused`` and ``"eof"`` entries stay 0 (see :func:`read_totals`)."""
+    return [*_ZEROS, 0]
+
+
+def read_totals(totals: Counts, acquired: int) -> Counters:
+    """The counters ``totals`` stand for (a new object), ``acquired``
+    connections being held now. O(1): what ``stats()`` pays for the hot path
+    counting less."""
+    n = totals[:_SIZE]
+    hot = totals[TOTAL_HOT]
+    n[N_REQUESTS] += hot
+    n[_WAIT_AT] += hot
+    released = sum(n[_HOLD_AT : _HOLD_AT + BUCKETS])
+    n[_EOF] = released - sum(n[RELEASED_AT:CLOSED_AT])  # its own entry is 0
+    n[N_REUSED] = released + acquired - n[N_CREATED]
+    return Counters(n)
 
 
 COUNTER_NAMES: tuple[str, ...] = (

@@ -27,6 +27,7 @@ from .counters import (
     N_REQUESTS,
     N_REUSED,
     N_WAIT_TIMEOUTS,
+    TOTAL_HOT,
 )
 from .records import (
     ACQUIRED,
@@ -106,13 +107,12 @@ class Grants(Bookkeeping[K, C, G]):
             dropped: list[tuple[ConnRecord, str]] = []
             rec = self._idle.take(ks, now, dropped)
             if rec is not None:  # as arrive + _grant + handed_over would count it
-                counts, totals = ks.counts, self._totals.n
+                counts = ks.counts
                 counts[N_REQUESTS] += 1
-                totals[N_REQUESTS] += 1
                 counts[WAIT_AT] += 1  # served at once
-                totals[WAIT_AT] += 1
                 counts[N_REUSED] += 1
-                totals[N_REUSED] += 1
+                # The same three for the totals, in one entry (read_totals).
+                self._totals[TOTAL_HOT] += 1
                 ks.acquired += 1
                 self._acquired += 1
                 rec.acquired_at = now
@@ -140,7 +140,7 @@ class Grants(Bookkeeping[K, C, G]):
         if ks is None:
             ks = self._open_key(key)
         ks.counts[N_REQUESTS] += 1
-        self._totals.n[N_REQUESTS] += 1
+        self._totals[N_REQUESTS] += 1
         if now is None:
             now = self._clock()
         ticket = Ticket(key, next(self._seqs), now)
@@ -159,7 +159,7 @@ class Grants(Bookkeeping[K, C, G]):
         if not block:
             ticket.state = REJECTED
             ks.counts[N_REJECTED] += 1
-            self._totals.n[N_REJECTED] += 1
+            self._totals[N_REJECTED] += 1
             if self._events is not None:
                 self._events.append(ev.Rejected(self._ekey(key), now))
             self._retire_if_empty(ks)
@@ -236,7 +236,7 @@ class Grants(Bookkeeping[K, C, G]):
         """
         ks = self._settle_permit(ticket)
         ks.counts[N_CREATED] += 1
-        self._totals.n[N_CREATED] += 1
+        self._totals[N_CREATED] += 1
         now = self._clock()
         self._observe(ks, CONNECT, now - ticket.granted_at)
         if self._events is not None:
@@ -263,7 +263,7 @@ class Grants(Bookkeeping[K, C, G]):
         ks = self._settle_permit(ticket)
         ticket.state = DONE
         ks.counts[N_CONNECT_ERRORS] += 1
-        self._totals.n[N_CONNECT_ERRORS] += 1
+        self._totals[N_CONNECT_ERRORS] += 1
         now = self._clock()
         self._observe(ks, CONNECT, now - ticket.granted_at)
         if self._events is not None:
@@ -283,7 +283,7 @@ class Grants(Bookkeeping[K, C, G]):
             return False
         ticket.state = DONE
         ks.counts[N_WAIT_TIMEOUTS] += 1
-        self._totals.n[N_WAIT_TIMEOUTS] += 1
+        self._totals[N_WAIT_TIMEOUTS] += 1
         self._unqueue(ks, ticket, "timed_out")
         return True
 
@@ -336,7 +336,7 @@ class Grants(Bookkeeping[K, C, G]):
         ticket.granted_at = now
         if count_wait:
             waited = now - ticket.since
-            counts, totals = ks.counts, self._totals.n
+            counts, totals = ks.counts, self._totals
             if waited:  # _observe, inlined: every queued request passes here
                 # The bucket by the table (_histogram.BUCKET_BY_MS): no call.
                 ms = int(waited * 1000.0)
@@ -363,8 +363,7 @@ class Grants(Bookkeeping[K, C, G]):
         if rec is not None:
             ks.acquired += 1
             self._acquired += 1
-            ks.counts[N_REUSED] += 1
-            self._totals.n[N_REUSED] += 1
+            ks.counts[N_REUSED] += 1  # the totals work it out (read_totals)
             ticket.conn = rec.handle
             rec.acquired_at = now
             if self._events is not None:

@@ -21,8 +21,11 @@ wanted (``take``) and when time passes (``expire``):
   aiohttp does).
 
 Every decision is O(1) except those that close connections, which cost in
-proportion to what they close. Closings are appended to the caller's list as
-``(record, reason)``; the core counts them and tells the connector.
+proportion to what they close. Closings are ``(record, reason)`` pairs,
+appended to the caller's list (``put`` returns a list of its own, or
+``None`` when it closed nothing); the core counts them and tells the
+connector. A store with none of the caps or retirements above (``plain``,
+the default) pays one test per ``put`` and ``take`` for all of them.
 """
 
 from __future__ import annotations
@@ -109,8 +112,37 @@ class IdleStore:
             return None
         return next(iter(self._order.values())).idle_since + self._keepalive
 
-    def put(self, ks: KeyState, rec: ConnRecord, now: float, closes: Closings) -> None:
-        """``rec`` (of ``ks``) was released keep-alive: keep it, or close it."""
+    def put(self, ks: KeyState, rec: ConnRecord, now: float) -> Closings | None:
+        """``rec`` (of ``ks``) was released keep-alive: keep it, or close it.
+
+        Returns the closings this led to (``rec`` itself, or others to make
+        room), or ``None`` when it closed nothing: a plain store never does,
+        and allocates no list for it (every keep-alive release passes here).
+        """
+        closes: Closings | None = None
+        if not self.plain:
+            closes = []
+            if not self._admit(ks, rec, now, closes):
+                return closes
+        rec.state = IDLE
+        rec.idle_since = now
+        idle = ks.idle
+        if idle is NO_IDLE:  # the shared empty one: the key gets its own, and
+            # keeps it while it lives (a busy key empties it on every reuse)
+            idle = ks.idle = OrderedDict()
+        idle[rec.handle] = rec
+        self._order[rec.handle] = rec
+        if closes is None:
+            return None
+        if self._max_total is not None and len(self._order) > self._max_total:
+            self.evict(len(self._order) - self._max_total, closes, "pool_full")
+        return closes or None
+
+    def _admit(
+        self, ks: KeyState, rec: ConnRecord, now: float, closes: Closings
+    ) -> bool:
+        """Whether ``rec`` may be kept (else it is in ``closes``); makes room
+        among the keys keeping idle connections (``max_keys``)."""
         reason = self._retire_reason(rec, now) if self._retiring else None
         if (
             reason is None
@@ -120,7 +152,7 @@ class IdleStore:
             reason = "pool_full"
         if reason is not None:
             closes.append((rec, reason))
-            return
+            return False
         if self._max_keys is not None:
             keys = self._keys
             if ks in keys:
@@ -130,16 +162,7 @@ class IdleStore:
                     victim = next(iter(keys))
                     self._close_key(victim, closes)
                 keys[ks] = None
-        rec.state = IDLE
-        rec.idle_since = now
-        idle = ks.idle
-        if idle is NO_IDLE:  # the shared empty one: the key gets its own, and
-            # keeps it while it lives (a busy key empties it on every reuse)
-            idle = ks.idle = OrderedDict()
-        idle[rec.handle] = rec
-        self._order[rec.handle] = rec
-        if self._max_total is not None and len(self._order) > self._max_total:
-            self.evict(len(self._order) - self._max_total, closes, "pool_full")
+        return True
 
     def take(self, ks: KeyState, now: float, closes: Closings) -> ConnRecord | None:
         """The idle connection of ``ks`` to reuse next, now acquired; the
@@ -152,11 +175,13 @@ class IdleStore:
             if keepalive is not None and now - rec.idle_since >= keepalive:
                 closes.append((rec, "expired"))
                 continue
-            reason = self._retire_reason(rec, now) if self._retiring else None
-            if reason is None and not self.is_alive(handle):
-                reason = "server"
-            if reason is not None:
-                closes.append((rec, reason))
+            if self._retiring:
+                reason = self._retire_reason(rec, now)
+                if reason is not None:
+                    closes.append((rec, reason))
+                    continue
+            if not self.is_alive(handle):
+                closes.append((rec, "server"))
                 continue
             rec.state = ACQUIRED
             if self._max_keys is not None:

@@ -46,6 +46,13 @@ Invariants (checked by the hypothesis state machine in the tests):
 4. ``created + reused == sum(released) + acquired``: every acquisition ends
    exactly once.
 
+The totals are counted along with each key's counts, event by event, except
+three figures they work out when read (``counters.read_totals``, O(1)):
+``reused`` by invariant 4, ``released["eof"]`` as the hold-time observations
+(one per ended acquisition) less the other releases, and the requests and
+zero waits of the keep-alive reuses served at once, kept in one entry. So a
+keep-alive round trip makes nine increments instead of twelve.
+
 Scheduling is FIFO within a key. Across keys, a freed slot goes to the
 longest-waiting request among the keys that have per-key room. To find it
 without scanning, the core keeps only the *ready* keys -- those whose first
@@ -94,7 +101,7 @@ import time
 from collections.abc import Callable, Hashable
 
 from .closes import Closes
-from .counters import Counters
+from .counters import new_totals
 from .history import KeyHistory
 from .idle import IdleStore
 from .ready import ReadyQueue
@@ -170,7 +177,8 @@ class PoolCore(Releases[K, C, G], Closes[K, C, G]):
         self._ready = ReadyQueue()
         self._seqs = itertools.count()
 
-        self._totals = Counters()
+        # Counted as every key's counts are, less what read_totals derives.
+        self._totals = new_totals()
         self._history = KeyHistory(history, group)  # type: ignore[arg-type]
         self._closed = False
         self._events = None

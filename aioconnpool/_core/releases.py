@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .. import _events as ev
 from .._histogram import BOUNDS, BUCKET_BY_MS, BY_MS_END, BY_MS_LAST
-from .bookkeeping import HOLD_AT, HOLD_SUM
+from .bookkeeping import EOF, HOLD_AT, HOLD_SUM
 from .counters import RELEASED_INDEX
 from .grants import Grants
 from .records import (
@@ -64,10 +64,11 @@ class Releases(Grants[K, C, G]):
         ks = rec.key
         now = self._clock()
         # _count_release, inlined: every request passes here.
-        counts, totals = ks.counts, self._totals.n
+        counts, totals = ks.counts, self._totals
         i = RELEASED_INDEX[how]
         counts[i] += 1
-        totals[i] += 1
+        if i != EOF:  # the totals work "eof" out when read (read_totals)
+            totals[i] += 1
         held = now - rec.acquired_at
         # The bucket by the table (_histogram.BUCKET_BY_MS), inlined: no call.
         ms = int(held * 1000.0)
@@ -88,7 +89,6 @@ class Releases(Grants[K, C, G]):
             self._events.append(ev.Released(self._ekey(ks.key), now, how, held))
         ks.acquired -= 1
         self._acquired -= 1
-        closes: list[Closing] = []
         if (
             close_reason is None
             and ks.waiters
@@ -118,6 +118,7 @@ class Releases(Grants[K, C, G]):
                 # re-keyed to its new first waiter, or dropped. Serving the
                 # first waiter, as _slot_freed's loop does it (inlined in
                 # both: change both together).
+                closes: list[Closing] = []
                 waiters = ks.waiters
                 ticket = waiters.popitem(False)[0]  # last=False (positional: faster)
                 if not waiters:
@@ -142,17 +143,19 @@ class Releases(Grants[K, C, G]):
                 return Decision((ticket,), closes)
             if not ready or (ready == 1 and ks.ready_token >= 0):
                 rec.idle_since = now
-                return self._slot_freed(ks, closes, now, rec)
+                return self._slot_freed(ks, [], now, rec)
         if close_reason is None:
-            dropped: list[tuple[ConnRecord, str]] = []  # _keep, inlined: hot
-            self._idle.put(ks, rec, now, dropped)
-            if dropped:
-                self._settle_closings(dropped, closes, now)
-            elif not ks.waiters and not self._ready.count:
+            dropped = self._idle.put(ks, rec, now)  # _keep, inlined: hot
+            if dropped is None and not ks.waiters and not self._ready.count:
                 # The common case, kept idle with nobody waiting: the key
-                # holds that connection (no retiring) and nobody can be woken.
+                # holds that connection (no retiring) and nobody can be
+                # woken. No list allocated for closings on the way here.
                 return NOTHING
+            closes = []
+            if dropped is not None:
+                self._settle_closings(dropped, closes, now)
         else:
+            closes = []
             del self._conns[conn]
             rec.state = GONE
             self._count_close(ks, close_reason, now, rec.created_at, rec.served)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Generic, TypeVar
 
-from .counters import N_CREATED, Counters
+from .counters import N_CREATED, Counters, Counts, read_totals
 from .history import KeyHistory
 from .idle import IdleStore
 from .records import IDLE, ConnRecord, KeyFigures, KeyState, Ticket, min_room
@@ -38,7 +38,7 @@ class PoolView(Generic[K, C, G]):
     _connecting: int
     _waiting: int
     _permits: dict[Ticket, None]
-    _totals: Counters
+    _totals: Counts  # see counters.new_totals
     _history: KeyHistory
     _closed: bool
 
@@ -117,8 +117,8 @@ class PoolView(Generic[K, C, G]):
 
     @property
     def totals(self) -> Counters:
-        """The connector-wide counters (a live object: copy to keep)."""
-        return self._totals
+        """The connector-wide counters, as of now (a new object)."""
+        return read_totals(self._totals, self._acquired)
 
     @property
     def forgotten(self) -> tuple[int, Counters]:
