@@ -631,3 +631,30 @@ def test_fleet_bench_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         assert svg.lstrip().startswith("<?xml"), path.name
         assert "<svg" in svg, path.name
         assert "requests" in svg or "process 1" in svg, path.name  # labels drawn
+
+
+def test_heap_bench_counts_kept_objects_and_full_collections(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """bench/heap.py: both parts run for both clients and report their counts
+    (each child a process of its own, against a loopback server)."""
+    heap = load_bench_script("heap")
+    assert heap.main(["kept", "--hosts", "20", "--types", "5"]) == 0
+    kept = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["client"] for r in kept] == ["aiohttp", "aioconnpool"]
+    for r in kept:
+        assert r["per_host"] > 0
+        assert r["types_per_host"]
+    # Every request left its connection idle: 50 warm-up hosts, then 20.
+    assert kept[1]["pool"]["idle_at_end"] == heap.WARM_HOSTS + 20
+    args = ["crawl", "--n", "300", "--keys", "200", "--clients", "floor,aioconnpool"]
+    assert heap.main(args) == 0
+    crawl = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["client"], r["force_close"], r["keys"]) for r in crawl] == [
+        ("aiohttp", True, 1),
+        ("aioconnpool", False, 200),
+    ]
+    for r in crawl:
+        assert r["ok"] == 300
+        assert len(r["collections"]) == 3
+        assert r["peak_at_full"] == max(r["at_full"], default=0)

@@ -168,11 +168,11 @@ def check_consistent(core: Core) -> None:
 def check_ready_queue(core: Core) -> None:
     """Each key in the ready queue has one live entry, ordered by its first
     waiter (what makes grants across keys FIFO), and has waiters."""
-    live = {
-        id(ks): seq for seq, token, ks in core._ready._heap if ks.ready_token == token
-    }
+    entries = core._ready.entries()
+    assert all(ks.ready_token >= 0 for _seq, ks in entries)
+    live = {id(ks): seq for seq, ks in entries}
     ready = [ks for ks in core._keys.values() if ks.ready_token >= 0]
-    assert len(ready) == core._ready.count == len(live)
+    assert len(ready) == core._ready.count == len(live) == len(entries)
     moved = core._ready.moved
     if moved is not None:  # re-keyed when compared: it must be alone
         assert ready == [moved]

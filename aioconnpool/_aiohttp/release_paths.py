@@ -110,8 +110,13 @@ class PoolConnection(Connection):
         if protocol is None:
             return
         connector: Releasing = self._connector  # type: ignore[assignment]
-        # Idle from now on, maybe: reads pass the screen (PoolProtocol).
-        protocol.data_received = protocol.screen_reads  # type: ignore[attr-defined,method-assign]
+        # Idle from now on, maybe: reads pass the screen, the class's own
+        # reader, once the request's is gone (PoolProtocol). No
+        # contextlib.suppress: every release passes here, and it costs calls.
+        try:  # noqa: SIM105
+            del protocol.data_received
+        except AttributeError:  # no reader of its own: not a PoolProtocol
+            pass
         if (
             connector._leaks is None
             and not connector._force_close
@@ -166,7 +171,10 @@ class Releasing(DecisionRunner):
     ) -> None:
         """A connection comes back from aiohttp; let the core decide its fate."""
         if isinstance(protocol, PoolProtocol):  # idle from now on, maybe
-            protocol.data_received = protocol.screen_reads  # type: ignore[method-assign,assignment]
+            try:  # noqa: SIM105 (as in PoolConnection.release)
+                del protocol.data_received
+            except AttributeError:  # already screened (released twice)
+                pass
         how, reason = classify_release(
             protocol, closing=closing, force_close=self._force_close, explicit=explicit
         )

@@ -8,7 +8,9 @@ totals stay exact.
 The group index (``PoolKey`` -> full keys) covers live and remembered keys.
 Nearly every group has one key (a host's pools differ only by TLS context or
 proxy), so the index maps a group to that key itself, and to a set only once
-a second key joins: one tracked object less per host.
+a second key joins: one tracked object less per host. A group that is a
+NamedTuple is indexed as a plain tuple, which the collector stops tracking
+(see ``revive``): one more.
 """
 
 from __future__ import annotations
@@ -55,6 +57,13 @@ class KeyHistory:
         if frozen is not None:
             return list(frozen)
         group = self._group(key)
+        if isinstance(group, tuple):
+            # Indexed by a plain tuple of the group's fields: equal to the
+            # group and hashed alike, so a lookup by the group finds it. The
+            # collector stops tracking a plain tuple of strings and numbers
+            # at its first pass, but never a NamedTuple (the connector's
+            # PoolKey): one object per host fewer for each full collection.
+            group = tuple(group)
         members = self._groups.get(group, _NONE)
         if members is _NONE:
             self._groups[group] = key

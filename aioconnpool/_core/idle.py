@@ -21,11 +21,20 @@ wanted (``take``) and when time passes (``expire``):
   aiohttp does).
 
 Every decision is O(1) except those that close connections, which cost in
-proportion to what they close. Closings are ``(record, reason)`` pairs,
-appended to the caller's list (``put`` returns a list of its own, or
-``None`` when it closed nothing); the core counts them and tells the
-connector. A store with none of the caps or retirements above (``plain``,
-the default) pays one test per ``put`` and ``take`` for all of them.
+proportion to what they close (and ``max_per_key``'s count, in proportion to
+that cap). Closings are ``(record, reason)`` pairs, appended to the caller's
+list (``put`` returns a list of its own, or ``None`` when it closed
+nothing); the core counts them and tells the connector. A store with none
+of the caps or retirements above (``plain``, the default) pays one test per
+``put`` and ``take`` for all of them.
+
+A key's idle connections, oldest first, are a ring the records link
+themselves (``ConnRecord.newer`` / ``older``), entered at ``KeyState.idle``
+(the oldest; its ``older`` is the newest): a crawler keeps one idle
+connection on each of thousands of hosts, and a mapping per key would be one
+more object per host for every full collection of the garbage collector to
+walk. A record leaves the ring with both links cleared, so a ring is never
+left as a cycle for the collector.
 """
 
 from __future__ import annotations
@@ -33,11 +42,37 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 
-from .records import ACQUIRED, IDLE, NO_IDLE, ConnRecord, KeyState
+from .records import ACQUIRED, IDLE, ConnRecord, KeyState
 
-__all__ = ["IdleStore"]
+__all__ = ["IdleStore", "idle_count"]
 
 Closings = list[tuple[ConnRecord, str]]
+
+
+def idle_count(ks: KeyState) -> int:
+    """The idle connections ``ks`` keeps (a walk round its ring)."""
+    first = ks.idle
+    if first is None:
+        return 0
+    count = 1
+    rec = first.newer
+    while rec is not first:
+        count += 1
+        rec = rec.newer  # type: ignore[union-attr]
+    return count
+
+
+def _unlink(ks: KeyState, rec: ConnRecord) -> None:
+    """Take ``rec`` out of its key's ring of idle connections."""
+    newer, older = rec.newer, rec.older
+    if newer is rec:  # the only one
+        ks.idle = None
+    else:
+        newer.older = older  # type: ignore[union-attr]
+        older.newer = newer  # type: ignore[union-attr]
+        if ks.idle is rec:
+            ks.idle = newer
+    rec.newer = rec.older = None
 
 
 class IdleStore:
@@ -126,11 +161,15 @@ class IdleStore:
                 return closes
         rec.state = IDLE
         rec.idle_since = now
-        idle = ks.idle
-        if idle is NO_IDLE:  # the shared empty one: the key gets its own, and
-            # keeps it while it lives (a busy key empties it on every reuse)
-            idle = ks.idle = OrderedDict()
-        idle[rec.handle] = rec
+        first = ks.idle
+        if first is None:  # a ring of one
+            ks.idle = rec.newer = rec.older = rec
+        else:  # the newest: between the newest so far and the oldest
+            newest = first.older
+            newest.newer = rec  # type: ignore[union-attr]
+            rec.older = newest
+            rec.newer = first
+            first.older = rec
         self._order[rec.handle] = rec
         if closes is None:
             return None
@@ -147,7 +186,7 @@ class IdleStore:
         if (
             reason is None
             and self._max_per_key is not None
-            and len(ks.idle) >= self._max_per_key
+            and idle_count(ks) >= self._max_per_key
         ):
             reason = "pool_full"
         if reason is not None:
@@ -167,10 +206,12 @@ class IdleStore:
     def take(self, ks: KeyState, now: float, closes: Closings) -> ConnRecord | None:
         """The idle connection of ``ks`` to reuse next, now acquired; the
         ones found expired, too old or dead on the way are closed."""
-        idle = ks.idle
         keepalive = self._keepalive
-        while idle:
-            handle, rec = idle.popitem(self._lifo)  # last= (positional: faster)
+        while (first := ks.idle) is not None:
+            rec = first.older if self._lifo else first  # the newest, or oldest
+            assert rec is not None
+            _unlink(ks, rec)
+            handle = rec.handle
             del self._order[handle]
             if keepalive is not None and now - rec.idle_since >= keepalive:
                 closes.append((rec, "expired"))
@@ -203,9 +244,9 @@ class IdleStore:
     def remove(self, rec: ConnRecord) -> None:
         """Take ``rec`` out of the idle pool (it is being closed)."""
         ks = rec.key
-        del ks.idle[rec.handle]
+        _unlink(ks, rec)
         del self._order[rec.handle]
-        if not ks.idle and self._max_keys is not None:
+        if ks.idle is None and self._max_keys is not None:
             self._keys.pop(ks, None)
 
     def expire(self, now: float, closes: Closings) -> None:
@@ -225,7 +266,7 @@ class IdleStore:
         """Empty the idle pool, returning what it held."""
         recs = list(self._order.values())
         for rec in recs:
-            rec.key.idle = NO_IDLE
+            rec.key.idle = rec.newer = rec.older = None
         self._order.clear()
         self._keys.clear()
         return recs
@@ -248,7 +289,7 @@ class IdleStore:
     def _close_key(self, ks: KeyState, closes: Closings) -> None:
         """Evict every idle connection of ``ks`` (least recently used key)."""
         del self._keys[ks]
-        for rec in list(ks.idle.values()):
+        while (rec := ks.idle) is not None:  # oldest first
+            _unlink(ks, rec)
             del self._order[rec.handle]
             closes.append((rec, "evicted"))
-        ks.idle = NO_IDLE

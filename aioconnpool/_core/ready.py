@@ -12,6 +12,14 @@ valid entry, and entries with another token are skipped when popped. Stale
 entries are compacted away once they outnumber live ones three to one: every
 stale entry comes from one push, so this is amortised O(1) per push.
 
+A heap entry is ``(first waiter's number, token)``, and the key an entry
+stands for is found by its token (``_keys``, live tokens only). An entry
+holding the key itself would be a tuple the garbage collector tracks for as
+long as it lies in the heap (its key is tracked); a tuple of two ints it
+stops tracking at its first pass. A crawl queued over thousands of hosts
+keeps one entry per host: that many objects fewer for every full
+collection to walk.
+
 One case costs nothing at all: the only ready key serving its own first
 waiter (a release handing its connection straight over, in
 ``Releases.release``). Its entry then stands for a waiter that left; rather
@@ -32,10 +40,12 @@ __all__ = ["ReadyQueue"]
 
 
 class ReadyQueue:
-    __slots__ = ("_heap", "_tokens", "count", "moved")
+    __slots__ = ("_heap", "_keys", "_tokens", "count", "moved")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[int, int, KeyState]] = []
+        self._heap: list[tuple[int, int]] = []
+        # The ready keys by the token of their one live entry.
+        self._keys: dict[int, KeyState] = {}
         # How many keys are ready: read-only outside, and read directly by
         # the core's release path rather than through len().
         self.count = 0
@@ -56,15 +66,25 @@ class ReadyQueue:
         """Entries in the heap, stale ones included (for tests and benchmarks)."""
         return len(self._heap)
 
+    def entries(self) -> list[tuple[int, KeyState]]:
+        """The live entries, as (first waiter's number, key), in no order
+        (for tests)."""
+        keys = self._keys
+        return [(seq, keys[token]) for seq, token in self._heap if token in keys]
+
     def push(self, ks: KeyState) -> None:
         """Mark ``ks`` ready under its current first waiter (which must exist)."""
         if self.moved is not None:
             self._settle()
-        if ks.ready_token < 0:
+        old = ks.ready_token
+        if old < 0:
             self.count += 1
+        else:  # re-keyed: its old entry goes stale
+            del self._keys[old]
         token = next(self._tokens)
         ks.ready_token = token
-        heapq.heappush(self._heap, (next(iter(ks.waiters)).seq, token, ks))
+        self._keys[token] = ks
+        heapq.heappush(self._heap, (next(iter(ks.waiters)).seq, token))
         self._compact()
 
     def _settle(self) -> None:
@@ -76,14 +96,17 @@ class ReadyQueue:
         self.moved = None
         token = next(self._tokens)
         ks.ready_token = token
-        self._heap = [(next(iter(ks.waiters)).seq, token, ks)]
+        self._keys = {token: ks}
+        self._heap = [(next(iter(ks.waiters)).seq, token)]
 
     def discard(self, ks: KeyState) -> None:
         """``ks`` is no longer ready (no waiter, or no per-key room)."""
         if self.moved is ks:
             self.moved = None
-        if ks.ready_token >= 0:
+        token = ks.ready_token
+        if token >= 0:
             ks.ready_token = -1
+            del self._keys[token]
             self.count -= 1
             self._compact()
 
@@ -91,21 +114,26 @@ class ReadyQueue:
         """Remove and return the ready key whose first waiter arrived first."""
         if self.moved is not None:
             self._settle()
+        keys = self._keys
         while True:
-            _seq, token, ks = heapq.heappop(self._heap)
-            if ks.ready_token == token:
+            _seq, token = heapq.heappop(self._heap)
+            if token in keys:  # else stale: skipped
+                ks = keys[token]
+                del keys[token]
                 ks.ready_token = -1
                 self.count -= 1
                 return ks
 
     def clear(self) -> None:
         self.moved = None
-        for _seq, _token, ks in self._heap:
+        for ks in self._keys.values():
             ks.ready_token = -1
+        self._keys.clear()
         self._heap.clear()
         self.count = 0
 
     def _compact(self) -> None:
         if len(self._heap) > 4 * self.count + 64:
-            self._heap = [e for e in self._heap if e[2].ready_token == e[1]]
+            keys = self._keys
+            self._heap = [e for e in self._heap if e[1] in keys]
             heapq.heapify(self._heap)

@@ -17,7 +17,6 @@ __all__ = [
     "GRANTED",
     "IDLE",
     "NOTHING",
-    "NO_IDLE",
     "NO_WAITERS",
     "QUEUED",
     "REJECTED",
@@ -93,6 +92,8 @@ class ConnRecord:
         "handle",
         "idle_since",
         "key",
+        "newer",
+        "older",
         "served",
         "state",
     )
@@ -105,6 +106,10 @@ class ConnRecord:
         self.acquired_at = now
         self.idle_since = now
         self.served = 1
+        # While idle: its neighbours in its key's ring of idle connections
+        # (see ``idle``); None otherwise.
+        self.newer: ConnRecord | None = None
+        self.older: ConnRecord | None = None
 
 
 class KeyFigures(NamedTuple):
@@ -124,10 +129,10 @@ class _NothingYet(OrderedDict[Any, Any]):
     """The shared, always empty queue of a key that has none of its own.
 
     A crawler has thousands of live keys, most of them with an empty waiter
-    queue or no idle connection at a given moment; sharing one empty mapping
-    spares each key two tracked objects. Whoever adds to a key's mapping
-    gives it its own first (``PoolCore.acquire`` for ``waiters``; the idle
-    store for ``idle``); a stray write here raises instead of leaking into every key.
+    queue at a given moment; sharing one empty mapping spares each key a
+    tracked object. Whoever adds to a key's queue gives it its own first
+    (``PoolCore.acquire``); a stray write here raises instead of leaking
+    into every key.
     """
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -135,16 +140,21 @@ class _NothingYet(OrderedDict[Any, Any]):
 
 
 NO_WAITERS: OrderedDict[Ticket, None] = _NothingYet()
-NO_IDLE: OrderedDict[Hashable, ConnRecord] = _NothingYet()
 
 
 class KeyState:
     """One live key: its limit, gauges, queue, idle connections, counters.
 
-    ``waiters`` and ``idle`` are the shared empty ``NO_WAITERS`` / ``NO_IDLE``
-    while empty (see ``_NothingYet``). ``connecting`` is a count: the tickets
-    themselves are indexed once for the whole pool. ``counts`` is the key's
-    counts list (see ``counters``), which the history keeps when it drains.
+    ``waiters`` is the shared empty ``NO_WAITERS`` while empty (see
+    ``_NothingYet``). ``idle`` is the key's idle connection idle longest,
+    ``None`` when it has none: the first of a ring the records themselves
+    link (``ConnRecord.newer`` / ``older``, kept by ``idle.IdleStore``), so
+    that a key keeping idle connections, as every host a crawler has
+    visited does, needs no mapping of its own; a record is always true, so
+    ``ks.idle`` reads as "has idle connections". ``connecting`` is a count:
+    the tickets themselves are indexed once for the whole pool. ``counts``
+    is the key's counts list (see ``counters``), which the history keeps
+    when it drains.
     """
 
     __slots__ = (
@@ -163,7 +173,7 @@ class KeyState:
         self.limit = limit
         self.acquired = 0
         self.connecting = 0
-        self.idle = NO_IDLE
+        self.idle: ConnRecord | None = None
         self.waiters = NO_WAITERS
         self.counts = counts
         self.ready_token = -1  # >= 0 while the key sits in the ready heap

@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 
 from .counters import N_CREATED, Counters, Counts, read_totals
 from .history import KeyHistory
-from .idle import IdleStore
+from .idle import IdleStore, idle_count
 from .records import IDLE, ConnRecord, KeyFigures, KeyState, Ticket, min_room
 
 __all__ = ["PoolView"]
@@ -72,7 +72,7 @@ class PoolView(Generic[K, C, G]):
     def idle_count(self, key: K) -> int:
         """Idle connections ``key`` keeps."""
         ks = self._keys.get(key)
-        return len(ks.idle) if ks is not None else 0
+        return idle_count(ks) if ks is not None else 0
 
     @property
     def closed(self) -> bool:
@@ -172,10 +172,19 @@ class PoolView(Generic[K, C, G]):
         return KeyFigures(key, 0, 0, 0, 0, limit, min_room(limit, room), counters)
 
     def _figures_of(self, ks: KeyState, room: int | None) -> KeyFigures:
+        # idle_count, without its call for no idle connection or one (what
+        # nearly every host of a crawler keeps): stats() reads every key.
+        first = ks.idle
+        if first is None:
+            idle = 0
+        elif first.newer is first:
+            idle = 1
+        else:
+            idle = idle_count(ks)
         return KeyFigures(
             ks.key,
             ks.acquired,
-            len(ks.idle),
+            idle,
             ks.connecting,
             len(ks.waiters),
             ks.limit,
