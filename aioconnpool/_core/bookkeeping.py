@@ -16,11 +16,20 @@ from typing import Any
 
 from .. import _events as ev
 from .._histogram import BOUNDS, BUCKETS
-from .counters import (
+from .counters import (  # the layout's indices, re-exported for the events
     CLOSED_INDEX,
+    CONNECT,
+    EOF,
     HISTOGRAMS_AT,
+    HOLD,
+    HOLD_AT,
+    HOLD_SUM,
+    LIFETIME,
     RELEASED_INDEX,
     SUMS_AT,
+    WAIT,
+    WAIT_AT,
+    WAIT_SUM,
 )
 from .ready import ReadyQueue
 from .records import (
@@ -43,18 +52,6 @@ __all__ = [
     "WAIT_SUM",
     "Bookkeeping",
 ]
-
-
-# Histogram numbers, in the order of _histogram.DURATIONS.
-WAIT, CONNECT, HOLD, LIFETIME = range(4)
-# The index of released "eof", which the totals do not count (read_totals).
-EOF = RELEASED_INDEX["eof"]
-# Where the wait and hold histograms start in a key's counts, and where their
-# sums are: constants, so that the hot paths compute no index of their own.
-WAIT_AT = HISTOGRAMS_AT + WAIT * BUCKETS
-HOLD_AT = HISTOGRAMS_AT + HOLD * BUCKETS
-WAIT_SUM = SUMS_AT + WAIT
-HOLD_SUM = SUMS_AT + HOLD
 
 
 class Bookkeeping(PoolView[K, C, G]):

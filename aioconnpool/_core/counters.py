@@ -31,8 +31,14 @@ __all__ = [
     "CLOSED_AT",
     "CLOSED_INDEX",
     "CLOSE_REASONS",
+    "CONNECT",
     "COUNTER_NAMES",
+    "EOF",
     "HISTOGRAMS_AT",
+    "HOLD",
+    "HOLD_AT",
+    "HOLD_SUM",
+    "LIFETIME",
     "N_CONNECT_ERRORS",
     "N_CREATED",
     "N_REJECTED",
@@ -44,6 +50,9 @@ __all__ = [
     "RELEASE_HOWS",
     "SUMS_AT",
     "TOTAL_HOT",
+    "WAIT",
+    "WAIT_AT",
+    "WAIT_SUM",
     "Counters",
     "Counts",
     "bucket_index",
@@ -103,6 +112,20 @@ CLOSED_INDEX: dict[str, int] = {
     why: CLOSED_AT + i for i, why in enumerate(CLOSE_REASONS)
 }
 
+# Histogram numbers, in the order of _histogram.DURATIONS.
+WAIT, CONNECT, HOLD, LIFETIME = (
+    DURATIONS.index(name)
+    for name in ("wait_time", "connect_time", "hold_time", "lifetime")
+)
+# Where the wait and hold histograms start in a key's counts, and where their
+# sums are: constants, so that the hot paths compute no index of their own.
+WAIT_AT = HISTOGRAMS_AT + WAIT * BUCKETS
+HOLD_AT = HISTOGRAMS_AT + HOLD * BUCKETS
+WAIT_SUM = SUMS_AT + WAIT
+HOLD_SUM = SUMS_AT + HOLD
+# The index of released "eof", which the totals do not count (read_totals).
+EOF = RELEASED_INDEX["eof"]
+
 Counts = list[Any]
 """One key's counts: ints, then the histogram sums (floats) from ``SUMS_AT``."""
 
@@ -128,9 +151,6 @@ by :func:`read_totals`."""
 #   connection or a reused one) is either still held or has ended once;
 # * released "eof" = hold-time observations - the other releases: every
 #   ended acquisition is timed once in the hold-time histogram.
-_EOF = RELEASED_INDEX["eof"]
-_HOLD_AT = HISTOGRAMS_AT + DURATIONS.index("hold_time") * BUCKETS
-_WAIT_AT = HISTOGRAMS_AT + DURATIONS.index("wait_time") * BUCKETS
 
 
 def new_totals() -> Counts:
@@ -146,9 +166,9 @@ def read_totals(totals: Counts, acquired: int) -> Counters:
     n = totals[:_SIZE]
     hot = totals[TOTAL_HOT]
     n[N_REQUESTS] += hot
-    n[_WAIT_AT] += hot
-    released = sum(n[_HOLD_AT : _HOLD_AT + BUCKETS])
-    n[_EOF] = released - sum(n[RELEASED_AT:CLOSED_AT])  # its own entry is 0
+    n[WAIT_AT] += hot
+    released = sum(n[HOLD_AT : HOLD_AT + BUCKETS])
+    n[EOF] = released - sum(n[RELEASED_AT:CLOSED_AT])  # its own entry is 0
     n[N_REUSED] = released + acquired - n[N_CREATED]
     return Counters(n)
 
