@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import aiohttp.web
 import pytest
 from aiohttp.test_utils import TestServer
 
@@ -349,3 +350,65 @@ async def test_connector_closed_between_grant_and_hand_over(
     stats = conn.stats()
     assert (stats.acquired, stats.idle, stats.connecting, stats.waiting) == (0, 0, 0, 0)
     assert stats.created + stats.reused == sum(stats.released.values())
+
+
+UNREAD_BODY = 32 * 1024  # arrives with the headers: released before any read
+
+
+def unread_bodies_alive() -> int:
+    """Body streams of exactly ``UNREAD_BODY`` bytes still reachable."""
+    gc.collect()
+    return sum(
+        1
+        for o in gc.get_objects()
+        if isinstance(o, aiohttp.StreamReader) and o.total_bytes == UNREAD_BODY
+    )
+
+
+@pytest.mark.parametrize("client", ["aiohttp", "aioconnpool", "aioconnpool+leaks"])
+async def test_idle_connection_keeps_no_unread_body(
+    aiohttp_server: Callable[..., Any], resolver: LoopbackResolver, client: str
+) -> None:
+    """A response dropped unread leaves nothing behind on its idle connection.
+
+    aiohttp's protocol keeps the last body stream it parsed, and with it the
+    buffered body, until the connection's next response: the control. With
+    leak detection on, the release takes the classified path, not the fast
+    lane.
+    """
+
+    async def body(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.Response(body=b"x" * UNREAD_BODY)
+
+    app = aiohttp.web.Application()
+    app.router.add_get("/body", body)
+    server = await aiohttp_server(app)
+    connector = (
+        aiohttp.TCPConnector(resolver=resolver)
+        if client == "aiohttp"
+        else PoolConnector(
+            resolver=resolver, leak_threshold=60.0 if "leaks" in client else None
+        )
+    )
+    async with aiohttp.ClientSession(connector=connector) as session:
+        resp = await session.get(url(server, "/body"))
+        for _ in range(100):  # the whole body in, the connection back
+            if resp.connection is None:
+                break
+            await asyncio.sleep(0.01)
+        assert resp.connection is None
+        assert unread_bodies_alive() == 1  # the response holds it
+        resp.release()
+        del resp
+        assert unread_bodies_alive() == (1 if client == "aiohttp" else 0)
+        if isinstance(connector, PoolConnector):
+            check(
+                connector.stats(url(server, "/")),
+                idle=1,
+                created=1,
+                released={"eof": 1},
+            )
+            # The connection still serves the next request, body and all.
+            again = await session.get(url(server, "/body"))
+            assert len(await again.read()) == UNREAD_BODY
+            assert connector.stats().reused == 1

@@ -25,7 +25,13 @@ from aiohttp.connector import Connection
 
 from .._core import NOTHING, Decision
 from .carry_out import DecisionRunner
-from .compat import PAYLOAD_ATTR, SHOULD_CLOSE_ATTR, caller_stop_marker, ended_at_eof
+from .compat import (
+    PAYLOAD_ATTR,
+    SHOULD_CLOSE_ATTR,
+    caller_stop_marker,
+    forget_finished_body,
+    settle_at_eof,
+)
 from .protocol import PoolProtocol
 
 if TYPE_CHECKING:
@@ -97,7 +103,7 @@ class PoolConnection(Connection):
     that as a leak (``"gc"``) instead of a close.
 
     ``release()`` is the release path's fast lane: a response read to the end
-    (``compat.ended_at_eof``) is counted ``"eof"`` and kept alive in one step,
+    (``compat.settle_at_eof``) is counted ``"eof"`` and kept alive in one step,
     straight to the core; anything else goes through ``classify_release``.
     Release callbacks are run, as aiohttp's ``Connection`` does, when there
     are any.
@@ -120,9 +126,9 @@ class PoolConnection(Connection):
         if (
             connector._leaks is None
             and not connector._force_close
-            and ended_at_eof(protocol)
+            and settle_at_eof(protocol)
         ):
-            # alive: ended_at_eof has just checked the socket. The protocol
+            # alive: settle_at_eof has just checked the socket. The protocol
             # keeps the core's record of it (PoolProtocol.track): no lookup.
             decision = connector._core.release(
                 protocol,
@@ -178,6 +184,8 @@ class Releasing(DecisionRunner):
         how, reason = classify_release(
             protocol, closing=closing, force_close=self._force_close, explicit=explicit
         )
+        if reason is None:  # kept alive, its body at the end: as the fast lane
+            forget_finished_body(protocol)
         if self._leaks is not None:
             self._leaks.released(protocol)
         # alive: classify_release keeps a connection alive only after checking
