@@ -125,6 +125,8 @@ class Spec:
     # True: count the bytecode instructions of the timed window, per function
     # (sys.settrace, the collector off); far slower still: no throughput.
     count_bytecodes: bool = False
+    # PoolConnector's own keywords (aioconnpool only), e.g. {"max_idle": 0}.
+    pool_options: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -268,6 +270,7 @@ async def measure(spec: Spec) -> dict[str, Any]:
         limit_per_host=spec.limit_per_host,
         force_close=spec.force_close,
         trace_configs=traces,
+        pool_options=spec.pool_options,
     ) as client:
         if spec.workload == "hot":
             timed = await _hot(client, spec, tally)

@@ -20,7 +20,10 @@ of every median and ratio: profiling slows it.
 2. crawler sweep -- N requests issued at once over K host names
    (``h{i}.test`` through ``LoopbackResolver``), ``limit=100``,
    ``limit_per_host=2``, for each K; plus the force-close floor: N requests
-   to one host, every one on a new connection (``force_close=True``);
+   to one host, every one on a new connection (``force_close=True``), and,
+   for aioconnpool only, the largest crawl with ``force_close=True``: what
+   of the gap to the floor is keeping connections alive (mostly the
+   collector's work, ``docs/performance.md``) and what is the hosts;
 3. queued sweep -- N requests issued at once to one host, ``limit=100``;
    httpx with no pool timeout. A run that passes the time budget is stopped
    and reported as such, and that client skips the larger N;
@@ -218,6 +221,22 @@ def plan(cfg: Config, port: int) -> list[Cell]:
         limit_per_host=CRAWL_PER_HOST,
         force_close=True,
     )
+    # The decomposition of the largest crawl's gap to the floor: the same
+    # crawl with every connection closed after its request, as the floor's
+    # are. Ours only (aiohttp's is as slow as its keep-alive row).
+    largest = max((k for k in cfg.crawl_keys if k <= cfg.crawl_n), default=0)
+    if largest > 1:
+        add(
+            "crawl",
+            f"{largest:,} hosts, force_close",
+            largest,
+            (OURS,),
+            workload="crawl",
+            n=cfg.crawl_n,
+            keys=largest,
+            limit_per_host=CRAWL_PER_HOST,
+            force_close=True,
+        )
     for n in cfg.queued_n:
         add("queued", f"N={n:,}", n, (AIOHTTP, OURS, HTTPX), workload="queued", n=n)
     big, small_hosts, per_small = cfg.burst
@@ -799,7 +818,9 @@ def report(results: dict[str, Any]) -> str:
         "",
         f"2. crawler sweep: N={cfg['crawl_n']:,} requests at once over K hosts, "
         f"limit={LIMIT}, limit_per_host={CRAWL_PER_HOST}; floor: one host, "
-        "force_close=True (every request on a new connection)",
+        "force_close=True (every request on a new connection); "
+        "'hosts, force_close': the largest crawl, every connection closed "
+        "after its request",
         _throughput_table(
             s["crawl"],
             (AIOHTTP, OURS),

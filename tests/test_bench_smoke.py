@@ -258,22 +258,32 @@ def test_sockets_tiny_run_writes_json(
     assert data["config"]["mode"] == "tiny"
     sections = data["sections"]
     assert set(sections) == set(SOCKET_CLIENTS)
+    largest = max(data["config"]["crawl_keys"])
     assert [r["row"] for r in sections["crawl"]] == [
         *(f"K={k:,}" for k in data["config"]["crawl_keys"]),
         "floor",
+        f"{largest:,} hosts, force_close",
     ]
+    # The decomposition row: ours only, the largest crawl, no keep-alive.
+    [decomposed] = [r for r in sections["crawl"] if "force_close" in r["row"]]
+    assert set(decomposed["clients"]) == {"aioconnpool"}
+    assert decomposed["clients"]["aioconnpool"]["spec"]["force_close"] is True
+    assert decomposed["clients"]["aioconnpool"]["spec"]["keys"] == largest
+    assert decomposed["ratio_ours_aiohttp"] is None
+    assert decomposed["ours_vs_aiohttp_floor"] > 0
     # The gc-off control repeats the queued sweep's rows, with the collector off.
     queued_rows = [f"N={n:,}" for n in data["config"]["queued_n"]]
     assert [r["row"] for r in sections["queued"]] == queued_rows
     assert [r["row"] for r in sections["queued_gc_off"]] == queued_rows
     for name, rows in sections.items():
         for row in rows:
-            assert set(row["clients"]) == SOCKET_CLIENTS[name]
-            assert row["ratio_ours_aiohttp"] is not None
-            # --tiny: one run each, so the one pair's ratio is the ratio.
-            pairs = row["paired_ours_aiohttp"]
-            assert pairs["pairs"] == 1
-            assert pairs["median"] == pytest.approx(row["ratio_ours_aiohttp"])
+            if row is not decomposed:
+                assert set(row["clients"]) == SOCKET_CLIENTS[name]
+                assert row["ratio_ours_aiohttp"] is not None
+                # --tiny: one run each, so the one pair's ratio is the ratio.
+                pairs = row["paired_ours_aiohttp"]
+                assert pairs["pairs"] == 1
+                assert pairs["median"] == pytest.approx(row["ratio_ours_aiohttp"])
             for summary in row["clients"].values():
                 assert summary["status"] == "ok"
                 [run] = summary["runs"]  # --tiny: one run each

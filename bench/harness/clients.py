@@ -10,7 +10,7 @@ httpx's ``AsyncClient``) are opened the same way and driven through one
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -83,10 +83,14 @@ async def open_client(
     limit_per_host: int = 0,
     force_close: bool = False,
     trace_configs: Sequence[aiohttp.TraceConfig] = (),
+    pool_options: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Client]:
     """``client`` (:data:`AIOHTTP`, :data:`OURS` or :data:`HTTPX`), open until
     the block ends; ``pool()`` gives aioconnpool's own counts (nothing for the
-    others)."""
+    others). ``pool_options``: ``PoolConnector``'s own keywords (``max_idle``,
+    ...), for aioconnpool only."""
+    if pool_options and client != OURS:
+        raise ValueError(f"pool_options {dict(pool_options)!r} are for {OURS} only")
     if client == HTTPX:
         import httpx  # only here: the other clients' processes do without it
 
@@ -109,7 +113,11 @@ async def open_client(
     if client not in (AIOHTTP, OURS):
         raise ValueError(f"unknown client {client!r}")
     conn = connector(
-        client, limit=limit, limit_per_host=limit_per_host, force_close=force_close
+        client,
+        limit=limit,
+        limit_per_host=limit_per_host,
+        force_close=force_close,
+        **(pool_options or {}),
     )
     async with aiohttp.ClientSession(
         connector=conn,
