@@ -365,14 +365,21 @@ def unread_bodies_alive() -> int:
     )
 
 
+def response_parsers_alive() -> int:
+    """aiohttp's response parsers still reachable (C or Python)."""
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o).__name__ == "HttpResponseParser")
+
+
 @pytest.mark.parametrize("client", ["aiohttp", "aioconnpool", "aioconnpool+leaks"])
 async def test_idle_connection_keeps_no_unread_body(
     aiohttp_server: Callable[..., Any], resolver: LoopbackResolver, client: str
 ) -> None:
     """A response dropped unread leaves nothing behind on its idle connection.
 
-    aiohttp's protocol keeps the last body stream it parsed, and with it the
-    buffered body, until the connection's next response: the control. With
+    aiohttp's protocol keeps the last response's parser and body stream, and
+    with it the buffered body, until the connection's next request: the
+    control. With
     leak detection on, the release takes the classified path, not the fast
     lane.
     """
@@ -400,7 +407,10 @@ async def test_idle_connection_keeps_no_unread_body(
         assert unread_bodies_alive() == 1  # the response holds it
         resp.release()
         del resp
-        assert unread_bodies_alive() == (1 if client == "aiohttp" else 0)
+        kept = 1 if client == "aiohttp" else 0
+        assert unread_bodies_alive() == kept
+        # Nor the parser made for that response (one per request).
+        assert response_parsers_alive() == kept
         if isinstance(connector, PoolConnector):
             check(
                 connector.stats(url(server, "/")),

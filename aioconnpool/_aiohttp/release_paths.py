@@ -29,7 +29,7 @@ from .compat import (
     PAYLOAD_ATTR,
     SHOULD_CLOSE_ATTR,
     caller_stop_marker,
-    forget_finished_body,
+    forget_finished_response,
     settle_at_eof,
 )
 from .protocol import PoolProtocol
@@ -185,7 +185,7 @@ class Releasing(DecisionRunner):
             protocol, closing=closing, force_close=self._force_close, explicit=explicit
         )
         if reason is None:  # kept alive, its body at the end: as the fast lane
-            forget_finished_body(protocol)
+            forget_finished_response(protocol)
         if self._leaks is not None:
             self._leaks.released(protocol)
         # alive: classify_release keeps a connection alive only after checking
