@@ -24,12 +24,14 @@ from aiohttp.client_proto import ResponseHandler
 from aiohttp.connector import Connection
 
 from .._core import NOTHING, Decision
+from .._core.records import IDLE
 from .carry_out import DecisionRunner
 from .compat import (
     PAYLOAD_ATTR,
     SHOULD_CLOSE_ATTR,
     caller_stop_marker,
-    forget_finished_response,
+    forget_finished_body,
+    forget_parser,
     settle_at_eof,
 )
 from .protocol import PoolProtocol
@@ -130,13 +132,12 @@ class PoolConnection(Connection):
         ):
             # alive: settle_at_eof has just checked the socket. The protocol
             # keeps the core's record of it (PoolProtocol.track): no lookup.
+            record = protocol._aioconnpool_record  # type: ignore[attr-defined]
             decision = connector._core.release(
-                protocol,
-                "eof",
-                None,
-                alive=True,
-                record=protocol._aioconnpool_record,  # type: ignore[attr-defined]
+                protocol, "eof", None, alive=True, record=record
             )
+            if record is not None and record.state == IDLE:
+                forget_parser(protocol)  # kept idle, not handed on (see there)
             if decision is NOTHING:  # kept idle, nobody to wake
                 if connector._pending_events or connector._expiry_handle is None:
                     connector._release_decided(protocol, decision, None)
@@ -185,12 +186,14 @@ class Releasing(DecisionRunner):
             protocol, closing=closing, force_close=self._force_close, explicit=explicit
         )
         if reason is None:  # kept alive, its body at the end: as the fast lane
-            forget_finished_response(protocol)
+            forget_finished_body(protocol)
         if self._leaks is not None:
             self._leaks.released(protocol)
         # alive: classify_release keeps a connection alive only after checking
         # its socket.
         decision = self._core.release(protocol, how, reason, alive=True)
+        if reason is None and self._core.is_idle(protocol):  # as the fast lane
+            forget_parser(protocol)
         self._release_decided(protocol, decision, reason)
 
     def _release_decided(
