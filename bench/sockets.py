@@ -555,6 +555,7 @@ def targets(sections: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
                 "target": name,
                 "rule": rule,
                 "value": value,
+                "goal": goal,
                 "holds": None if value is None else value >= goal,
                 "diagnostic": diagnostic,
             }
@@ -903,7 +904,16 @@ def _time_wait_line(rows: list[dict[str, Any]]) -> str:
 
 
 def _value(target: dict[str, Any]) -> str:
-    return f"{target['value']:.2f}" if target["value"] is not None else "-"
+    """The value to two decimals, or to five when two would put it on the
+    other side of its goal (0.99999 against 1.00 printed "1.00 -> FAILS")."""
+    value = target["value"]
+    if value is None:
+        return "-"
+    shown = f"{value:.2f}"
+    goal = target.get("goal")
+    if goal is not None and (float(shown) >= goal) != (value >= goal):
+        shown = f"{value:.5f}"
+    return shown
 
 
 def _load(values: Sequence[float] | None) -> str:

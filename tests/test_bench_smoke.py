@@ -227,6 +227,22 @@ def test_paired_ratios_pair_runs_in_order_and_skip_failed_ones() -> None:
     assert sockets.paired_ratios(None, runs(100)) is None
 
 
+def test_target_values_are_never_rounded_across_their_goal() -> None:
+    sockets = load_bench_script("sockets")
+
+    def shown(value: float | None, goal: float = 1.0) -> str:
+        target = {"value": value, "goal": goal, "holds": None}
+        return str(sockets._value(target))
+
+    assert shown(0.98) == "0.98"
+    assert shown(1.02) == "1.02"
+    assert shown(0.99999) == "0.99999"  # "1.00" beside "FAILS" misled
+    assert shown(0.9951) == "0.99510"
+    assert shown(0.84999, goal=0.85) == "0.84999"
+    assert shown(1.004) == "1.00"  # holds, and reads so
+    assert shown(None) == "-"
+
+
 def test_time_wait_count_is_read_from_sockstat(tmp_path: Path) -> None:
     machine = load_bench_script("harness.machine")
     sockstat = tmp_path / "sockstat"
