@@ -31,9 +31,12 @@ class PoolKey(NamedTuple):
 
 
 def pool_key_of(connection_key: Any) -> PoolKey:
-    """The ``PoolKey`` of an aiohttp ``ConnectionKey`` (fields read by name)."""
+    """The ``PoolKey`` of an aiohttp ``ConnectionKey``, or of the plain tuple
+    of its fields that the core keeps for a drained host: host, port and
+    is_ssl are its first three fields (``_aiohttp.compat`` checks that
+    aiohttp's ``ConnectionKey`` still starts with them)."""
     return PoolKey(
-        str(connection_key.host), int(connection_key.port), bool(connection_key.is_ssl)
+        str(connection_key[0]), int(connection_key[1]), bool(connection_key[2])
     )
 
 

@@ -182,6 +182,19 @@ def test_each_missing_hook_is_named() -> None:
     ]
 
 
+def test_a_key_whose_first_fields_moved_is_refused() -> None:
+    # The pool reads host, port and is_ssl by position (a drained host's key
+    # is kept as a plain tuple): a ConnectionKey that reorders them must be
+    # named at import, not misread.
+    class Key51(NamedTuple):
+        port: int
+        host: str
+        is_ssl: bool
+
+    problems = compat.missing_hooks(**{**SHAPES_40, "key": Key51})
+    assert problems == ["Key51.host is field 1, not 0", "Key51.port is field 0, not 1"]
+
+
 def test_attributes_of_classes_without_slots_are_not_guessed() -> None:
     class Connection311(Connection40):  # a subclass with a __dict__
         pass

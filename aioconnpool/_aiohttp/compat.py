@@ -114,7 +114,8 @@ by ``missing_hooks`` below."""
 
 
 _KEY_FIELDS = ("host", "port", "is_ssl")
-"""The ``ConnectionKey`` fields the pool reads by name (``pool_key_of``)."""
+"""The ``ConnectionKey`` fields the pool reads, by position: its first three
+(``pool_key_of``; the core keeps a drained host's key as a plain tuple)."""
 
 _CONNECTION_SLOTS = ("_key", "_connector", "_loop", "_protocol", "_callbacks")
 _STREAM_SLOTS = ("_exception", "_waiter", "_eof_waiter")
@@ -152,9 +153,13 @@ def missing_hooks(
         if getattr(protocol, name, None) is None:
             problems.append(f"{protocol.__name__}.{name} is gone")
     fields = getattr(key, "_fields", ())
-    for name in _KEY_FIELDS:
+    for position, name in enumerate(_KEY_FIELDS):
         if name not in fields:
             problems.append(f"{key.__name__} has no field {name!r}")
+        elif fields.index(name) != position:
+            problems.append(
+                f"{key.__name__}.{name} is field {fields.index(name)}, not {position}"
+            )
     for cls, wanted in ((connection, _CONNECTION_SLOTS), (stream, _STREAM_SLOTS)):
         slots = _declared_slots(cls)
         if slots is None:

@@ -117,10 +117,13 @@ class PoolCore(Releases[K, C, G], Closes[K, C, G]):
 
     ``limit`` and the values returned by ``limit_for`` are ``None`` for
     "unlimited". ``group`` maps a full key to the coarser key stats are grouped
-    by. ``is_alive`` is asked before an idle connection is handed out. The
-    idle policy options are those of :class:`~aioconnpool._core.idle.IdleStore`;
-    ``reuse`` is ``"fifo"`` or ``"lifo"``. ``max_open`` is the socket budget:
-    the most connections (acquired, connecting and idle) open at once.
+    by. A drained key that is a NamedTuple is kept, handed out and passed to
+    ``group`` and ``limit_for`` as a plain tuple of its fields (see
+    ``history``): both must read keys by position. ``is_alive`` is asked
+    before an idle connection is handed out. The idle policy options are
+    those of :class:`~aioconnpool._core.idle.IdleStore`; ``reuse`` is
+    ``"fifo"`` or ``"lifo"``. ``max_open`` is the socket budget: the most
+    connections (acquired, connecting and idle) open at once.
     """
 
     def __init__(
