@@ -19,8 +19,9 @@ untracked at the collector's first pass over it. A plain tuple is equal to the
 NamedTuple it came from and hashed alike, so a lookup by the full key finds it;
 but what iterating the history (or ``members``) hands out, and what the
 ``group`` and ``limit_for`` functions are called with for a drained key, is
-that plain tuple: they must read it by position. 10,000 drained hosts (the
-default history) cost every full collection about 13 ms as NamedTuples.
+that plain tuple: they must read it by position. As NamedTuples, 10,000
+drained hosts (the default history) were 10,000 more objects for every full
+collection to walk (3-7 ms each on the benchmark machine).
 """
 
 from __future__ import annotations
