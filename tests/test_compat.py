@@ -15,6 +15,7 @@ import inspect
 import subprocess
 import sys
 from collections.abc import Awaitable
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import aiohttp
@@ -26,8 +27,9 @@ from aiohttp.helpers import sentinel
 from aiohttp.streams import StreamReader
 from aiohttp.test_utils import TestServer
 
-from aioconnpool import Closed, PoolConnector
+from aioconnpool import Closed, PoolConnector, PoolKey
 from aioconnpool._aiohttp import compat
+from aioconnpool._keys import pool_key_of
 from tests.conftest import url
 
 # ------------------------------------------------------------ fakes of 4.0
@@ -193,6 +195,21 @@ def test_a_key_whose_first_fields_moved_is_refused() -> None:
 
     problems = compat.missing_hooks(**{**SHAPES_40, "key": Key51})
     assert problems == ["Key51.host is field 1, not 0", "Key51.port is field 0, not 1"]
+
+
+def test_a_hostname_key_is_read_by_position_as_its_connection_key() -> None:
+    # aiohttp < 3.14: a request's server_hostname makes a key of its own
+    # (HostnameKey). The pool reads it by position as a ConnectionKey, also
+    # as the plain tuple the core keeps of it once its host drains.
+    key = Key40("a.test", 443, True, None, None, None)
+    plain_request = SimpleNamespace(server_hostname=None)
+    assert compat.with_server_hostname(key, plain_request) is key
+    named_request = SimpleNamespace(server_hostname="b.test")
+    named = compat.with_server_hostname(key, named_request)
+    assert named != key
+    assert named.connection_key == key
+    expected = PoolKey("a.test", 443, True)
+    assert pool_key_of(named) == pool_key_of(tuple(named)) == expected
 
 
 def test_attributes_of_classes_without_slots_are_not_guessed() -> None:

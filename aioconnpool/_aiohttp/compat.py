@@ -327,28 +327,24 @@ a request that asked for another, unchecked."""
 
 class HostnameKey(NamedTuple):
     """The pool key of a request with ``server_hostname`` on aiohttp < 3.14:
-    its ``ConnectionKey`` plus that name, so such requests never share."""
+    its ``ConnectionKey`` plus that name, so such requests never share. Host,
+    port and is_ssl come first, as in ``ConnectionKey``: the pool reads them
+    by position (``pool_key_of``), also from the plain tuple the core keeps
+    of a drained key."""
 
+    host: str
+    port: int
+    is_ssl: bool
     connection_key: Any
     server_hostname: str
-
-    @property
-    def host(self) -> str:
-        return str(self.connection_key.host)
-
-    @property
-    def port(self) -> int:
-        return int(self.connection_key.port)
-
-    @property
-    def is_ssl(self) -> bool:
-        return bool(self.connection_key.is_ssl)
 
 
 def with_server_hostname(key: Any, req: Any) -> Any:
     """``key``, made distinct per ``server_hostname`` where aiohttp's is not."""
     name = req.server_hostname
-    return key if name is None else HostnameKey(key, name)
+    if name is None:
+        return key
+    return HostnameKey(key.host, key.port, key.is_ssl, key, name)
 
 
 def abort(protocol: Any) -> None:
