@@ -14,6 +14,7 @@ from ._aiohttp.compat import SUPPORTED_RANGE
 from ._aiohttp.connector import PoolConnector
 from ._aiohttp.leaks import LeakInfo
 from ._core.adaptive import AdaptiveLimit
+from ._core.compiled import compiled_core
 from ._core.counters import CLOSE_REASONS, COUNTER_NAMES, RELEASE_HOWS
 from ._core.host_limits import HostLimits
 from ._errors import (
@@ -97,4 +98,5 @@ __all__ = [
     "Released",
     "__version__",
     "backoff_middleware",
+    "compiled_core",
 ]

@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from aioconnpool import PoolConnector
+from aioconnpool._core.compiled import stale_modules
 from aioconnpool.testing import (
     LoopbackResolver,
     RedisClusterServers,
@@ -22,6 +23,16 @@ from aioconnpool.testing import (
 
 BIG_CHUNK = b"x" * 65536
 BIG_CHUNKS = 48  # 3 MiB: never arrives together with the headers
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    stale = stale_modules()
+    if stale:  # pip install -e . compiled them before the source last changed
+        raise pytest.UsageError(
+            f"the compiled core is older than its source: {stale}; rebuild it "
+            "(make install, or pip install -e .), or delete those files to "
+            "test the source as it is"
+        )
 
 
 class Recorder:

@@ -39,6 +39,7 @@ DOCUMENTED: dict[str, tuple[str, ...]] = {
         "PacingDeadlineError",
         "HostStalledError",
         "backoff_middleware",
+        "compiled_core",
         "BackoffMiddleware",
         "PoolClosedError",
         "PoolEvent",

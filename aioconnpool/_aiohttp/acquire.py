@@ -87,8 +87,9 @@ class Acquiring(DecisionRunner):
         # keep-alive hot path; reuse traces go through a ticket, as they may
         # raise), else a ticket granted, queued or refused.
         proto: Any
+        # (Positional: a compiled core parses keywords at a cost.)
         proto, ticket, decision = self._core.acquire(
-            key, block=self._options.block, reuse=not traces
+            key, self._options.block, not traces
         )
         if decision is not NOTHING or self._pending_events:
             self._carry_out(decision)

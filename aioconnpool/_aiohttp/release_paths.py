@@ -132,10 +132,10 @@ class PoolConnection(Connection):
         ):
             # alive: settle_at_eof has just checked the socket. The protocol
             # keeps the core's record of it (PoolProtocol.track): no lookup.
+            # Positional (alive, record): a compiled core parses keywords at
+            # a cost.
             record = protocol._aioconnpool_record  # type: ignore[attr-defined]
-            decision = connector._core.release(
-                protocol, "eof", None, alive=True, record=record
-            )
+            decision = connector._core.release(protocol, "eof", None, True, record)
             if record is not None and record.state == IDLE:
                 forget_parser(protocol)  # kept idle, not handed on (see there)
             if decision is NOTHING:  # kept idle, nobody to wake

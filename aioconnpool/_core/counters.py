@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Any
+from typing import Any, Final
 
 from .._histogram import BOUNDS, BUCKETS, DURATIONS, Histogram, bucket_of
 
@@ -92,18 +92,34 @@ CLOSE_REASONS: tuple[str, ...] = (
 )
 """Why a connection can be closed; always present in ``closed`` mappings."""
 
-# Indices into Counters.n.
-N_REQUESTS = 0
-N_CREATED = 1
-N_REUSED = 2
-N_CONNECT_ERRORS = 3
-N_REJECTED = 4
-N_WAIT_TIMEOUTS = 5
-RELEASED_AT = 6
-CLOSED_AT = RELEASED_AT + len(RELEASE_HOWS)
-HISTOGRAMS_AT = CLOSED_AT + len(CLOSE_REASONS)
-SUMS_AT = HISTOGRAMS_AT + len(DURATIONS) * BUCKETS  # seconds, per histogram
-_SIZE = SUMS_AT + len(DURATIONS)
+# Indices into Counters.n, as literals: the compiled core (``setup.py``)
+# inlines a ``Final`` literal where it is used, and looks any other module
+# name up at run time. The layout they stand for is checked below.
+N_REQUESTS: Final = 0
+N_CREATED: Final = 1
+N_REUSED: Final = 2
+N_CONNECT_ERRORS: Final = 3
+N_REJECTED: Final = 4
+N_WAIT_TIMEOUTS: Final = 5
+RELEASED_AT: Final = 6  # then one entry per RELEASE_HOWS
+CLOSED_AT: Final = 13  # then one per CLOSE_REASONS
+HISTOGRAMS_AT: Final = 28  # then BUCKETS per DURATIONS
+SUMS_AT: Final = 96  # then one sum (seconds) per DURATIONS
+_SIZE: Final = 100
+
+# Histogram numbers, in the order of _histogram.DURATIONS.
+WAIT: Final = 0
+CONNECT: Final = 1
+HOLD: Final = 2
+LIFETIME: Final = 3
+# Where the wait and hold histograms start in a key's counts, and where their
+# sums are: constants, so that the hot paths compute no index of their own.
+WAIT_AT: Final = 28  # HISTOGRAMS_AT + WAIT * BUCKETS
+HOLD_AT: Final = 62  # HISTOGRAMS_AT + HOLD * BUCKETS
+WAIT_SUM: Final = 96  # SUMS_AT + WAIT
+HOLD_SUM: Final = 98  # SUMS_AT + HOLD
+# The index of released "eof", which the totals do not count (read_totals).
+EOF: Final = 6
 
 RELEASED_INDEX: dict[str, int] = {
     how: RELEASED_AT + i for i, how in enumerate(RELEASE_HOWS)
@@ -112,19 +128,30 @@ CLOSED_INDEX: dict[str, int] = {
     why: CLOSED_AT + i for i, why in enumerate(CLOSE_REASONS)
 }
 
-# Histogram numbers, in the order of _histogram.DURATIONS.
-WAIT, CONNECT, HOLD, LIFETIME = (
-    DURATIONS.index(name)
-    for name in ("wait_time", "connect_time", "hold_time", "lifetime")
-)
-# Where the wait and hold histograms start in a key's counts, and where their
-# sums are: constants, so that the hot paths compute no index of their own.
-WAIT_AT = HISTOGRAMS_AT + WAIT * BUCKETS
-HOLD_AT = HISTOGRAMS_AT + HOLD * BUCKETS
-WAIT_SUM = SUMS_AT + WAIT
-HOLD_SUM = SUMS_AT + HOLD
-# The index of released "eof", which the totals do not count (read_totals).
-EOF = RELEASED_INDEX["eof"]
+
+def _check_layout() -> None:
+    """The literals above are the layout the names and buckets give."""
+    expected = {
+        "CLOSED_AT": RELEASED_AT + len(RELEASE_HOWS),
+        "HISTOGRAMS_AT": CLOSED_AT + len(CLOSE_REASONS),
+        "SUMS_AT": HISTOGRAMS_AT + len(DURATIONS) * BUCKETS,
+        "_SIZE": SUMS_AT + len(DURATIONS),
+        "WAIT": DURATIONS.index("wait_time"),
+        "CONNECT": DURATIONS.index("connect_time"),
+        "HOLD": DURATIONS.index("hold_time"),
+        "LIFETIME": DURATIONS.index("lifetime"),
+        "WAIT_AT": HISTOGRAMS_AT + WAIT * BUCKETS,
+        "HOLD_AT": HISTOGRAMS_AT + HOLD * BUCKETS,
+        "WAIT_SUM": SUMS_AT + WAIT,
+        "HOLD_SUM": SUMS_AT + HOLD,
+        "EOF": RELEASED_INDEX["eof"],
+        "TOTAL_HOT": _SIZE,
+    }
+    actual = globals()
+    wrong = {k: (actual[k], v) for k, v in expected.items() if actual[k] != v}
+    if wrong:  # a name or a bucket added without its index moved
+        raise RuntimeError(f"counts layout out of date (is, should be): {wrong}")
+
 
 Counts = list[Any]
 """One key's counts: ints, then the histogram sums (floats) from ``SUMS_AT``."""
@@ -142,7 +169,7 @@ def new_counts() -> Counts:
 # counts four figures besides its hold time (requests, wait bucket 0, reused;
 # released "eof") for its key and again in the totals, which, being one list,
 # can afford to work figures out when read. So the totals keep:
-TOTAL_HOT = _SIZE
+TOTAL_HOT: Final = 100  # _SIZE
 """(Totals only.) Requests served at once by an idle connection (the
 keep-alive hot path): each one is also a request and a wait of 0, added in
 by :func:`read_totals`."""
@@ -151,6 +178,9 @@ by :func:`read_totals`."""
 #   connection or a reused one) is either still held or has ended once;
 # * released "eof" = hold-time observations - the other releases: every
 #   ended acquisition is timed once in the hold-time histogram.
+
+
+_check_layout()
 
 
 def new_totals() -> Counts:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from .. import _events as ev
 from .._histogram import BOUNDS, BUCKET_BY_MS, BY_MS_END, BY_MS_LAST
-from .bookkeeping import CONNECT, WAIT_AT, WAIT_SUM, Bookkeeping
+from .bookkeeping import CONNECT, WAIT_AT, WAIT_SUM
+from .closes import Closes
 from .counters import (
     N_CONNECT_ERRORS,
     N_CREATED,
@@ -50,8 +51,14 @@ from .view import C, G, K
 
 __all__ = ["Grants"]
 
+# Final: the compiled core (setup.py) reads these as C statics, not by name.
+_BOUNDS: Final = BOUNDS
+_BUCKET_BY_MS: Final = BUCKET_BY_MS
 
-class Grants(Bookkeeping[K, C, G]):
+
+# On Closes, not beside it as a second base of PoolCore: mypyc compiles
+# single inheritance only (setup.py).
+class Grants(Closes[K, C, G]):
     """Arrivals, grants and the queue (see the module docstring)."""
 
     # ---------------------------------------------------- arrivals
@@ -77,7 +84,7 @@ class Grants(Bookkeeping[K, C, G]):
         return conn, decision
 
     def acquire(
-        self, key: K, *, block: bool = True, reuse: bool = True, arrive: bool = True
+        self, key: K, block: bool = True, reuse: bool = True, arrive: bool = True
     ) -> tuple[C | None, Ticket | None, Decision]:
         """A request for ``key``, in one call whatever happens to it:
         :meth:`reuse`, then (if no idle connection served it) :meth:`arrive`.
@@ -341,12 +348,12 @@ class Grants(Bookkeeping[K, C, G]):
                 # The bucket by the table (_histogram.BUCKET_BY_MS): no call.
                 ms = int(waited * 1000.0)
                 if 0 <= ms < BY_MS_END:
-                    b = BUCKET_BY_MS[ms]
-                    if b and waited <= BOUNDS[b - 1]:
+                    b = _BUCKET_BY_MS[ms]
+                    if b and waited <= _BOUNDS[b - 1]:
                         b -= 1
                 else:  # 10 s or more (a long queue): scan from there
                     b = BY_MS_LAST if ms > 0 else 0
-                    while waited > BOUNDS[b]:
+                    while waited > _BOUNDS[b]:
                         b += 1
                 i = WAIT_AT + b
                 counts[i] += 1

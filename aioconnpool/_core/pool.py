@@ -100,7 +100,6 @@ import itertools
 import time
 from collections.abc import Callable, Hashable
 
-from .closes import Closes
 from .counters import new_totals
 from .history import KeyHistory
 from .idle import IdleStore
@@ -112,7 +111,7 @@ from .view import C, G, K
 __all__ = ["PoolCore"]
 
 
-class PoolCore(Releases[K, C, G], Closes[K, C, G]):
+class PoolCore(Releases[K, C, G]):
     """Pure bookkeeping of a keyed connection pool; see the module docstring.
 
     ``limit`` and the values returned by ``limit_for`` are ``None`` for

@@ -3,9 +3,8 @@ per-key state, decisions and figures. Plain data, no behaviour beyond arithmetic
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from typing import Any, NamedTuple
+from typing import Final, NamedTuple
 
 from .counters import Counters, Counts
 
@@ -31,18 +30,18 @@ __all__ = [
     "positive",
 ]
 
-QUEUED = "queued"
-GRANTED = "granted"
-DONE = "done"
-CLOSED = "closed"
-REJECTED = "rejected"
+QUEUED: Final = "queued"
+GRANTED: Final = "granted"
+DONE: Final = "done"
+CLOSED: Final = "closed"
+REJECTED: Final = "rejected"
 
-ACQUIRED = "acquired"
-IDLE = "idle"
+ACQUIRED: Final = "acquired"
+IDLE: Final = "idle"
 # A record the pool no longer holds (closed, or closed with the pool): set
 # whenever a record leaves the pool, so that whoever kept it (the connector's
 # protocol) can tell from the record alone, without a lookup.
-GONE = "gone"
+GONE: Final = "gone"
 
 
 class Closing(NamedTuple):
@@ -62,7 +61,10 @@ class Decision(NamedTuple):
     """Connections to close, with the reason counted for each."""
 
 
-NOTHING: Decision = Decision((), ())
+NOTHING: Final = Decision((), ())
+
+
+from .empty_queue import NO_WAITERS  # noqa: E402
 
 
 class Ticket:
@@ -123,23 +125,6 @@ class KeyFigures(NamedTuple):
     limit: int | None
     room: int | None
     counters: Counters
-
-
-class _NothingYet(OrderedDict[Any, Any]):
-    """The shared, always empty queue of a key that has none of its own.
-
-    A crawler has thousands of live keys, most of them with an empty waiter
-    queue at a given moment; sharing one empty mapping spares each key a
-    tracked object. Whoever adds to a key's queue gives it its own first
-    (``PoolCore.acquire``); a stray write here raises instead of leaking
-    into every key.
-    """
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        raise TypeError("the shared empty queue is read-only")
-
-
-NO_WAITERS: OrderedDict[Ticket, None] = _NothingYet()
 
 
 class KeyState:

@@ -10,6 +10,8 @@ before using it.
 
 from __future__ import annotations
 
+from typing import Final
+
 from .. import _events as ev
 from .._histogram import BOUNDS, BUCKET_BY_MS, BY_MS_END, BY_MS_LAST
 from .bookkeeping import EOF, HOLD_AT, HOLD_SUM
@@ -32,6 +34,11 @@ from .view import C, G, K
 
 __all__ = ["Releases"]
 
+# Final: the compiled core (setup.py) reads these as C statics, not by name.
+_BOUNDS: Final = BOUNDS
+_BUCKET_BY_MS: Final = BUCKET_BY_MS
+_RELEASED_INDEX: Final = RELEASED_INDEX
+
 
 class Releases(Grants[K, C, G]):
     """Releases, hand-off and abandoned tickets (see the module docstring)."""
@@ -41,7 +48,6 @@ class Releases(Grants[K, C, G]):
         conn: C,
         how: str,
         close_reason: str | None,
-        *,
         alive: bool = False,
         record: ConnRecord | None = None,
     ) -> Decision | None:
@@ -65,7 +71,7 @@ class Releases(Grants[K, C, G]):
         now = self._clock()
         # _count_release, inlined: every request passes here.
         counts, totals = ks.counts, self._totals
-        i = RELEASED_INDEX[how]
+        i = _RELEASED_INDEX[how]
         counts[i] += 1
         if i != EOF:  # the totals work "eof" out when read (read_totals)
             totals[i] += 1
@@ -73,12 +79,12 @@ class Releases(Grants[K, C, G]):
         # The bucket by the table (_histogram.BUCKET_BY_MS), inlined: no call.
         ms = int(held * 1000.0)
         if 0 <= ms < BY_MS_END:
-            b = BUCKET_BY_MS[ms]
-            if b and held <= BOUNDS[b - 1]:
+            b = _BUCKET_BY_MS[ms]
+            if b and held <= _BOUNDS[b - 1]:
                 b -= 1
         else:  # 10 s or more (or a clock gone back): scan from there
             b = BY_MS_LAST if ms > 0 else 0
-            while held > BOUNDS[b]:
+            while held > _BOUNDS[b]:
                 b += 1
         i = HOLD_AT + b
         counts[i] += 1
