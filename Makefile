@@ -40,6 +40,10 @@ test: $(BUILT)
 	$(PY) -m ruff format --check setup.py aioconnpool tests bench examples docs/_ext peer dashboards
 	$(PY) -m mypy
 	$(PY) -m pytest
+	# The core's own tests again, on its source (the suite ran the build).
+	AIOCONNPOOL_NO_EXTENSIONS=1 AIOCONNPOOL_EXPECT_COMPILED=0 $(PY) -m pytest -q \
+		tests/test_core.py tests/test_core_policies.py tests/test_core_stateful.py \
+		tests/test_compiled.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check setup.py aioconnpool tests bench examples docs/_ext peer dashboards

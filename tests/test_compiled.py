@@ -10,6 +10,7 @@ benchmarks' figures.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
@@ -64,3 +65,31 @@ def test_a_compiled_file_older_than_its_source_is_stale(tmp_path: Path) -> None:
     assert compiled.stale_modules(tmp_path, names) == [f"old{suffix}"]
     # This checkout's own (conftest.py stops a run before this one).
     assert compiled.stale_modules() == []
+
+
+def _core_as_imported(no_extensions: str) -> list[str]:
+    """What a fresh interpreter reports: compiled_core(), and whether the
+    grants module came from its source."""
+    code = (
+        "import sys, aioconnpool; "
+        "grants = sys.modules['aioconnpool._core.grants']; "
+        "print(aioconnpool.compiled_core(), grants.__file__.endswith('.py'))"
+    )
+    env = {**os.environ, "AIOCONNPOOL_NO_EXTENSIONS": no_extensions}
+    argv = [sys.executable, "-c", code]
+    done = subprocess.run(argv, check=False, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_no_extensions_runs_the_source_beside_a_compiled_build() -> None:
+    # The switch works at import time too, whatever the build: the two cores
+    # can be compared, or the source stepped through, in one checkout.
+    assert _core_as_imported("1") == ["False", "True"]
+    # "0" is "not set", as for aiohttp's AIOHTTP_NO_EXTENSIONS.
+    core = Path(compiled.__file__).parent
+    built = all(
+        any((core / f"{name}{suffix}").exists() for suffix in EXTENSION_SUFFIXES)
+        for name in compiled.COMPILED
+    )
+    assert _core_as_imported("0") == [str(built), str(not built)]

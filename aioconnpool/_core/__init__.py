@@ -7,9 +7,14 @@ theory of operation. The connector (``aioconnpool._aiohttp``) reports events
 to it and carries out the :class:`Decision` each event returns.
 """
 
-from .counters import Counters
-from .pool import PoolCore
-from .records import (
+# First: AIOCONNPOOL_NO_EXTENSIONS=1 runs the source of a compiled core.
+from .compiled import use_sources_if_asked
+
+use_sources_if_asked()
+
+from .counters import Counters  # noqa: E402
+from .pool import PoolCore  # noqa: E402
+from .records import (  # noqa: E402
     CLOSED,
     DONE,
     GRANTED,

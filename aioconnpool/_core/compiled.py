@@ -9,10 +9,22 @@ runs against each, ``tox.ini``), the compiled one costs less per request
 from __future__ import annotations
 
 import importlib
-from importlib.machinery import EXTENSION_SUFFIXES
+import importlib.abc
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+from importlib.machinery import EXTENSION_SUFFIXES, ModuleSpec
 from pathlib import Path
+from types import ModuleType
 
-__all__ = ["COMPILED", "compiled_core", "compiled_modules", "stale_modules"]
+__all__ = [
+    "COMPILED",
+    "compiled_core",
+    "compiled_modules",
+    "stale_modules",
+    "use_sources_if_asked",
+]
 
 COMPILED: tuple[str, ...] = (
     "records",
@@ -72,3 +84,31 @@ def stale_modules(
             if built.exists() and built.stat().st_mtime < max(source, newest_inlined):
                 stale.append(built.name)
     return stale
+
+
+class _SourceFinder(importlib.abc.MetaPathFinder):
+    """Imports the modules of ``COMPILED`` from their source, compiled or not."""
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> ModuleSpec | None:
+        package, _, name = fullname.rpartition(".")
+        if package != __package__ or name not in COMPILED:
+            return None
+        source = Path(__file__).parent / f"{name}.py"
+        return importlib.util.spec_from_file_location(fullname, source)
+
+
+def use_sources_if_asked() -> None:
+    """With ``AIOCONNPOOL_NO_EXTENSIONS`` set (and not 0) when the core is
+    first imported, run its source even where a compiled build sits beside
+    it (as ``AIOHTTP_NO_EXTENSIONS`` does for aiohttp): to compare the two in
+    one checkout, or to step through the core in a debugger. Called by the
+    package before it imports any module of ``COMPILED``."""
+    if os.environ.get("AIOCONNPOOL_NO_EXTENSIONS", "") in ("", "0"):
+        return
+    if not any(isinstance(finder, _SourceFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _SourceFinder())
