@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         default="0",
         help="PYTHONHASHSEED of the runs (default 0): string hashing decides "
         "how many probes a dict lookup takes, which moves a client's count by "
-        "up to 4% from one random seed to another",
+        "up to 4%% from one random seed to another",
     )
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)

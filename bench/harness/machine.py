@@ -15,12 +15,16 @@ __all__ = ["describe", "load_average", "tcp_time_wait_sockets", "versions"]
 
 
 def describe() -> dict[str, Any]:
-    """The interpreter, its implementation, the platform and the CPU count."""
+    """The interpreter, its implementation, the platform, the CPU count and
+    whether aioconnpool's core ran compiled (``compiled_core()``)."""
+    from aioconnpool import compiled_core
+
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "aioconnpool_compiled_core": compiled_core(),
     }
 
 
