@@ -7,6 +7,7 @@ from collections.abc import Hashable, Sequence
 from typing import Final, NamedTuple
 
 from .counters import Counters, Counts
+from .empty_queue import NO_WAITERS
 
 __all__ = [
     "ACQUIRED",
@@ -62,9 +63,6 @@ class Decision(NamedTuple):
 
 
 NOTHING: Final = Decision((), ())
-
-
-from .empty_queue import NO_WAITERS  # noqa: E402
 
 
 class Ticket:
