@@ -3,8 +3,8 @@
 Everything is in ``pyproject.toml`` except this one thing. The core's modules
 (``CORE_MODULES``) are plain, strictly typed Python; mypyc compiles the same
 source into C extensions, which is what brings the pool's own cost per
-request under aiohttp's (``docs/performance.md``, "The compiled core"). The
-source stays the fallback, and the reference:
+request under aiohttp's (``docs/performance.md``, "Fifth pass, kept: the
+compiled core"). The source stays the fallback, and the reference:
 
 * ``AIOCONNPOOL_NO_EXTENSIONS=1`` builds pure Python (as aiohttp's
   ``AIOHTTP_NO_EXTENSIONS`` does);
