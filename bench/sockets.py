@@ -7,9 +7,12 @@ show it was not the bottleneck). Each measured run is a fresh Python process
 (``bench/socket_workloads.py``) with a fresh client; runs of a row are
 interleaved across clients, in a rotating order, so a change in machine load
 hits them alike. Figures are medians over the repeats; ours / aiohttp is
-also given run by run (repeat i of each, run back to back), which cancels
-what the machine's speed does between repeats. The hot host and the queued
-sweep, whose targets are ratios of pairs, run 7 pairs; and one more run per
+also given run by run (repeat i of each), which cancels what the machine's
+speed does between repeats. The hot host and the queued sweep, whose targets
+are ratios of pairs, run 15 pairs: aiohttp and aioconnpool back to back,
+each first in every other pair, and httpx only in the first 3 repeats, after
+the pair (with httpx between them, as in the rotation before, the two runs
+of a pair were up to 50 s apart); and one more run per
 client and row counts the Python and C calls per request in the timed window
 (cProfile, the collector off), for aiohttp and aioconnpool. That run is kept
 apart (``count`` in the client's JSON, beside ``calls_per_request``) and out
@@ -44,15 +47,16 @@ sweep, req/s outside it; the headline figures and the targets stay as
 measured with the collector on, and the gc-off control is only a diagnostic.
 
 Sizes. The default mode uses N=20,000 for the hot host and the crawl (K up
-to 15,000 hosts), N up to 50,000 for the queued sweep, 3 repeats (7 pairs on
-the hot host and the queued sweep, plus one counting run per client and row
-there), and a budget of 150 s per run: about 25 minutes on a 2-core machine
-(1,405 s the last time; ``--quick`` took 310 s, with N 4 to 5 times smaller).
-Most of it is httpx (7 hot-host runs of ~50 s each, and queued runs up to
-the budget, after which it skips the larger N) and aiohttp's crawl at
-K=5,000 and 15,000; the gc-off control repeats the queued sweep for two
-clients. ``--quick`` (N=5,000, 2 repeats, 3 pairs) takes about 5 minutes;
-``--tiny`` is a smoke test of about 15 seconds (1 run each, so one pair).
+to 15,000 hosts), N up to 50,000 for the queued sweep, 3 repeats (15 pairs
+of aiohttp and aioconnpool on the hot host and the queued sweep, plus one
+counting run per client and row there), and a budget of 150 s per run: about
+20 minutes on a 2-core machine. Most of it is httpx (3 hot-host runs of
+~30 s each, and queued runs up to the budget, after which it skips the
+larger N), the 15 pairs of the queued sweep at N=50,000 (~15 s a pair) and
+aiohttp's crawl at K=5,000 and 15,000; the gc-off control repeats the queued
+sweep for two clients. ``--quick`` (N=5,000, 2 repeats, 3 pairs) takes about
+5 minutes; ``--tiny`` is a smoke test of about 15 seconds (1 run each, so
+one pair).
 
 One server per run. Each measured run starts its own loopback server on a
 fresh port. With one server shared by the whole benchmark, every socket an
@@ -128,7 +132,7 @@ FULL = Config(
     burst=(5_000, 1_000, 5),
     sustained=(20_000, 300, 150, 1_000),
     budget_s=150.0,
-    paired_repeats=7,
+    paired_repeats=15,
 )
 QUICK = Config(
     mode="quick",
@@ -295,7 +299,8 @@ def run_child(spec: Spec) -> dict[str, Any]:
 
 
 PAIRED = ("hot", "queued")  # ours / aiohttp by pairs; calls per request counted
-COUNTED = (AIOHTTP, OURS)  # the clients whose calls are counted
+PAIR = (AIOHTTP, OURS)  # in PAIRED sections, run back to back, repeat by repeat
+COUNTED = PAIR  # the clients whose calls are counted
 
 
 def execute(
@@ -304,17 +309,28 @@ def execute(
     progress: Callable[[str], None],
     run: Callable[[Spec], dict[str, Any]] = run_child,
 ) -> None:
-    """Run every cell ``cfg.repeats`` times (``cfg.paired_repeats`` in the
-    :data:`PAIRED` sections), section by section, row by row; then count the
-    calls of each :data:`COUNTED` client once per row of those sections."""
+    """Run every cell ``cfg.repeats`` times, section by section, row by row;
+    then count the calls of each :data:`COUNTED` client once per row of the
+    :data:`PAIRED` sections.
+
+    In the paired sections, aiohttp and aioconnpool run ``cfg.paired_repeats``
+    times, each repeat a pair run back to back, first one client then the
+    other, in turn (``_pair_order``); any other client of the row runs
+    ``cfg.repeats`` times, after the pair, never between its two runs.
+    Elsewhere the clients of a row run in a rotating order."""
     for section in SECTIONS:
         rows = _unique(c.row for c in cells if c.section == section)
-        repeats = cfg.paired_repeats if section in PAIRED else cfg.repeats
+        paired = section in PAIRED
+        repeats = max(cfg.paired_repeats, cfg.repeats) if paired else cfg.repeats
         for repeat in range(repeats):
             for row in rows:
                 group = [c for c in cells if c.section == section and c.row == row]
-                shift = repeat % len(group)
-                for cell in group[shift:] + group[:shift]:
+                if paired:
+                    order = _pair_order(group, repeat, cfg)
+                else:
+                    shift = repeat % len(group)
+                    order = group[shift:] + group[:shift]
+                for cell in order:
                     if cell.skipped:
                         continue
                     progress(f"{section} {row} {cell.client} run {repeat + 1}")
@@ -330,6 +346,18 @@ def execute(
             cell.count = run(replace(cell.spec, count_calls=True))
             if cell.count["status"] == "failed":
                 progress(f"FAILED: {cell.count['stderr']}")
+
+
+def _pair_order(group: list[Cell], repeat: int, cfg: Config) -> list[Cell]:
+    """The cells of a paired row to run in ``repeat``: the pair back to back,
+    aiohttp first in even repeats and aioconnpool first in odd ones (so that
+    neither always runs on the machine the other has just warmed, or loaded),
+    then the row's other clients while ``repeat < cfg.repeats``."""
+    pair = [c for c in group if c.client in PAIR]
+    if repeat % 2:
+        pair.reverse()
+    others = [c for c in group if c.client not in PAIR]
+    return pair + (others if repeat < cfg.repeats else [])
 
 
 def _skip_larger(cells: list[Cell], over: Cell) -> None:
@@ -801,8 +829,10 @@ def report(results: dict[str, Any]) -> str:
         f"aiohttp {v['aiohttp']}, httpx {v['httpx']} (httpcore {v['httpcore']}), "
         f"aioconnpool {v['aioconnpool']}",
         f"load average before: {_load(load['before'])}; after: {_load(load['after'])}",
-        f"req/s: median of {cfg['repeats']} runs ({cfg['paired_repeats']} on the "
-        "hot host and the queued sweep), each in a fresh process "
+        f"req/s: median of {cfg['repeats']} runs (aiohttp and aioconnpool: "
+        f"{cfg['paired_repeats']} on the hot host and the queued sweep, as pairs "
+        "run back to back, each client first in every other pair), each in a "
+        "fresh process "
         "(N / time from first request issued to last response read); "
         "server CPU: the loopback server's highest CPU share in any run of the row",
         "ours/aiohttp: ratio of the medians; run by run: median (min-max) of "
