@@ -442,15 +442,11 @@ def memory(keys: int) -> dict[str, Any]:
         gc.collect()
         drained = tracemalloc.get_traced_memory()[0] - baseline
         # CPython dicts keep their largest table after entries are deleted:
-        # what the core's four per-key / per-connection maps still hold.
+        # what the core's three per-key / per-connection maps still hold (the
+        # idle connections are a ring of their records: no table).
         tables = sum(
             sys.getsizeof(table) - sys.getsizeof({})
-            for table in (
-                core._keys,
-                core._conns,
-                core._idle._order,
-                core._history._groups,
-            )
+            for table in (core._keys, core._conns, core._history._groups)
         )
         forgotten_keys, _ = core.forgotten
         history = sum(1 for _ in core.all_figures())

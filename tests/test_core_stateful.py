@@ -9,6 +9,7 @@ in total and on keys, connection age and request caps, reuse order).
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Hashable
 from typing import NamedTuple
@@ -595,6 +596,20 @@ class PoolMachine(RuleBasedStateMachine):
         per_key = Counter(key for _, key in expected.values())
         live = {f.key: f.acquired + f.idle for f in self.live_figures()}
         assert {k: n for k, n in live.items() if n} == dict(per_key)
+
+    @invariant()
+    def idle_ring_in_release_order(self) -> None:
+        # The pool-wide ring of idle connections: in the order they went idle
+        # (expiry and eviction take its oldest end), linked both ways, and
+        # as long as its count says.
+        store = self.core._idle
+        recs = store.records()
+        assert [r.handle for r in recs] == list(self.idle)
+        assert store.count == len(recs) == len(self.idle)
+        assert all(a.idle_since <= b.idle_since for a, b in itertools.pairwise(recs))
+        for older, newer in zip(recs, recs[1:] + recs[:1], strict=True):
+            assert older.pool_newer is newer
+            assert newer.pool_older is older
 
     @invariant()
     def tickets_match_model(self) -> None:

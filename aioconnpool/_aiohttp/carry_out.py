@@ -14,7 +14,7 @@ import asyncio
 import logging
 import math
 import weakref
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Sized
 from typing import Any
 
 from aiohttp import TCPConnector
@@ -58,7 +58,7 @@ class DecisionRunner(TCPConnector):
     _leaks: LeakDetector | None
     # The core's idle connections (PoolCore.idle_connections()), for an
     # emptiness test without a call on every decision carried out.
-    _idle_conns: Mapping[Hashable, object]
+    _idle_conns: Sized
 
     def _carry_out(self, decision: Decision) -> None:
         """Close what the core closed, wake whom it granted, tell listeners.

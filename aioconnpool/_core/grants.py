@@ -384,11 +384,7 @@ class Grants(Closes[K, C, G]):
                 # connections idle longest. There are enough of them, since
                 # acquired + connecting stays under the budget (self._limit).
                 excess = (
-                    self._acquired
-                    + self._connecting
-                    + len(self._idle.connections)
-                    + 1
-                    - max_open
+                    self._acquired + self._connecting + self._idle.count + 1 - max_open
                 )
                 if excess > 0:
                     self._idle.evict(excess, dropped, "fd_budget")

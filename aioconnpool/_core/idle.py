@@ -35,12 +35,21 @@ connection on each of thousands of hosts, and a mapping per key would be one
 more object per host for every full collection of the garbage collector to
 walk. A record leaves the ring with both links cleared, so a ring is never
 left as a cycle for the collector.
+
+All idle connections, whatever their key, are a second ring the same way
+(``ConnRecord.pool_newer`` / ``pool_older``, entered at the oldest), in the
+order they went idle: ``idle_since`` never decreases along it, so expiry and
+eviction take from the oldest end and stop early. It used to be an
+``OrderedDict`` keyed by connection: every keep-alive release and reuse
+then hashed the connection into it and out again (about 900 machine
+instructions per request on the hot host, ``bench/instructions.py``) and
+every idle connection cost an entry and a node besides its record.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 
 from .records import ACQUIRED, IDLE, ConnRecord, KeyState
 
@@ -85,9 +94,9 @@ class IdleStore:
         "_max_per_key",
         "_max_requests",
         "_max_total",
-        "_order",
+        "_oldest",
         "_retiring",
-        "connections",
+        "count",
         "is_alive",
         "plain",
     )
@@ -123,29 +132,62 @@ class IdleStore:
             and max_total is None
             and max_keys is None
         )
-        # All idle connections, oldest first: idle_since never decreases in
-        # insertion order, so expiry pops from the front and stops early.
-        self._order: OrderedDict[Hashable, ConnRecord] = OrderedDict()
-        # The idle connections, oldest first: the store's own mapping, the
-        # same object for the store's life (read it, never change it). An
-        # attribute, not a property: the socket budget's check reads its
-        # size on every new connection.
-        self.connections = self._order
+        # The pool-wide ring of idle connections (see the module docstring),
+        # entered at the oldest; ``count`` is its length. An attribute, not
+        # a property: the socket budget's check reads it on every new
+        # connection.
+        self._oldest: ConnRecord | None = None
+        self.count = 0
         # Keys keeping idle connections, least recently used first; kept only
         # when max_keys is set, so the hot path pays nothing otherwise.
         self._keys: OrderedDict[KeyState, None] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._order)
+        return self.count
 
-    def __iter__(self) -> Iterator[ConnRecord]:
-        return iter(self._order.values())
+    def records(self) -> list[ConnRecord]:
+        """The idle connections, oldest first."""
+        recs: list[ConnRecord] = []
+        first = rec = self._oldest
+        while rec is not None:
+            recs.append(rec)
+            rec = rec.pool_newer
+            if rec is first:
+                break
+        return recs
 
     def next_expiry(self) -> float | None:
         """When the oldest idle connection's keep-alive runs out, if ever."""
-        if self._keepalive is None or not self._order:
+        oldest = self._oldest
+        if self._keepalive is None or oldest is None:
             return None
-        return next(iter(self._order.values())).idle_since + self._keepalive
+        return oldest.idle_since + self._keepalive
+
+    def _link(self, rec: ConnRecord) -> None:
+        """Enter ``rec`` in the pool-wide ring, as the newest."""
+        first = self._oldest
+        if first is None:  # a ring of one
+            self._oldest = rec.pool_newer = rec.pool_older = rec
+        else:
+            newest = first.pool_older
+            newest.pool_newer = rec  # type: ignore[union-attr]
+            rec.pool_older = newest
+            rec.pool_newer = first
+            first.pool_older = rec
+        self.count += 1
+
+    def _unlink(self, rec: ConnRecord) -> None:
+        """Take ``rec`` out of the pool-wide ring."""
+        newer, older = rec.pool_newer, rec.pool_older
+        if newer is rec:  # the only one
+            self._oldest = None
+        else:
+            newer.pool_older = older  # type: ignore[union-attr]
+            older.pool_newer = newer  # type: ignore[union-attr]
+            if self._oldest is rec:
+                self._oldest = newer
+        rec.pool_newer = rec.pool_older = None
+        self.count -= 1
 
     def put(self, ks: KeyState, rec: ConnRecord, now: float) -> Closings | None:
         """``rec`` (of ``ks``) was released keep-alive: keep it, or close it.
@@ -170,11 +212,11 @@ class IdleStore:
             rec.older = newest
             rec.newer = first
             first.older = rec
-        self._order[rec.handle] = rec
+        self._link(rec)
         if closes is None:
             return None
-        if self._max_total is not None and len(self._order) > self._max_total:
-            self.evict(len(self._order) - self._max_total, closes, "pool_full")
+        if self._max_total is not None and self.count > self._max_total:
+            self.evict(self.count - self._max_total, closes, "pool_full")
         return closes or None
 
     def _admit(
@@ -211,8 +253,7 @@ class IdleStore:
             rec = first.older if self._lifo else first  # the newest, or oldest
             assert rec is not None
             _unlink(ks, rec)
-            handle = rec.handle
-            del self._order[handle]
+            self._unlink(rec)
             if keepalive is not None and now - rec.idle_since >= keepalive:
                 closes.append((rec, "expired"))
                 continue
@@ -221,7 +262,7 @@ class IdleStore:
                 if reason is not None:
                     closes.append((rec, reason))
                     continue
-            if not self.is_alive(handle):
+            if not self.is_alive(rec.handle):
                 closes.append((rec, "server"))
                 continue
             rec.state = ACQUIRED
@@ -235,9 +276,9 @@ class IdleStore:
     def evict(self, count: int, closes: Closings, reason: str) -> None:
         """Close the ``count`` connections idle longest, whatever their key
         (there must be that many)."""
-        order = self._order
         for _ in range(count):
-            rec = next(iter(order.values()))
+            rec = self._oldest
+            assert rec is not None
             self.remove(rec)
             closes.append((rec, reason))
 
@@ -245,7 +286,7 @@ class IdleStore:
         """Take ``rec`` out of the idle pool (it is being closed)."""
         ks = rec.key
         _unlink(ks, rec)
-        del self._order[rec.handle]
+        self._unlink(rec)
         if ks.idle is None and self._max_keys is not None:
             self._keys.pop(ks, None)
 
@@ -254,9 +295,7 @@ class IdleStore:
         if self._keepalive is None:
             return
         deadline = now - self._keepalive
-        order = self._order
-        while order:
-            rec = next(iter(order.values()))
+        while (rec := self._oldest) is not None:
             if rec.idle_since > deadline:
                 break
             self.remove(rec)
@@ -264,10 +303,12 @@ class IdleStore:
 
     def clear(self) -> list[ConnRecord]:
         """Empty the idle pool, returning what it held."""
-        recs = list(self._order.values())
+        recs = self.records()
         for rec in recs:
             rec.key.idle = rec.newer = rec.older = None
-        self._order.clear()
+            rec.pool_newer = rec.pool_older = None
+        self._oldest = None
+        self.count = 0
         self._keys.clear()
         return recs
 
@@ -291,5 +332,5 @@ class IdleStore:
         del self._keys[ks]
         while (rec := ks.idle) is not None:  # oldest first
             _unlink(ks, rec)
-            del self._order[rec.handle]
+            self._unlink(rec)
             closes.append((rec, "evicted"))

@@ -94,6 +94,8 @@ class ConnRecord:
         "key",
         "newer",
         "older",
+        "pool_newer",
+        "pool_older",
         "served",
         "state",
     )
@@ -110,6 +112,10 @@ class ConnRecord:
         # (see ``idle``); None otherwise.
         self.newer: ConnRecord | None = None
         self.older: ConnRecord | None = None
+        # While idle: its neighbours in the pool's ring of all idle
+        # connections, in the order they went idle (see ``idle``).
+        self.pool_newer: ConnRecord | None = None
+        self.pool_older: ConnRecord | None = None
 
 
 class KeyFigures(NamedTuple):

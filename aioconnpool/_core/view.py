@@ -9,7 +9,7 @@ leave the pool half-updated; the fields themselves are set up and kept by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Sized
 from typing import Generic, TypeVar
 
 from .counters import N_CREATED, Counters, Counts, read_totals
@@ -91,7 +91,7 @@ class PoolView(Generic[K, C, G]):
     @property
     def open(self) -> int:
         """Sockets the pool holds: acquired, connecting and idle."""
-        return self._acquired + self._connecting + len(self._idle)
+        return self._acquired + self._connecting + self._idle.count
 
     @property
     def acquired(self) -> int:
@@ -99,13 +99,14 @@ class PoolView(Generic[K, C, G]):
 
     @property
     def idle(self) -> int:
-        return len(self._idle)
+        return self._idle.count
 
-    def idle_connections(self) -> Mapping[Hashable, ConnRecord]:
-        """The idle connections, oldest first: a live, read-only view that
-        stays the same object for the core's life (test it for emptiness
-        without a call; never change it)."""
-        return self._idle.connections
+    def idle_connections(self) -> Sized:
+        """The idle connections, as a live object that stays the same for the
+        core's life, whose length is their number: test it for emptiness
+        without a call into the core (read it only; :meth:`connections`
+        lists them)."""
+        return self._idle
 
     @property
     def connecting(self) -> int:
