@@ -41,9 +41,10 @@ All idle connections, whatever their key, are a second ring the same way
 order they went idle: ``idle_since`` never decreases along it, so expiry and
 eviction take from the oldest end and stop early. It used to be an
 ``OrderedDict`` keyed by connection: every keep-alive release and reuse
-then hashed the connection into it and out again (about 900 machine
-instructions per request on the hot host, ``bench/instructions.py``) and
-every idle connection cost an entry and a node besides its record.
+then hashed the connection into it and out again, about 800 machine
+instructions per request on the hot host (callgrind: the core's ``acquire``
+and ``release``, with all they call), and every idle connection cost an
+entry and a node besides its record (60-90 bytes, ``bench/core_scaling.py``).
 """
 
 from __future__ import annotations
