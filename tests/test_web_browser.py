@@ -241,24 +241,24 @@ async def test_the_dashboard_in_a_browser(
         screenshot(browser, tmp_path, "dashboard.png")
 
         # The loop blocked for 2 s: the page says so, from its own thread.
+        # The banner and the stack are read together, while the loop is
+        # still blocked: once it runs again, the page's next poll may show
+        # the loop's thread taking the pending snapshot instead.
         banner = asyncio.get_running_loop().run_in_executor(
             None,
             wait_for,
             browser,
             "const b = document.getElementById('loop-banner');"
+            "const s = document.getElementById('loop-stack').textContent;"
             "return !b.hidden && b.textContent.includes('unresponsive')"
-            " && b.textContent;",
+            " && s.includes('File') && [b.textContent, s];",
             10,
             "the blocked-loop banner",
         )
         time.sleep(2.0)  # noqa: ASYNC251 - blocks the pool's loop, on purpose
-        text = await banner
+        text, stack = await banner
         assert "event loop unresponsive for" in text
         assert "last snapshot at" in text
-        stack = await off_loop(
-            browser.execute_script,
-            "return document.getElementById('loop-stack').textContent",
-        )
         assert "test_the_dashboard_in_a_browser" in stack
         screenshot(browser, tmp_path, "dashboard-blocked.png")
         await off_loop(
