@@ -104,8 +104,8 @@ class PoolView(Generic[K, C, G]):
     def idle_connections(self) -> Sized:
         """The idle connections, as a live object that stays the same for the
         core's life, whose length is their number: test it for emptiness
-        without a call into the core (read it only; :meth:`connections`
-        lists them)."""
+        without a call into the core (read it only; :meth:`records` lists
+        every connection, idle or not)."""
         return self._idle
 
     @property
