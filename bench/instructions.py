@@ -9,7 +9,9 @@ Each client and workload runs ``bench/socket_workloads.py`` under
 ``valgrind --tool=callgrind`` twice, at ``--small`` and ``--large``
 requests; the difference of the two totals divided by the difference of
 the request counts is the cost of one request (start-up, imports, warm-up
-and the server's start cancel out). The server is another process, which
+and the server's start cancel out). One run without callgrind goes first,
+so that a module edited since its last import is compiled outside the
+count. The server is another process, which
 callgrind does not follow: only the client is counted. Counting runs get a
 server that keeps idle connections 10 minutes (``socket_workloads``), so
 no reconnection is counted. String hashing is seeded (``--hash-seed``,
@@ -28,7 +30,11 @@ Usage::
 
     .venv/bin/python bench/instructions.py [--small 1000] [--large 4000]
         [--workloads hot,queued] [--clients aiohttp,aioconnpool]
-        [--functions 15] [--output PATH]
+        [--functions 15] [--force-close] [--output PATH]
+
+``--force-close`` closes every connection after its request: each request
+then opens one, the new-connection path a crawl over many hosts takes
+(``--workloads hot --force-close``).
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ WORKLOADS = HERE / "socket_workloads.py"
 _SUMMARY = re.compile(r"^summary:\s+(\d+)", re.MULTILINE)
 _FUNCTION = re.compile(r"^\s*([\d,]+)\s+(?:\([^)]*\)\s+)?(\S.*)$")
 _BUILD_DIR = re.compile(r"^.*/Python-[\d.]+/")
+_CALLS = re.compile(r" \([\d,]+x\)$")
 
 
 def instructions_of(out_file: Path) -> int:
@@ -74,26 +81,41 @@ def by_function(out_file: Path) -> dict[str, int]:
         if match is None or ":" not in match.group(2):
             continue
         name = match.group(2).split(" [", 1)[0]
+        if name.startswith("=>"):
+            continue  # a call from the function above: in the callee's own cost
+        name = _CALLS.sub("", name)  # "(3,200x)": calls differ between runs
         name = _BUILD_DIR.sub("", name)  # the interpreter's build directory
         costs[name] = costs.get(name, 0) + int(match.group(1).replace(",", ""))
     return costs
 
 
-def run_once(workload: str, client: str, n: int, out_dir: Path, hash_seed: str) -> Path:
-    """One run under callgrind; returns its output file."""
+def run_once(
+    workload: str,
+    client: str,
+    n: int,
+    out_dir: Path,
+    hash_seed: str,
+    *,
+    force_close: bool = False,
+    warm_up: bool = False,
+) -> Path:
+    """One run under callgrind; returns its output file (``warm_up``: the
+    same run without callgrind, which writes no file)."""
     # No time budget: callgrind runs Python about 50 times slower.
-    spec = {"workload": workload, "client": client, "port": 0, "n": n}
+    spec: dict[str, Any] = {"workload": workload, "client": client, "port": 0, "n": n}
     spec["budget_s"] = 24 * 3600
+    if force_close:
+        spec["force_close"] = True
     out_file = out_dir / f"callgrind.{workload}.{client}.{n}"
+    valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}"]
+    if warm_up:
+        # The same run without callgrind first: a module edited since its
+        # last import is compiled again (and its .pyc written) by the first
+        # process that imports it, which would count the compiler's
+        # instructions in one of the two counted runs and not the other.
+        valgrind = []
     done = subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out_file}",
-            sys.executable,
-            str(WORKLOADS),
-            json.dumps(spec),
-        ],
+        [*valgrind, sys.executable, str(WORKLOADS), json.dumps(spec)],
         check=False,  # its failure is reported below, with its stderr
         capture_output=True,
         text=True,
@@ -120,9 +142,23 @@ def measure(
     functions: int,
     out_dir: Path,
     hash_seed: str,
+    force_close: bool = False,
 ) -> dict[str, Any]:
-    first = run_once(workload, client, small, out_dir, hash_seed)
-    second = run_once(workload, client, large, out_dir, hash_seed)
+    run_once(
+        workload,
+        client,
+        small,
+        out_dir,
+        hash_seed,
+        force_close=force_close,
+        warm_up=True,
+    )
+    first = run_once(
+        workload, client, small, out_dir, hash_seed, force_close=force_close
+    )
+    second = run_once(
+        workload, client, large, out_dir, hash_seed, force_close=force_close
+    )
     per_request = (instructions_of(second) - instructions_of(first)) / (large - small)
     row: dict[str, Any] = {"instructions_per_request": per_request}
     if functions:
@@ -148,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         "how many probes a dict lookup takes, which moves a client's count by "
         "up to 4%% from one random seed to another",
     )
+    parser.add_argument(
+        "--force-close",
+        action="store_true",
+        help="close every connection after its request (force_close=True): "
+        "each request opens a connection, the path of a crawl over many hosts",
+    )
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
     if not 0 < args.small < args.large:
@@ -168,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                     functions=args.functions,
                     out_dir=Path(tmp),
                     hash_seed=args.hash_seed,
+                    force_close=args.force_close,
                 )
                 print(
                     f"{workload:7} {client:12} "

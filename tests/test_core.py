@@ -21,11 +21,11 @@ from aioconnpool._core import (
     PoolCore,
     Ticket,
 )
+from aioconnpool._core.bookkeeping import bucket_by_table
 from aioconnpool._core.counters import CLOSE_REASONS, RELEASE_HOWS, Counters
 from aioconnpool._core.records import GONE
 from aioconnpool._histogram import (
     BOUNDS,
-    BUCKET_BY_MS,
     BY_MS_END,
     BY_MS_LAST,
     bucket_of,
@@ -1331,20 +1331,6 @@ def test_bucket_of_is_bisect_left(seconds: float) -> None:
     assert bucket_of(seconds) == bisect_left(BOUNDS, seconds)
 
 
-def _bucket_by_table(seconds: float) -> int:
-    # What the core's hot paths inline (Releases.release, Grants._grant).
-    ms = int(seconds * 1000.0)
-    if 0 <= ms < BY_MS_END:
-        b = BUCKET_BY_MS[ms]
-        if b and seconds <= BOUNDS[b - 1]:
-            b -= 1
-        return b
-    b = BY_MS_LAST if ms > 0 else 0
-    while seconds > BOUNDS[b]:
-        b += 1
-    return b
-
-
 def test_the_bucket_table_rests_on_whole_milliseconds() -> None:
     # Its premise: every finite bound is a whole number of milliseconds, and
     # multiplying it by 1000.0 gives exactly that number (so no duration
@@ -1357,19 +1343,19 @@ def test_the_bucket_table_rests_on_whole_milliseconds() -> None:
 
 @pytest.mark.parametrize("seconds", [*_BOUNDARY_DURATIONS, -1.0, -1e-4, 9.9995, 10.0])
 def test_the_bucket_table_agrees_with_bisect_left(seconds: float) -> None:
-    assert _bucket_by_table(seconds) == bisect_left(BOUNDS, seconds)
+    assert bucket_by_table(seconds) == bisect_left(BOUNDS, seconds)
 
 
 def test_the_bucket_table_agrees_with_bisect_left_at_every_millisecond() -> None:
     for ms in range(BY_MS_END + 2):
         s = ms / 1000
         for seconds in (math.nextafter(s, 0.0), s, math.nextafter(s, math.inf)):
-            assert _bucket_by_table(seconds) == bisect_left(BOUNDS, seconds), seconds
+            assert bucket_by_table(seconds) == bisect_left(BOUNDS, seconds), seconds
 
 
 @given(st.floats(min_value=-1.0, max_value=4000.0))
 def test_the_bucket_table_agrees_with_bisect_left_anywhere(seconds: float) -> None:
-    assert _bucket_by_table(seconds) == bisect_left(BOUNDS, seconds)
+    assert bucket_by_table(seconds) == bisect_left(BOUNDS, seconds)
 
 
 @pytest.mark.parametrize("seconds", _BOUNDARY_DURATIONS)

@@ -208,7 +208,8 @@ class PoolMachine(RuleBasedStateMachine):
 
     def apply(self, decision: Decision, released: str | None = None) -> None:
         """Check a decision against the model and carry it out."""
-        for conn, reason, _key in decision.close:
+        for closing in decision.close:
+            conn, reason = closing.conn, closing.reason
             assert isinstance(conn, str)
             assert reason in CLOSE_REASONS
             self.expected.bump_closed(reason)
@@ -435,7 +436,8 @@ class PoolMachine(RuleBasedStateMachine):
             assert nothing(self.core.conn_lost(conn))
         decision = self.core.grant_lost(ticket, reason)
         assert not decision.wake
-        assert decision.close[0][:2] == (conn, reason)
+        first = decision.close[0]
+        assert (first.conn, first.reason) == (conn, reason)
         self.expected.bump_released("error")
         self.grants.remove(ticket)
         self.apply(decision, released=conn)

@@ -207,14 +207,19 @@ async def test_cancel_while_waiting(server: TestServer, make_session: Build) -> 
     assert conn.stats().requests == 2
 
 
-async def test_cancel_while_reading(server: TestServer, make_session: Build) -> None:
-    session, conn = make_session()
+async def cancel_a_read(session: aiohttp.ClientSession, server: TestServer) -> None:
+    """Start reading a slow body, then cancel the read."""
     resp = await session.get(url(server, "/trickle"))
     reader = asyncio.create_task(resp.read())
     await asyncio.sleep(0.05)
     reader.cancel()
     with pytest.raises(asyncio.CancelledError):
         await reader
+
+
+async def test_cancel_while_reading(server: TestServer, make_session: Build) -> None:
+    session, conn = make_session()
+    await cancel_a_read(session, server)
     check(
         conn.stats(url(server, "/")),
         created=1,
@@ -311,6 +316,55 @@ async def test_force_close(server: TestServer, make_session: Build) -> None:
         released={"eof": 2},
         closed={"force_close": 2},
     )
+
+
+async def test_force_close_counts_each_ending(
+    server: TestServer, make_session: Build
+) -> None:
+    """With force_close, ``release()`` takes its own fast lane for a body read
+    to the end (compat.read_to_end): every other ending must still be told
+    apart, as classify_release names it without force_close."""
+    session, conn = make_session(force_close=True)
+    target = url(server, "/")
+    body = await (await session.get(url(server, "/big"))).read()  # read to the end
+    assert len(body) == 48 * 65536
+    resp = await session.get(url(server, "/big"))
+    resp.release()  # before the end
+    async with session.get(url(server, "/big")) as resp:
+        await resp.content.read(10)  # left with a body unread
+    resp = await session.get(url(server, "/big"))
+    resp.close()  # by the caller
+    await cancel_a_read(session, server)
+    await settle()
+    check(
+        conn.stats(target),
+        created=5,
+        released={"eof": 1, "release": 2, "close": 1, "cancelled": 1},
+        closed={"force_close": 1, "unread": 2, "caller": 1, "cancelled": 1},
+    )
+
+
+async def test_force_close_gives_the_slot_to_the_next_in_line(
+    server: TestServer, make_session: Build
+) -> None:
+    """The fast lane's release frees the slot for a queued request: it opens
+    a connection of its own (the released one is closed)."""
+    session, conn = make_session(force_close=True, limit=1)
+    first = await session.get(url(server, "/big"))
+    waiter = asyncio.create_task(session.get(url(server, "/small")))
+    await asyncio.sleep(0.05)
+    check(conn.stats(url(server, "/")), acquired=1, waiting=1, created=1, released={})
+    await first.read()
+    second = await waiter
+    assert await second.text() == "ok"
+    await settle()
+    check(
+        conn.stats(url(server, "/")),
+        created=2,
+        released={"eof": 2},
+        closed={"force_close": 2},
+    )
+    assert conn.stats().open == 0
 
 
 async def test_dropped_response_counts_as_gc(

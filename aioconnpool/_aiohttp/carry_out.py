@@ -72,16 +72,19 @@ class DecisionRunner(TCPConnector):
         work = [decision]
         while work:
             decision = work.pop()
-            for closing in decision.close:
+            if decision.close:
                 # log_closing logs at INFO, but always checks pool_full
-                # (a WARNING); the INFO check without a call (LOG_LEVELS).
+                # (a WARNING); the INFO check without a call (LOG_LEVELS),
+                # once per decision.
                 try:
                     info = LOG_LEVELS[logging.INFO] and not log.disabled
                 except KeyError:
                     info = log.isEnabledFor(logging.INFO)
-                if info or closing.reason == "pool_full":
-                    log_closing(self._core, self._options, closing.key, closing.reason)
-                self._close_protocol(closing.conn, closing.reason)
+                for closing in decision.close:
+                    reason = closing.reason
+                    if info or reason == "pool_full":
+                        log_closing(self._core, self._options, closing.key, reason)
+                    self._close_protocol(closing.conn, reason)
             for ticket in decision.wake:
                 # A woken ticket was queued, so connect() gave it its future
                 # (``None`` only if something woke it before that).

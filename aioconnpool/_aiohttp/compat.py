@@ -55,6 +55,7 @@ __all__ = [
     "forget_parser",
     "keepalive_seconds",
     "missing_hooks",
+    "read_to_end",
     "response_status",
     "settle_at_eof",
     "update_proxy_headers",
@@ -269,6 +270,26 @@ def settle_at_eof(protocol: Any) -> bool:
             return False
     protocol._payload = None  # forget_finished_body, inline: hot path
     return True
+
+
+def read_to_end(protocol: Any) -> bool:
+    """Whether the response on ``protocol`` was read to its end with no error
+    and not stopped early by the caller: what ``classify_release`` counts
+    ``"eof"`` for an explicit ``release()``, whatever then becomes of the
+    connection. Unlike ``settle_at_eof`` it asks nothing of the socket or of
+    ``should_close`` (a ``force_close`` request asked the server to close):
+    the release path's fast lane with ``force_close``, which closes the
+    connection anyway. The body stream's fields are read as ``settle_at_eof``
+    reads them (``_exception``, ``_eof``: ``StreamReader``, 3.11 to 3.14).
+    """
+    if protocol.exception() is not None:
+        return False
+    payload = protocol._payload
+    if payload is None:
+        return True
+    if payload.__class__ is StreamReader:
+        return payload._exception is None and payload._eof
+    return payload.exception() is None and payload.is_eof()
 
 
 def forget_finished_body(protocol: Any) -> None:

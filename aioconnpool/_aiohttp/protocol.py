@@ -110,8 +110,14 @@ class PoolProtocol(ResponseHandler):
             # by reference counting, not by the collector (with the record, a
             # closed idle connection's drained key went too).
             self.data_received = _closed_reader  # type: ignore[method-assign]
+            record = self._aioconnpool_record
             self._aioconnpool_record = None
-            ref = self._aioconnpool_pool
-            pool = ref() if ref is not None else None
-            if pool is not None:
-                pool._on_lost(self)
+            # Only an idle connection leaves the pool when its socket goes
+            # (Closes.conn_lost): one the pool closed itself is already gone
+            # from it (GONE), and an acquired one is settled when its request
+            # releases it. The record says which, without a call.
+            if record is not None and record.state == IDLE:
+                ref = self._aioconnpool_pool
+                pool = ref() if ref is not None else None
+                if pool is not None:
+                    pool._on_lost(self)

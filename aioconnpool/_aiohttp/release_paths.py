@@ -32,6 +32,7 @@ from .compat import (
     caller_stop_marker,
     forget_finished_body,
     forget_parser,
+    read_to_end,
     settle_at_eof,
 )
 from .protocol import PoolProtocol
@@ -105,8 +106,10 @@ class PoolConnection(Connection):
     that as a leak (``"gc"``) instead of a close.
 
     ``release()`` is the release path's fast lane: a response read to the end
-    (``compat.settle_at_eof``) is counted ``"eof"`` and kept alive in one step,
-    straight to the core; anything else goes through ``classify_release``.
+    (``compat.settle_at_eof``) is counted ``"eof"`` and kept alive in one
+    step, straight to the core, or with ``force_close`` (``compat.read_to_end``)
+    counted ``"eof"`` and closed; anything else goes through
+    ``classify_release``.
     Release callbacks are run, as aiohttp's ``Connection`` does, when there
     are any.
     """
@@ -125,11 +128,23 @@ class PoolConnection(Connection):
             del protocol.data_received
         except AttributeError:  # no reader of its own: not a PoolProtocol
             pass
-        if (
-            connector._leaks is None
-            and not connector._force_close
-            and settle_at_eof(protocol)
-        ):
+        if connector._leaks is not None:
+            connector._pool_release(protocol, closing=False, explicit=True)
+        elif connector._force_close:
+            if read_to_end(protocol):
+                # Every connection closes after its request: classify_release's
+                # answer for a response read to the end, ("eof",
+                # "force_close"), without its checks. Every request of a crawl
+                # that closes its connections passes here. (The protocol keeps
+                # the core's record, as below.)
+                record = protocol._aioconnpool_record  # type: ignore[attr-defined]
+                decision = connector._core.release(
+                    protocol, "eof", "force_close", True, record
+                )
+                connector._release_decided(protocol, decision, "force_close")
+            else:
+                connector._pool_release(protocol, closing=False, explicit=True)
+        elif settle_at_eof(protocol):
             # alive: settle_at_eof has just checked the socket. The protocol
             # keeps the core's record of it (PoolProtocol.track): no lookup.
             # Positional (alive, record): a compiled core parses keywords at

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, Final
 
 from .. import _events as ev
-from .._histogram import BOUNDS, BUCKETS
+from .._histogram import BOUNDS, BUCKET_BY_MS, BY_MS_END, BY_MS_LAST
 from .counters import (  # the layout's indices, re-exported for the events
     CLOSED_INDEX,
     CONNECT,
@@ -25,6 +25,7 @@ from .counters import (  # the layout's indices, re-exported for the events
     HOLD_AT,
     HOLD_SUM,
     LIFETIME,
+    N_BUCKETS,
     RELEASED_INDEX,
     SUMS_AT,
     WAIT,
@@ -40,6 +41,13 @@ from .records import (
 )
 from .view import C, G, K, PoolView
 
+# Final: the compiled core (setup.py) reads these as C statics, not by name
+# (a module name is a dictionary lookup at every use).
+_BOUNDS: Final = BOUNDS
+_BUCKET_BY_MS: Final = BUCKET_BY_MS
+_CLOSED_INDEX: Final = CLOSED_INDEX
+_RELEASED_INDEX: Final = RELEASED_INDEX
+
 __all__ = [
     "CONNECT",
     "EOF",
@@ -51,6 +59,7 @@ __all__ = [
     "WAIT_AT",
     "WAIT_SUM",
     "Bookkeeping",
+    "bucket_by_table",
 ]
 
 
@@ -123,15 +132,12 @@ class Bookkeeping(PoolView[K, C, G]):
         ``Releases.release`` counts the same inline (the hot path): change
         both together."""
         counts, totals = ks.counts, self._totals
-        i = RELEASED_INDEX[how]
+        i = _RELEASED_INDEX[how]
         counts[i] += 1
         if i != EOF:  # the totals work "eof" out when read (read_totals)
             totals[i] += 1
         held = now - since
-        b = 0  # the bucket by a scan (bucket_of, inlined): no call
-        while held > BOUNDS[b]:
-            b += 1
-        i = HISTOGRAMS_AT + HOLD * BUCKETS + b
+        i = HOLD_AT + bucket_by_table(held)
         counts[i] += 1
         totals[i] += 1
         counts[SUMS_AT + HOLD] += held
@@ -143,7 +149,7 @@ class Bookkeeping(PoolView[K, C, G]):
         self, ks: KeyState, reason: str, now: float, born: float, served: int
     ) -> None:
         """A connection (created at ``born``) was closed for ``reason``."""
-        i = CLOSED_INDEX[reason]
+        i = _CLOSED_INDEX[reason]
         ks.counts[i] += 1
         self._totals[i] += 1
         self._observe(ks, LIFETIME, now - born)
@@ -157,12 +163,32 @@ class Bookkeeping(PoolView[K, C, G]):
         return self._group(key)  # type: ignore[arg-type]
 
     def _observe(self, ks: KeyState, which: int, seconds: float) -> None:
-        b = 0  # the bucket by a scan (bucket_of, inlined): no call
-        while seconds > BOUNDS[b]:
-            b += 1
-        i = HISTOGRAMS_AT + which * BUCKETS + b  # for the key and the totals
+        # For the key and the totals.
+        i = HISTOGRAMS_AT + which * N_BUCKETS + bucket_by_table(seconds)
         counts, totals = ks.counts, self._totals
         counts[i] += 1
         counts[SUMS_AT + which] += seconds
         totals[i] += 1
         totals[SUMS_AT + which] += seconds
+
+
+def bucket_by_table(seconds: float) -> int:
+    """``_histogram.bucket_of(seconds)``, by the table (``BUCKET_BY_MS``): a
+    multiplication and two comparisons for anything under 10 s, where a scan
+    compares once per bucket passed (a connection's lifetime passes many).
+
+    ``Releases.release`` and ``Grants._grant`` inline the same (the hot
+    paths): change all three together (``tests/test_core.py`` checks this
+    one against ``bisect_left`` at every millisecond). Compiled, this is a
+    direct C call.
+    """
+    ms = int(seconds * 1000.0)
+    if 0 <= ms < BY_MS_END:
+        b = _BUCKET_BY_MS[ms]
+        if b and seconds <= _BOUNDS[b - 1]:
+            b -= 1
+        return b
+    b = BY_MS_LAST if ms > 0 else 0  # 10 s or more (or a clock gone back)
+    while seconds > _BOUNDS[b]:
+        b += 1
+    return b

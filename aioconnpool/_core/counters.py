@@ -39,6 +39,7 @@ __all__ = [
     "HOLD_AT",
     "HOLD_SUM",
     "LIFETIME",
+    "N_BUCKETS",
     "N_CONNECT_ERRORS",
     "N_CREATED",
     "N_REJECTED",
@@ -104,6 +105,7 @@ N_WAIT_TIMEOUTS: Final = 5
 RELEASED_AT: Final = 6  # then one entry per RELEASE_HOWS
 CLOSED_AT: Final = 13  # then one per CLOSE_REASONS
 HISTOGRAMS_AT: Final = 28  # then BUCKETS per DURATIONS
+N_BUCKETS: Final = 17  # _histogram.BUCKETS, as a literal
 SUMS_AT: Final = 96  # then one sum (seconds) per DURATIONS
 _SIZE: Final = 100
 
@@ -134,6 +136,7 @@ def _check_layout() -> None:
     expected = {
         "CLOSED_AT": RELEASED_AT + len(RELEASE_HOWS),
         "HISTOGRAMS_AT": CLOSED_AT + len(CLOSE_REASONS),
+        "N_BUCKETS": BUCKETS,
         "SUMS_AT": HISTOGRAMS_AT + len(DURATIONS) * BUCKETS,
         "_SIZE": SUMS_AT + len(DURATIONS),
         "WAIT": DURATIONS.index("wait_time"),
