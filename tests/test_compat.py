@@ -179,6 +179,7 @@ def test_each_missing_hook_is_named() -> None:
         "Key50 has no field 'host'",
         "Connection50 no longer has _protocol",
         "Stream50 no longer has _exception",
+        "Stream50 no longer has _eof",
         "client_reqrep._CONNECTION_CLOSED_EXCEPTION is gone (it tells a "
         "caller's early release() from a stream error)",
     ]
@@ -379,3 +380,47 @@ async def test_an_unclosed_connector_is_closed_when_collected(
         loop.set_exception_handler(None)
     assert closed == ["connector_closed"]
     assert [context["message"] for context in seen] == ["Unclosed connector"]
+
+
+@pytest.mark.parametrize("body", ["none", "stream", "empty"])
+@pytest.mark.parametrize("stream_error", [None, "caller", "real"])
+@pytest.mark.parametrize("at_eof", [False, True])
+@pytest.mark.parametrize("protocol_error", [False, True])
+@pytest.mark.parametrize("server_said_close", [False, True])
+async def test_read_to_end_is_classify_releases_eof_with_force_close(
+    body: str,
+    stream_error: str | None,
+    at_eof: bool,
+    protocol_error: bool,
+    server_said_close: bool,
+) -> None:
+    """The force_close fast lane (``PoolConnection.release``) counts
+    ``("eof", "force_close")`` when ``read_to_end`` says so: exactly when
+    ``classify_release`` would, on aiohttp's own protocol and body stream in
+    every state a release can find them."""
+    from aiohttp.streams import EMPTY_PAYLOAD
+
+    from aioconnpool._aiohttp.release_paths import classify_release
+
+    loop = asyncio.get_running_loop()
+    protocol = ResponseHandler(loop)
+    protocol._should_close = server_said_close
+    if protocol_error:
+        protocol.set_exception(ValueError("parser"))
+    if body == "stream":
+        stream = StreamReader(protocol, 2**16, loop=loop)
+        if at_eof:
+            stream.feed_eof()
+        if stream_error == "caller":
+            marker = compat.caller_stop_marker
+            assert isinstance(marker, BaseException)
+            stream.set_exception(marker)
+        elif stream_error == "real":
+            stream.set_exception(ValueError("body"))
+        protocol._payload = stream
+    elif body == "empty":
+        protocol._payload = EMPTY_PAYLOAD
+    classified = classify_release(
+        protocol, closing=False, force_close=True, explicit=True
+    )
+    assert compat.read_to_end(protocol) == (classified == ("eof", "force_close"))

@@ -15,6 +15,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from aioconnpool import HostStats, PoolConnector
+from aioconnpool._aiohttp import carry_out
 from aioconnpool.testing import LoopbackResolver
 from tests.conftest import Recorder, settle, url
 
@@ -304,6 +305,44 @@ async def test_keepalive_expiry(server: TestServer, make_session: Build) -> None
         released={"eof": 1},
         closed={"expired": 1},
     )
+
+
+async def test_keepalive_expiry_keeps_one_timer(
+    server: TestServer, make_session: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle connections that expire one after another are timed by one
+    keep-alive timer at a time: each expiry round arms the next, once."""
+    loop = asyncio.get_running_loop()
+    timers: list[asyncio.TimerHandle] = []
+    call_at = loop.call_at
+
+    def counting_call_at(
+        when: float, callback: Any, *args: Any, **kwargs: Any
+    ) -> asyncio.TimerHandle:
+        handle = call_at(when, callback, *args, **kwargs)
+        if callback is carry_out._run_expiry:
+            timers.append(handle)
+        return handle
+
+    monkeypatch.setattr(loop, "call_at", counting_call_at)
+    session, conn = make_session(keepalive_timeout=0.2)
+    pending_at_most = 0
+    for i in range(5):  # five hosts, idle from 50 ms apart
+        await (await session.get(url(server, "/small", host=f"h{i}.test"))).read()
+        await asyncio.sleep(0.05)
+    for _ in range(40):
+        pending = [t for t in timers if not t.cancelled() and t.when() > loop.time()]
+        pending_at_most = max(pending_at_most, len(pending))
+        if conn.stats().idle == 0:
+            break
+        await asyncio.sleep(0.02)
+    await settle()
+    assert conn.stats().idle == 0
+    assert conn.stats().closed["expired"] == 5
+    assert pending_at_most == 1
+    # One timer per round at most: the first connection's, then one armed by
+    # each round that left connections idle (one round may expire several).
+    assert len(timers) <= 5, [t.when() for t in timers]
 
 
 async def test_force_close(server: TestServer, make_session: Build) -> None:

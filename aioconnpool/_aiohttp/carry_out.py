@@ -147,4 +147,8 @@ class DecisionRunner(TCPConnector):
     def _expire_idle(self) -> None:
         self._expiry_handle = None
         self._carry_out(self._core.expire())
-        self._arm_expiry()
+        # _carry_out has armed the next timer if connections are still idle:
+        # a second one here would replace its handle, leaving a timer nobody
+        # cancels, and every round would double them.
+        if self._expiry_handle is None:
+            self._arm_expiry()

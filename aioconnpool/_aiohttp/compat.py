@@ -119,7 +119,7 @@ _KEY_FIELDS = ("host", "port", "is_ssl")
 (``pool_key_of``; the core keeps a drained host's key as a plain tuple)."""
 
 _CONNECTION_SLOTS = ("_key", "_connector", "_loop", "_protocol", "_callbacks")
-_STREAM_SLOTS = ("_exception", "_waiter", "_eof_waiter")
+_STREAM_SLOTS = ("_exception", "_eof", "_waiter", "_eof_waiter")
 """Instance attributes read or written here and in the glue, checked where
 the class declares ``__slots__`` (``StreamReader`` from 3.12, ``Connection``
 on master): a class without slots cannot be checked before an instance
