@@ -45,7 +45,7 @@ def test_every_compiled_module_is_a_core_module_with_a_source() -> None:
     for name in compiled.COMPILED:
         assert (core / f"{name}.py").is_file(), name
     # The ones left out on purpose (setup.py says why) stay Python.
-    for name in ("counters", "empty_queue", "history", "pacing", "adaptive"):
+    for name in ("counters", "history", "pacing", "adaptive"):
         assert name not in compiled.COMPILED
         module = sys.modules.get(f"aioconnpool._core.{name}")
         if module is not None:

@@ -177,9 +177,9 @@ def check_ready_queue(core: Core) -> None:
     if moved is not None:  # re-keyed when compared: it must be alone
         assert ready == [moved]
     for ks in ready:
-        assert ks.waiters
+        assert ks.first_waiter is not None
         if ks is not moved:
-            assert live[id(ks)] == next(iter(ks.waiters)).seq
+            assert live[id(ks)] == ks.first_waiter.seq
 
 
 def granted_conn(ticket: Ticket) -> Hashable | None:

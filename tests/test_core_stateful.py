@@ -35,7 +35,7 @@ from aioconnpool._core import (
     Ticket,
 )
 from aioconnpool._core.counters import CLOSE_REASONS, RELEASE_HOWS, Counters
-from aioconnpool._core.records import GONE, ConnRecord
+from aioconnpool._core.records import GONE, ConnRecord, waiters_of
 
 from .test_core import check_ready_queue
 
@@ -625,6 +625,25 @@ class PoolMachine(RuleBasedStateMachine):
         connecting = Counter(t.key for t in self.permits)
         live = {f.key: f.connecting for f in self.live_figures() if f.connecting}
         assert live == dict(connecting)
+
+    @invariant()
+    def key_queues_linked_in_arrival_order(self) -> None:
+        # Each key's queue is its tickets linked both ways, oldest first, as
+        # long as its count says; a ticket out of every queue keeps no link
+        # (no reference cycle left behind).
+        for key, ks in self.core._keys.items():
+            tickets = waiters_of(ks)
+            assert tickets == [t for t in self.queued if t.key == key]
+            assert ks.waiting == len(tickets)
+            assert ks.last_waiter is (tickets[-1] if tickets else None)
+            for before, after in itertools.pairwise([None, *tickets, None]):
+                if before is not None:
+                    assert before.next_waiter is after
+                if after is not None:
+                    assert after.prev_waiter is before
+        for ticket in [*self.permits, *self.grants, *self.done]:
+            assert ticket.next_waiter is None
+            assert ticket.prev_waiter is None
 
     @invariant()
     def ready_queue_is_keyed_by_first_waiters(self) -> None:

@@ -90,7 +90,7 @@ class Bookkeeping(PoolView[K, C, G]):
 
     def _retire_if_empty(self, ks: KeyState) -> None:
         # KeyState.is_empty, inlined: every new connection's key passes here.
-        if ks.acquired or ks.connecting or ks.idle or ks.waiters:
+        if ks.acquired or ks.connecting or ks.idle or ks.waiting:
             return
         if self._keys.get(ks.key) is not ks:
             return

@@ -15,12 +15,12 @@ from .records import (
     CLOSED,
     GONE,
     IDLE,
-    NO_WAITERS,
     NOTHING,
     Closing,
     ConnRecord,
     Decision,
     Ticket,
+    dequeue_first,
 )
 from .view import C, G, K
 
@@ -81,7 +81,8 @@ class Closes(Bookkeeping[K, C, G]):
             rec.state = GONE
             closes.append(Closing(rec.handle, "connector_closed", ks.key))
         for ks in list(self._keys.values()):
-            for ticket in ks.waiters:
+            while ks.waiting:
+                ticket = dequeue_first(ks)
                 ticket.state = CLOSED
                 wake.append(ticket)
                 if self._events is not None:
@@ -90,8 +91,7 @@ class Closes(Bookkeeping[K, C, G]):
                             self._ekey(ks.key), now, "closed", now - ticket.since
                         )
                     )
-            self._waiting -= len(ks.waiters)
-            ks.waiters = NO_WAITERS
+                self._waiting -= 1
             self._retire_if_empty(ks)
         self._ready.clear()
         return Decision(wake, closes)

@@ -13,7 +13,6 @@ succeeds or fails, or it times out in the queue.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -36,7 +35,6 @@ from .records import (
     DONE,
     GONE,
     GRANTED,
-    NO_WAITERS,
     NOTHING,
     QUEUED,
     REJECTED,
@@ -45,7 +43,10 @@ from .records import (
     Decision,
     KeyState,
     Ticket,
+    dequeue_first,
+    enqueue,
     positive,
+    unlink_waiter,
 )
 from .view import C, G, K
 
@@ -101,7 +102,7 @@ class Grants(Closes[K, C, G]):
             reuse
             and ks is not None
             and ks.idle
-            and not ks.waiters
+            and not ks.waiting
             and not self._closed
             and (
                 (limit := self._limit) is None
@@ -156,7 +157,7 @@ class Grants(Closes[K, C, G]):
             self._retire_if_empty(ks)
             return None, ticket, decision
         limit = self._limit
-        if not ks.waiters and (
+        if not ks.waiting and (
             (limit is None or self._acquired + self._connecting < limit)
             and (ks.limit is None or ks.acquired + ks.connecting < ks.limit)
         ):
@@ -173,15 +174,12 @@ class Grants(Closes[K, C, G]):
             return None, ticket, decision
         # Invariant 3 means a free total slot implies no ready key, so a new
         # request cannot overtake anyone by queueing behind its key.
-        waiters = ks.waiters
-        if waiters is NO_WAITERS:  # the key's own queue, on first use
-            waiters = ks.waiters = OrderedDict()
-        waiters[ticket] = None
+        waiting = enqueue(ks, ticket)
         self._waiting += 1
-        if len(waiters) == 1 and positive(ks.room()):
+        if waiting == 1 and positive(ks.room()):
             self._ready.push(ks)
         if self._events is not None:
-            self._events.append(ev.Queued(self._ekey(key), now, len(waiters)))
+            self._events.append(ev.Queued(self._ekey(key), now, waiting))
         return None, ticket, decision
 
     def handed_over(self, ticket: Ticket) -> bool:
@@ -416,7 +414,7 @@ class Grants(Closes[K, C, G]):
         # runs on every release that someone is waiting for.
         ready_keys = self._ready
         if (
-            ks.waiters
+            ks.waiting
             and ks.ready_token < 0
             and (ks.limit is None or ks.acquired + ks.connecting < ks.limit)
         ):
@@ -433,9 +431,7 @@ class Grants(Closes[K, C, G]):
             # Serving the first waiter is inlined here and in
             # Releases.release's own-key hand-off (a call per queued request
             # otherwise): change both together.
-            ticket = ready.waiters.popitem(False)[0]  # last=False (positional: faster)
-            if not ready.waiters:
-                ready.waiters = NO_WAITERS
+            ticket = dequeue_first(ready)
             self._waiting -= 1
             if self._events is not None:
                 self._events.append(
@@ -450,7 +446,7 @@ class Grants(Closes[K, C, G]):
             else:
                 self._grant(ready, ticket, closes, now)
             wake.append(ticket)
-            if ready.waiters and (
+            if ready.waiting and (
                 ready.limit is None or ready.acquired + ready.connecting < ready.limit
             ):
                 ready_keys.push(ready)
@@ -468,15 +464,12 @@ class Grants(Closes[K, C, G]):
             self._events.append(
                 ev.Dequeued(self._ekey(ks.key), now, outcome, now - ticket.since)  # type: ignore[arg-type]
             )
-        waiters = ks.waiters
-        was_head = next(iter(waiters)) is ticket
-        del waiters[ticket]
+        was_head = ks.first_waiter is ticket
+        unlink_waiter(ks, ticket)
         self._waiting -= 1
-        if not waiters:
-            ks.waiters = NO_WAITERS
         if was_head and ks in self._ready:
             self._ready.discard(ks)
-            if waiters:
+            if ks.waiting:
                 self._ready.push(ks)
         self._retire_if_empty(ks)
 

@@ -39,6 +39,14 @@ from .records import KeyState
 __all__ = ["ReadyQueue"]
 
 
+def _first_seq(ks: KeyState) -> int:
+    """The number of ``ks``'s first waiter, which must exist."""
+    first = ks.first_waiter
+    if first is None:
+        raise RuntimeError(f"{ks.key!r} has no request waiting")
+    return first.seq
+
+
 class ReadyQueue:
     __slots__ = ("_heap", "_keys", "_tokens", "count", "moved")
 
@@ -84,7 +92,7 @@ class ReadyQueue:
         token = next(self._tokens)
         ks.ready_token = token
         self._keys[token] = ks
-        heapq.heappush(self._heap, (next(iter(ks.waiters)).seq, token))
+        heapq.heappush(self._heap, (_first_seq(ks), token))
         self._compact()
 
     def _settle(self) -> None:
@@ -97,7 +105,7 @@ class ReadyQueue:
         token = next(self._tokens)
         ks.ready_token = token
         self._keys = {token: ks}
-        self._heap = [(next(iter(ks.waiters)).seq, token)]
+        self._heap = [(_first_seq(ks), token)]
 
     def discard(self, ks: KeyState) -> None:
         """``ks`` is no longer ready (no waiter, or no per-key room)."""

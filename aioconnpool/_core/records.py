@@ -7,7 +7,6 @@ from collections.abc import Hashable, Sequence
 from typing import Final, NamedTuple
 
 from .counters import Counters, Counts
-from .empty_queue import NO_WAITERS
 
 __all__ = [
     "ACQUIRED",
@@ -17,7 +16,6 @@ __all__ = [
     "GRANTED",
     "IDLE",
     "NOTHING",
-    "NO_WAITERS",
     "QUEUED",
     "REJECTED",
     "Closing",
@@ -26,9 +24,13 @@ __all__ = [
     "KeyFigures",
     "KeyState",
     "Ticket",
+    "dequeue_first",
+    "enqueue",
     "min_limit",
     "min_room",
     "positive",
+    "unlink_waiter",
+    "waiters_of",
 ]
 
 QUEUED: Final = "queued"
@@ -85,9 +87,23 @@ NOTHING: Final = Decision((), ())
 
 
 class Ticket:
-    """One request's claim on the pool (see the module docstring)."""
+    """One request's claim on the pool (see the module docstring).
 
-    __slots__ = ("conn", "granted_at", "key", "seq", "since", "state", "token")
+    While queued, a ticket is a link of its key's queue (``next_waiter`` /
+    ``prev_waiter``, see :func:`enqueue`); both are ``None`` otherwise.
+    """
+
+    __slots__ = (
+        "conn",
+        "granted_at",
+        "key",
+        "next_waiter",
+        "prev_waiter",
+        "seq",
+        "since",
+        "state",
+        "token",
+    )
 
     def __init__(self, key: Hashable, seq: int, since: float) -> None:
         self.key = key
@@ -97,6 +113,8 @@ class Ticket:
         self.state = QUEUED
         self.conn: Hashable | None = None
         self.token: object = None  # the connector's own handle (a Future)
+        self.next_waiter: Ticket | None = None
+        self.prev_waiter: Ticket | None = None
 
     def __repr__(self) -> str:
         return f"<Ticket #{self.seq} {self.state} conn={self.conn!r}>"
@@ -153,27 +171,39 @@ class KeyFigures(NamedTuple):
 class KeyState:
     """One live key: its limit, gauges, queue, idle connections, counters.
 
-    ``waiters`` is the shared empty ``NO_WAITERS`` while empty (see
-    ``_NothingYet``). ``idle`` is the key's idle connection idle longest,
-    ``None`` when it has none: the first of a ring the records themselves
-    link (``ConnRecord.newer`` / ``older``, kept by ``idle.IdleStore``), so
-    that a key keeping idle connections, as every host a crawler has
-    visited does, needs no mapping of its own; a record is always true, so
-    ``ks.idle`` reads as "has idle connections". ``connecting`` is a count:
-    the tickets themselves are indexed once for the whole pool. ``counts``
-    is the key's counts list (see ``counters``), which the history keeps
-    when it drains.
+    ``first_waiter`` .. ``last_waiter`` is the key's queue, ``waiting``
+    tickets long, oldest first: the tickets themselves are its links (see
+    :func:`enqueue`), so that a key with requests waiting, as each of a
+    crawl's 15,000 hosts has when its requests are issued at once, needs no
+    container of its own (an ``OrderedDict`` per key before: one more object
+    for the collector to walk per queued host). "Has waiters" reads
+    ``ks.waiting``: a test of ``first_waiter`` after a call that may have
+    changed it would be wrong in the compiled core, which keeps what mypy
+    narrowed an attribute to across calls.
+
+    ``idle`` is the key's idle connection idle longest, ``None`` when it has
+    none: the first of a ring the records themselves link
+    (``ConnRecord.newer`` / ``older``, kept by ``idle.IdleStore``), so that a
+    key keeping idle connections, as every host a crawler has visited does,
+    needs no mapping of its own either; a record is always true, so
+    ``ks.idle`` reads as "has idle connections".
+
+    ``connecting`` is a count: the tickets themselves are indexed once for
+    the whole pool. ``counts`` is the key's counts list (see ``counters``),
+    which the history keeps when it drains.
     """
 
     __slots__ = (
         "acquired",
         "connecting",
         "counts",
+        "first_waiter",
         "idle",
         "key",
+        "last_waiter",
         "limit",
         "ready_token",
-        "waiters",
+        "waiting",
     )
 
     def __init__(self, key: Hashable, limit: int | None, counts: Counts) -> None:
@@ -182,7 +212,9 @@ class KeyState:
         self.acquired = 0
         self.connecting = 0
         self.idle: ConnRecord | None = None
-        self.waiters = NO_WAITERS
+        self.first_waiter: Ticket | None = None
+        self.last_waiter: Ticket | None = None
+        self.waiting = 0
         self.counts = counts
         self.ready_token = -1  # >= 0 while the key sits in the ready heap
 
@@ -192,7 +224,69 @@ class KeyState:
         return self.limit - self.acquired - self.connecting
 
     def is_empty(self) -> bool:
-        return not (self.acquired or self.connecting or self.idle or self.waiters)
+        return not (self.acquired or self.connecting or self.idle or self.waiting)
+
+
+# A key's queue: a doubly linked list of its tickets. Unlinking clears a
+# ticket's own links, so that a ticket that left leaves no reference cycle
+# behind (a cycle would wait for the collector's next pass over it).
+
+
+def enqueue(ks: KeyState, ticket: Ticket) -> int:
+    """Queue ``ticket`` last in ``ks``'s queue; returns the queue's length."""
+    last = ks.last_waiter
+    ticket.prev_waiter = last
+    if last is None:
+        ks.first_waiter = ticket
+    else:
+        last.next_waiter = ticket
+    ks.last_waiter = ticket
+    ks.waiting += 1
+    return ks.waiting
+
+
+def dequeue_first(ks: KeyState) -> Ticket:
+    """Take the first ticket out of ``ks``'s queue (which must have one)."""
+    ticket = ks.first_waiter
+    if ticket is None:
+        raise RuntimeError(f"no request waits on {ks.key!r}")
+    after = ticket.next_waiter
+    ks.first_waiter = after
+    if after is None:
+        ks.last_waiter = None
+    else:
+        after.prev_waiter = None
+        ticket.next_waiter = None
+    ks.waiting -= 1
+    return ticket
+
+
+def unlink_waiter(ks: KeyState, ticket: Ticket) -> None:
+    """Take ``ticket``, wherever it stands, out of ``ks``'s queue."""
+    before, after = ticket.prev_waiter, ticket.next_waiter
+    if before is None:
+        if ks.first_waiter is not ticket:
+            raise RuntimeError(f"{ticket!r} does not wait on {ks.key!r}")
+        ks.first_waiter = after
+    else:
+        before.next_waiter = after
+    if after is None:
+        ks.last_waiter = before
+    else:
+        after.prev_waiter = before
+    ticket.prev_waiter = None
+    ticket.next_waiter = None
+    ks.waiting -= 1
+
+
+def waiters_of(ks: KeyState) -> list[Ticket]:
+    """``ks``'s queued tickets, oldest first (a copy)."""
+    found: list[Ticket] = []
+    ticket = ks.first_waiter
+    while ticket is not None:
+        found.append(ticket)
+        ticket = ticket.next_waiter
+    return found
 
 
 def positive(room: int | None) -> bool:

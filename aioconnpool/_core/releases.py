@@ -22,13 +22,13 @@ from .records import (
     DONE,
     GONE,
     GRANTED,
-    NO_WAITERS,
     NOTHING,
     QUEUED,
     Closing,
     ConnRecord,
     Decision,
     Ticket,
+    dequeue_first,
 )
 from .view import C, G, K
 
@@ -97,7 +97,7 @@ class Releases(Grants[K, C, G]):
         self._acquired -= 1
         if (
             close_reason is None
-            and ks.waiters
+            and ks.waiting
             and not ks.idle
             and self._idle.plain
             and (alive or self._idle.is_alive(conn))
@@ -125,10 +125,7 @@ class Releases(Grants[K, C, G]):
                 # first waiter, as _slot_freed's loop does it (inlined in
                 # both: change both together).
                 closes: list[Closing] = []
-                waiters = ks.waiters
-                ticket = waiters.popitem(False)[0]  # last=False (positional: faster)
-                if not waiters:
-                    ks.waiters = NO_WAITERS
+                ticket = dequeue_first(ks)
                 self._waiting -= 1
                 if self._events is not None:
                     self._events.append(
@@ -139,7 +136,7 @@ class Releases(Grants[K, C, G]):
                 rec.idle_since = now
                 self._grant(ks, ticket, closes, now, rec)
                 if sole:
-                    if waiters:
+                    if ks.waiting:
                         # Still ready (the slot it took was its own), under
                         # a first waiter that left: re-keyed when it matters
                         # (ReadyQueue.moved).
@@ -152,7 +149,7 @@ class Releases(Grants[K, C, G]):
                 return self._slot_freed(ks, [], now, rec)
         if close_reason is None:
             dropped = self._idle.put(ks, rec, now)  # _keep, inlined: hot
-            if dropped is None and not ks.waiters and not self._ready.count:
+            if dropped is None and not ks.waiting and not self._ready.count:
                 # The common case, kept idle with nobody waiting: the key
                 # holds that connection (no retiring) and nobody can be
                 # woken. No list allocated for closings on the way here.

@@ -52,7 +52,7 @@ class PoolView(Generic[K, C, G]):
         queued (0 for a drained key). What adaptive limits call a host's
         use of its limit."""
         ks = self._keys.get(key)
-        return ks.acquired + ks.connecting + len(ks.waiters) if ks is not None else 0
+        return ks.acquired + ks.connecting + ks.waiting if ks is not None else 0
 
     def connection_count(self, key: K) -> int:
         """Connections ``key`` opened or is opening (0 for a drained key)."""
@@ -187,7 +187,7 @@ class PoolView(Generic[K, C, G]):
             ks.acquired,
             idle,
             ks.connecting,
-            len(ks.waiters),
+            ks.waiting,
             ks.limit,
             min_room(ks.room(), room),
             Counters(ks.counts[:]),
