@@ -38,6 +38,7 @@ from .records import (
     Closing,
     ConnRecord,
     KeyState,
+    counts_of,
 )
 from .view import C, G, K, PoolView
 
@@ -83,8 +84,8 @@ class Bookkeeping(PoolView[K, C, G]):
     # ---------------------------------------------------- key life
 
     def _open_key(self, key: K) -> KeyState:
-        counters = self._history.revive(key)
-        ks = KeyState(key, self._limit_for(key), counters)
+        frozen = self._history.revive(key)
+        ks = KeyState(key, self._limit_for(key), frozen)
         self._keys[key] = ks
         return ks
 
@@ -95,7 +96,7 @@ class Bookkeeping(PoolView[K, C, G]):
         if self._keys.get(ks.key) is not ks:
             return
         del self._keys[ks.key]
-        self._history.retire(ks.key, ks.counts)
+        self._history.retire(ks.key, counts_of(ks))
 
     # ---------------------------------------------------- idle put
 
@@ -133,14 +134,16 @@ class Bookkeeping(PoolView[K, C, G]):
         both together."""
         counts, totals = ks.counts, self._totals
         i = _RELEASED_INDEX[how]
-        counts[i] += 1
         if i != EOF:  # the totals work "eof" out when read (read_totals)
+            counts[i] += 1
             totals[i] += 1
+        else:
+            ks.released_eof += 1
         held = now - since
         i = HOLD_AT + bucket_by_table(held)
         counts[i] += 1
         totals[i] += 1
-        counts[SUMS_AT + HOLD] += held
+        ks.hold_sum += held
         totals[SUMS_AT + HOLD] += held
         if self._events is not None:
             self._events.append(ev.Released(self._ekey(ks.key), now, how, now - since))
@@ -165,9 +168,16 @@ class Bookkeeping(PoolView[K, C, G]):
     def _observe(self, ks: KeyState, which: int, seconds: float) -> None:
         # For the key and the totals.
         i = HISTOGRAMS_AT + which * N_BUCKETS + bucket_by_table(seconds)
-        counts, totals = ks.counts, self._totals
-        counts[i] += 1
-        counts[SUMS_AT + which] += seconds
+        ks.counts[i] += 1
+        if which == CONNECT:
+            ks.connect_sum += seconds
+        elif which == LIFETIME:
+            ks.lifetime_sum += seconds
+        elif which == WAIT:
+            ks.wait_sum += seconds
+        else:
+            ks.hold_sum += seconds
+        totals = self._totals
         totals[i] += 1
         totals[SUMS_AT + which] += seconds
 

@@ -25,7 +25,6 @@ from .counters import (
     N_CREATED,
     N_REJECTED,
     N_REQUESTS,
-    N_REUSED,
     N_WAIT_TIMEOUTS,
     TOTAL_HOT,
 )
@@ -115,10 +114,10 @@ class Grants(Closes[K, C, G]):
             dropped: list[tuple[ConnRecord, str]] = []
             rec = self._idle.take(ks, now, dropped)
             if rec is not None:  # as arrive + _grant + handed_over would count it
-                counts = ks.counts
-                counts[N_REQUESTS] += 1
-                counts[WAIT_AT] += 1  # served at once
-                counts[N_REUSED] += 1
+                # Fields, not entries of ks.counts (KeyState): no array item.
+                ks.requests += 1
+                ks.served_at_once += 1  # the wait histogram's first bucket
+                ks.reused += 1
                 # The same three for the totals, in one entry (read_totals).
                 self._totals[TOTAL_HOT] += 1
                 ks.acquired += 1
@@ -147,7 +146,7 @@ class Grants(Closes[K, C, G]):
         # The arrival: a ticket, granted at once, queued or refused.
         if ks is None:
             ks = self._open_key(key)
-        ks.counts[N_REQUESTS] += 1
+        ks.requests += 1
         self._totals[N_REQUESTS] += 1
         if now is None:
             now = self._clock()
@@ -341,7 +340,7 @@ class Grants(Closes[K, C, G]):
         ticket.granted_at = now
         if count_wait:
             waited = now - ticket.since
-            counts, totals = ks.counts, self._totals
+            totals = self._totals
             if waited:  # _observe, inlined: every queued request passes here
                 # The bucket by the table (_histogram.BUCKET_BY_MS): no call.
                 ms = int(waited * 1000.0)
@@ -354,12 +353,12 @@ class Grants(Closes[K, C, G]):
                     while waited > _BOUNDS[b]:
                         b += 1
                 i = WAIT_AT + b
-                counts[i] += 1
+                ks.counts[i] += 1
                 totals[i] += 1
-                counts[WAIT_SUM] += waited
+                ks.wait_sum += waited
                 totals[WAIT_SUM] += waited
             else:  # served at once (most requests): the first bucket, no search
-                counts[WAIT_AT] += 1
+                ks.served_at_once += 1
                 totals[WAIT_AT] += 1
         rec = handoff
         dropped: list[tuple[ConnRecord, str]] = []
@@ -368,7 +367,7 @@ class Grants(Closes[K, C, G]):
         if rec is not None:
             ks.acquired += 1
             self._acquired += 1
-            ks.counts[N_REUSED] += 1  # the totals work it out (read_totals)
+            ks.reused += 1  # the totals work it out (read_totals)
             ticket.conn = rec.handle
             rec.acquired_at = now
             if self._events is not None:

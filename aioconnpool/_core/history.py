@@ -30,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
-from .counters import Counters, Counts, new_counts
+from .counters import Counters, Counts
 
 __all__ = ["KeyHistory"]
 
@@ -70,11 +70,11 @@ class KeyHistory:
         self._forgotten = Counters()
         self._forgotten_keys = 0
 
-    def revive(self, key: Hashable) -> Counts:
-        """The counts of ``key``, which becomes live (zeros if unknown)."""
+    def revive(self, key: Hashable) -> tuple[Any, ...] | None:
+        """The counts of ``key``, which becomes live (``None`` if unknown)."""
         frozen = self._counters.pop(key, None)
         if frozen is not None:
-            return list(frozen)
+            return frozen
         group = self._group(key)
         if isinstance(group, tuple):
             # Indexed by a plain tuple of the group's fields: equal to the
@@ -91,7 +91,7 @@ class KeyHistory:
             members.add(key)
         elif members != key:
             self._groups[group] = _Members((members, key))
-        return new_counts()
+        return None
 
     def retire(self, key: Hashable, counters: Counts) -> None:
         """``key`` drained: remember its counts, forgetting the oldest."""

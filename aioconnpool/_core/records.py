@@ -3,10 +3,20 @@ per-key state, decisions and figures. Plain data, no behaviour beyond arithmetic
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Hashable, Sequence
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
-from .counters import Counters, Counts
+from .counters import (
+    EOF,
+    N_REQUESTS,
+    N_REUSED,
+    SUMS_AT,
+    WAIT_AT,
+    Counters,
+    Counts,
+    new_key_counts,
+)
 
 __all__ = [
     "ACQUIRED",
@@ -24,6 +34,7 @@ __all__ = [
     "KeyFigures",
     "KeyState",
     "Ticket",
+    "counts_of",
     "dequeue_first",
     "enqueue",
     "min_limit",
@@ -189,24 +200,43 @@ class KeyState:
     ``ks.idle`` reads as "has idle connections".
 
     ``connecting`` is a count: the tickets themselves are indexed once for
-    the whole pool. ``counts`` is the key's counts list (see ``counters``),
-    which the history keeps when it drains.
+    the whole pool.
+
+    The key's counts (``counters``) are ``counts``, an array of the integer
+    part of the layout, and fields: the four duration sums (``wait_sum`` ..
+    ``lifetime_sum``) and four counts the keep-alive hot path adds to
+    (``requests``, ``reused``, ``released_eof``, ``served_at_once``, each
+    on top of its entry in ``counts``, which other paths may increment).
+    :func:`counts_of` reads them all into the flat layout, which is what the
+    history keeps when the key drains.
     """
 
     __slots__ = (
         "acquired",
+        "connect_sum",
         "connecting",
         "counts",
         "first_waiter",
+        "hold_sum",
         "idle",
         "key",
         "last_waiter",
+        "lifetime_sum",
         "limit",
         "ready_token",
+        "released_eof",
+        "requests",
+        "reused",
+        "served_at_once",
+        "wait_sum",
         "waiting",
     )
 
-    def __init__(self, key: Hashable, limit: int | None, counts: Counts) -> None:
+    def __init__(
+        self, key: Hashable, limit: int | None, frozen: tuple[Any, ...] | None
+    ) -> None:
+        """``frozen``: the key's counts from the history (the flat layout),
+        ``None`` for a key never seen."""
         self.key = key
         self.limit = limit
         self.acquired = 0
@@ -215,8 +245,25 @@ class KeyState:
         self.first_waiter: Ticket | None = None
         self.last_waiter: Ticket | None = None
         self.waiting = 0
-        self.counts = counts
         self.ready_token = -1  # >= 0 while the key sits in the ready heap
+        self.requests = 0
+        self.reused = 0
+        self.released_eof = 0
+        self.served_at_once = 0
+        if frozen is None:
+            self.counts = new_key_counts()
+            self.wait_sum = 0.0
+            self.connect_sum = 0.0
+            self.hold_sum = 0.0
+            self.lifetime_sum = 0.0
+        else:
+            self.counts = array("q", frozen[:SUMS_AT])
+            # The sums in the order of _histogram.DURATIONS (counters checks
+            # WAIT .. LIFETIME are 0 .. 3).
+            self.wait_sum = float(frozen[SUMS_AT])
+            self.connect_sum = float(frozen[SUMS_AT + 1])
+            self.hold_sum = float(frozen[SUMS_AT + 2])
+            self.lifetime_sum = float(frozen[SUMS_AT + 3])
 
     def room(self) -> int | None:
         if self.limit is None:
@@ -225,6 +272,20 @@ class KeyState:
 
     def is_empty(self) -> bool:
         return not (self.acquired or self.connecting or self.idle or self.waiting)
+
+
+def counts_of(ks: KeyState) -> Counts:
+    """``ks``'s counts in the flat layout of ``counters`` (a new list)."""
+    counts: Counts = ks.counts.tolist()
+    counts[N_REQUESTS] += ks.requests
+    counts[N_REUSED] += ks.reused
+    counts[EOF] += ks.released_eof
+    counts[WAIT_AT] += ks.served_at_once
+    counts.append(ks.wait_sum)  # SUMS_AT + WAIT, then in DURATIONS order
+    counts.append(ks.connect_sum)
+    counts.append(ks.hold_sum)
+    counts.append(ks.lifetime_sum)
+    return counts
 
 
 # A key's queue: a doubly linked list of its tickets. Unlinking clears a

@@ -72,8 +72,10 @@ class Releases(Grants[K, C, G]):
         # _count_release, inlined: every request passes here.
         counts, totals = ks.counts, self._totals
         i = _RELEASED_INDEX[how]
-        counts[i] += 1
-        if i != EOF:  # the totals work "eof" out when read (read_totals)
+        if i == EOF:  # a field of its own; the totals work it out (read_totals)
+            ks.released_eof += 1
+        else:
+            counts[i] += 1
             totals[i] += 1
         held = now - rec.acquired_at
         # The bucket by the table (_histogram.BUCKET_BY_MS), inlined: no call.
@@ -89,7 +91,7 @@ class Releases(Grants[K, C, G]):
         i = HOLD_AT + b
         counts[i] += 1
         totals[i] += 1
-        counts[HOLD_SUM] += held
+        ks.hold_sum += held
         totals[HOLD_SUM] += held
         if self._events is not None:
             self._events.append(ev.Released(self._ekey(ks.key), now, how, held))

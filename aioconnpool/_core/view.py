@@ -15,7 +15,15 @@ from typing import Generic, TypeVar
 from .counters import N_CREATED, Counters, Counts, read_totals
 from .history import KeyHistory
 from .idle import IdleStore, idle_count
-from .records import IDLE, ConnRecord, KeyFigures, KeyState, Ticket, min_room
+from .records import (
+    IDLE,
+    ConnRecord,
+    KeyFigures,
+    KeyState,
+    Ticket,
+    counts_of,
+    min_room,
+)
 
 __all__ = ["PoolView"]
 
@@ -190,5 +198,5 @@ class PoolView(Generic[K, C, G]):
             ks.waiting,
             ks.limit,
             min_room(ks.room(), room),
-            Counters(ks.counts[:]),
+            Counters(counts_of(ks)),
         )
