@@ -412,8 +412,8 @@ class HostTable(Mapping[PoolKey, HostStats]):
         exporters rank every host by it to pick the busiest)."""
         figures = self._figures[key]
         if isinstance(figures, list):
-            return sum(f.counters.n[N_REQUESTS] for f in figures)
-        return figures.counters.n[N_REQUESTS]  # type: ignore[no-any-return]
+            return sum(f.requests for f in figures)
+        return figures.requests
 
     def copy(self) -> dict[PoolKey, HostStats]:
         """Every host's ``HostStats`` in a new dict (``MappingProxyType.copy``

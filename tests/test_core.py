@@ -22,7 +22,14 @@ from aioconnpool._core import (
     Ticket,
 )
 from aioconnpool._core.bookkeeping import bucket_by_table
-from aioconnpool._core.counters import CLOSE_REASONS, RELEASE_HOWS, Counters
+from aioconnpool._core.counters import (
+    CLOSE_REASONS,
+    HOLD,
+    LIFETIME,
+    RELEASE_HOWS,
+    WAIT,
+    Counters,
+)
 from aioconnpool._core.records import GONE
 from aioconnpool._histogram import (
     BOUNDS,
@@ -1090,6 +1097,47 @@ def test_figures_is_a_snapshot() -> None:
     fig = core.figures("a")
     fig.counters.requests = 99
     assert core.figures("a").counters.requests == 1
+
+
+def test_a_live_keys_counters_are_built_when_read_from_a_copy() -> None:
+    # stats() copies every live key's counts (an array and fields) and
+    # builds the flat list only for the hosts it reads.
+    clock = FakeClock()
+    core = make_core(clock=clock)
+    make_idle(core, "a", "ca")
+    conn, ticket, _ = core.acquire("a", True, True)  # the keep-alive hot path
+    assert (conn, ticket) == ("ca", None)
+    counters = core.figures("a").counters
+    with pytest.raises(AttributeError):
+        object.__getattribute__(counters, "n")  # not built yet
+    assert core.figures("a").requests == 2
+    clock.advance(0.25)
+    core.release("ca", "eof", None)  # after the snapshot: not in it
+    assert counters.requests == 2
+    assert counters.reused == 1
+    assert counters.released["eof"] == 1  # the first request's
+    assert counters.histogram(WAIT).count == 2
+    later = core.figures("a").counters
+    assert later.released["eof"] == 2
+    assert later.histogram(HOLD).count == 2
+    assert later.histogram(HOLD).sum == pytest.approx(0.25)
+    assert sum_counters(core) == core.totals
+    # Drained into the history and back: the same counts, fields included.
+    reuse(core, "a", "ca")
+    clock.advance(0.5)
+    core.release("ca", "eof", "server")
+    assert "a" not in core._keys
+    frozen = core.figures("a").counters
+    connect(core, "a", "cb")
+    assert core.figures("a").requests == 4
+    revived = core.figures("a").counters
+    assert revived.requests == frozen.requests + 1 == 4
+    assert revived.reused == frozen.reused == 2
+    assert revived.released == frozen.released
+    assert revived.released["eof"] == 3
+    assert revived.histogram(HOLD).sum == pytest.approx(0.75)
+    assert revived.histogram(LIFETIME).count == 1
+    check_consistent(core)
 
 
 def test_history_overflow_folds_into_forgotten() -> None:

@@ -66,6 +66,8 @@ __all__ = [
     "Counters",
     "Counts",
     "bucket_index",
+    "flat_counts",
+    "key_counters",
     "new_counts",
     "new_key_counts",
     "new_totals",
@@ -161,10 +163,13 @@ def _check_layout() -> None:
         "TOTAL_HOT": _SIZE,
     }
     actual = globals()
-    wrong = {k: (actual[k], v) for k, v in expected.items() if actual[k] != v}
-    # records.KeyState and counts_of keep a live key's sums in this order.
-    if (WAIT, CONNECT, HOLD, LIFETIME) != (0, 1, 2, 3):
-        wrong["sums"] = ((WAIT, CONNECT, HOLD, LIFETIME), (0, 1, 2, 3))
+    wrong: dict[str, tuple[object, object]] = {
+        k: (actual[k], v) for k, v in expected.items() if actual[k] != v
+    }
+    # A live key keeps its sums in this order (records.KeyState, KeyExtras).
+    order: tuple[int, ...] = (WAIT, CONNECT, HOLD, LIFETIME)
+    if order != tuple(range(len(DURATIONS))):
+        wrong["sums"] = (order, tuple(range(len(DURATIONS))))
     if wrong:  # a name or a bucket added without its index moved
         raise RuntimeError(f"counts layout out of date (is, should be): {wrong}")
 
@@ -190,6 +195,24 @@ def new_key_counts() -> array[int]:
     return _KEY_ZEROS[:]
 
 
+KeyExtras = tuple[int, int, int, int, float, float, float, float]
+"""A live key's counts kept as fields (``records.KeyState``): requests,
+reused, released "eof", waits in the first bucket, each on top of its entry
+of the array; then the four sums, in the order of ``DURATIONS``."""
+
+
+def flat_counts(ints: array[int], extras: KeyExtras) -> Counts:
+    """A live key's counts (its array and fields) in the flat layout."""
+    counts: Counts = ints.tolist()
+    requests, reused, eof, at_once, *sums = extras
+    counts[N_REQUESTS] += requests
+    counts[N_REUSED] += reused
+    counts[EOF] += eof
+    counts[WAIT_AT] += at_once
+    counts += sums
+    return counts
+
+
 # The core's totals count what every key counts. A keep-alive round trip
 # counts four figures besides its hold time (requests, wait bucket 0, reused;
 # released "eof") for its key and again in the totals, which, being one list,
@@ -206,6 +229,14 @@ by :func:`read_totals`."""
 
 
 _check_layout()
+
+
+def key_counters(ints: array[int], extras: KeyExtras) -> Counters:
+    """The counters of a live key, from a copy of its array and its fields:
+    the flat list is built when first read (see :class:`Counters`)."""
+    counters: Counters = Counters.__new__(Counters)
+    counters._key = (ints, extras)
+    return counters
 
 
 def new_totals() -> Counts:
@@ -261,10 +292,16 @@ def _scalar(index: int, doc: str) -> property:
 class Counters:
     """Counters that only go up. ``copy()`` before handing one out.
 
-    ``n`` is the counts list it wraps (see the module docstring).
+    ``n`` is the counts list it wraps (see the module docstring). One made
+    by :func:`key_counters` (a live key's, in ``stats()``) holds the key's
+    array and fields instead, and builds ``n`` from them when first read:
+    a snapshot copies every key's counts, but is read for a few hosts.
     """
 
-    __slots__ = ("n",)
+    __slots__ = ("_key", "n")
+
+    _key: tuple[array[int], KeyExtras]
+    n: Counts
 
     requests = _scalar(N_REQUESTS, "Requests that arrived.")
     created = _scalar(N_CREATED, "Connections opened.")
@@ -275,6 +312,15 @@ class Counters:
 
     def __init__(self, counts: Counts | None = None) -> None:
         self.n = _ZEROS[:] if counts is None else counts
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for a slot not set: ``n`` of a key_counters() not read yet.
+        if name != "n":
+            raise AttributeError(name)
+        ints, extras = self._key
+        n = self.n = flat_counts(ints, extras)
+        del self._key
+        return n
 
     @property
     def released(self) -> dict[str, int]:

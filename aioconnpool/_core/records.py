@@ -8,13 +8,11 @@ from collections.abc import Hashable, Sequence
 from typing import Any, Final, NamedTuple
 
 from .counters import (
-    EOF,
-    N_REQUESTS,
-    N_REUSED,
     SUMS_AT,
-    WAIT_AT,
     Counters,
     Counts,
+    KeyExtras,
+    flat_counts,
     new_key_counts,
 )
 
@@ -37,6 +35,7 @@ __all__ = [
     "counts_of",
     "dequeue_first",
     "enqueue",
+    "extras_of",
     "min_limit",
     "min_room",
     "positive",
@@ -167,7 +166,11 @@ class ConnRecord:
 
 
 class KeyFigures(NamedTuple):
-    """A snapshot of one full key: gauges, limit and counters."""
+    """A snapshot of one full key: gauges, limit and counters.
+
+    ``requests`` is ``counters.requests``, there to rank keys by without
+    reading their counters (which a live key's build when first read).
+    """
 
     key: Hashable
     acquired: int
@@ -177,6 +180,7 @@ class KeyFigures(NamedTuple):
     limit: int | None
     room: int | None
     counters: Counters
+    requests: int
 
 
 class KeyState:
@@ -274,18 +278,23 @@ class KeyState:
         return not (self.acquired or self.connecting or self.idle or self.waiting)
 
 
+def extras_of(ks: KeyState) -> KeyExtras:
+    """``ks``'s counts kept as fields (see ``counters.KeyExtras``)."""
+    return (
+        ks.requests,
+        ks.reused,
+        ks.released_eof,
+        ks.served_at_once,
+        ks.wait_sum,
+        ks.connect_sum,
+        ks.hold_sum,
+        ks.lifetime_sum,
+    )
+
+
 def counts_of(ks: KeyState) -> Counts:
     """``ks``'s counts in the flat layout of ``counters`` (a new list)."""
-    counts: Counts = ks.counts.tolist()
-    counts[N_REQUESTS] += ks.requests
-    counts[N_REUSED] += ks.reused
-    counts[EOF] += ks.released_eof
-    counts[WAIT_AT] += ks.served_at_once
-    counts.append(ks.wait_sum)  # SUMS_AT + WAIT, then in DURATIONS order
-    counts.append(ks.connect_sum)
-    counts.append(ks.hold_sum)
-    counts.append(ks.lifetime_sum)
-    return counts
+    return flat_counts(ks.counts, extras_of(ks))
 
 
 # A key's queue: a doubly linked list of its tickets. Unlinking clears a

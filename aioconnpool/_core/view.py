@@ -12,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator, Sized
 from typing import Generic, TypeVar
 
-from .counters import N_CREATED, Counters, Counts, read_totals
+from .counters import (
+    N_CREATED,
+    N_REQUESTS,
+    Counters,
+    Counts,
+    key_counters,
+    read_totals,
+)
 from .history import KeyHistory
 from .idle import IdleStore, idle_count
 from .records import (
@@ -21,7 +28,7 @@ from .records import (
     KeyFigures,
     KeyState,
     Ticket,
-    counts_of,
+    extras_of,
     min_room,
 )
 
@@ -177,8 +184,13 @@ class PoolView(Generic[K, C, G]):
     def _drained_figures(self, key: K, room: int | None) -> KeyFigures:
         frozen = self._history.get(key)
         limit = self._limit_for(key)
-        counters = Counters() if frozen is None else Counters(list(frozen))
-        return KeyFigures(key, 0, 0, 0, 0, limit, min_room(limit, room), counters)
+        if frozen is None:
+            counters, requests = Counters(), 0
+        else:
+            counters, requests = Counters(list(frozen)), frozen[N_REQUESTS]
+        return KeyFigures(
+            key, 0, 0, 0, 0, limit, min_room(limit, room), counters, requests
+        )
 
     def _figures_of(self, ks: KeyState, room: int | None) -> KeyFigures:
         # idle_count, without its call for no idle connection or one (what
@@ -198,5 +210,8 @@ class PoolView(Generic[K, C, G]):
             ks.waiting,
             ks.limit,
             min_room(ks.room(), room),
-            Counters(counts_of(ks)),
+            # A copy of the array (a memcpy) and the fields: the flat list
+            # is built only if read (most hosts of a snapshot are not).
+            key_counters(ks.counts[:], extras_of(ks)),
+            ks.requests + ks.counts[N_REQUESTS],
         )
