@@ -68,7 +68,6 @@ __all__ = [
     "bucket_index",
     "flat_counts",
     "key_counters",
-    "new_counts",
     "new_key_counts",
     "new_totals",
     "read_totals",
@@ -181,11 +180,6 @@ _ZEROS: Counts = [0] * SUMS_AT + [0.0] * len(DURATIONS)
 _EMPTY = Histogram()
 
 
-def new_counts() -> Counts:
-    """Zeroed counts (see the module docstring for the layout)."""
-    return _ZEROS[:]
-
-
 _KEY_ZEROS: array[int] = array("q", bytes(8 * SUMS_AT))
 
 
@@ -240,7 +234,7 @@ def key_counters(ints: array[int], extras: KeyExtras) -> Counters:
 
 
 def new_totals() -> Counts:
-    """Zeroed totals: the layout of :func:`new_counts`, plus ``TOTAL_HOT``;
+    """Zeroed totals: the flat layout (``Counts``), plus ``TOTAL_HOT``;
     their ``reused`` and ``"eof"`` entries stay 0 (see :func:`read_totals`)."""
     return [*_ZEROS, 0]
 
