@@ -320,14 +320,7 @@ def dequeue_first(ks: KeyState) -> Ticket:
     ticket = ks.first_waiter
     if ticket is None:
         raise RuntimeError(f"no request waits on {ks.key!r}")
-    after = ticket.next_waiter
-    ks.first_waiter = after
-    if after is None:
-        ks.last_waiter = None
-    else:
-        after.prev_waiter = None
-        ticket.next_waiter = None
-    ks.waiting -= 1
+    unlink_waiter(ks, ticket)
     return ticket
 
 
